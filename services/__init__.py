@@ -1,0 +1,1 @@
+"""Funnel's services. Each package is independent: none imports another."""

@@ -1,0 +1,47 @@
+"""traffic-intake application factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import Engine, Table
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from services.traffic_intake import api as tracking_api
+from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.models import metadata, outbox
+from shared.db import make_engine
+from shared.http import DecompressRequest, init_api, register_health
+
+
+@dataclass
+class IntakeState:
+    config: IntakeConfig
+    engine: Engine
+    outbox: Table
+
+
+def init_db(engine: Engine) -> None:
+    """Create intake's tables if missing (idempotent)."""
+    metadata.create_all(engine)
+
+
+def create_app(config: IntakeConfig | None = None) -> Flask:
+    config = config or IntakeConfig.from_env()
+    app = Flask(__name__)
+    # Flask enforces this while reading, chunked bodies included: memory stays bounded.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes
+    engine = make_engine(config.database_url, busy_timeout_ms=2000)
+    app.extensions["intake"] = IntakeState(config=config, engine=engine, outbox=outbox)
+
+    api = init_api(app, title="Funnel traffic-intake")
+    api.spec.components.security_scheme(
+        "basicAuth", {"type": "http", "scheme": "basic", "description": "write key as user name"}
+    )
+    api.register_blueprint(tracking_api.blp)
+    register_health(app)
+    app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
+        ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes
+    )
+    return app

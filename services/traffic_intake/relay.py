@@ -1,0 +1,73 @@
+"""traffic-intake's relay process: publishes the outbox to the traffic topic.
+
+Runs apart from gunicorn. Kafka errors are retried with capped backoff (accepted events
+wait durably in the outbox); database errors crash the process for its supervisor to
+restart. SIGTERM/SIGINT set a flag: the batch in hand is finished and flushed first.
+Sent rows are pruned once they leave the dedupe window.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from datetime import timedelta
+from types import FrameType
+
+from kafka.errors import KafkaError
+
+from services.traffic_intake.config import SERVICE, IntakeConfig
+from services.traffic_intake.models import outbox
+from shared.db import make_engine, utcnow
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+class RelayLoop:
+    def __init__(self, relay: OutboxRelay, *, dedupe_window: timedelta) -> None:
+        self.relay = relay
+        self.dedupe_window = dedupe_window
+        self._stop = False
+
+    def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._stop = True
+
+    def run(self, *, idle_sleep_s: float = 0.05, max_seconds: float | None = None) -> None:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        backoff = 0.5
+        next_prune = 0.0
+        while not self._stop and (deadline is None or time.monotonic() < deadline):
+            try:
+                sent = self.relay.publish_pending(max_batches=10)
+                backoff = 0.5
+            except KafkaError as exc:
+                log.warning("publish failed (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if time.monotonic() > next_prune:
+                self.relay.prune(utcnow() - self.dedupe_window)
+                next_prune = time.monotonic() + 600
+            if not sent:
+                time.sleep(idle_sleep_s)
+        try:
+            self.relay.publish_pending()
+        except KafkaError:
+            log.warning("stopping with unsent events; they stay in the outbox")
+        self.relay.producer.close(timeout=10)
+
+
+def main(config: IntakeConfig | None = None) -> None:
+    config = config or IntakeConfig.from_env()
+    engine = make_engine(config.database_url)
+    producer = make_producer(config.kafka, f"{SERVICE}-relay")
+    loop = RelayLoop(
+        OutboxRelay(engine, outbox, producer, batch_size=config.relay_batch_size),
+        dedupe_window=timedelta(days=config.dedupe_window_days),
+    )
+    signal.signal(signal.SIGTERM, loop.request_stop)
+    signal.signal(signal.SIGINT, loop.request_stop)
+    log.info("relay publishing %s outbox to Kafka at %s", SERVICE, config.kafka.bootstrap_servers)
+    loop.run()

@@ -1,0 +1,118 @@
+"""HTTP schemas of the Segment Tracking API (camelCase, as Segment spells it).
+
+These describe what clients send; :mod:`segment` maps a loaded call to the Funnel event
+envelope. Unknown keys (``integrations``, ``_metadata``, SDK extras) are accepted and
+ignored, as Segment does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
+
+# Values SDKs and broken templates send when they have no id. They are never an identity:
+# accepting them would merge strangers into one lead.
+JUNK_IDS = frozenset({"", "null", "undefined", "0", "nan", "[object object]", "none", "-1"})
+MAX_ID_LENGTH = 200
+
+
+class Identifier(fields.Field):
+    """A person id: a string or an integer (Segment allows both), never junk."""
+
+    default_error_messages = {  # noqa: RUF012
+        "invalid": "must be a string or an integer",
+        "junk": "{value!r} is not a usable id",
+        "too_long": f"must be at most {MAX_ID_LENGTH} characters",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.make_error("invalid")
+        text = str(value).strip()
+        if text.lower() in JUNK_IDS:
+            raise self.make_error("junk", value=value)
+        if len(text) > MAX_ID_LENGTH:
+            raise self.make_error("too_long")
+        return text
+
+
+class _Call(ma.Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    userId = Identifier(allow_none=True, load_default=None)
+    anonymousId = Identifier(allow_none=True, load_default=None)
+    messageId = fields.String(validate=validate.Length(min=1, max=100), load_default=None)
+    timestamp = fields.AwareDateTime(load_default=None, allow_none=True)
+    originalTimestamp = fields.AwareDateTime(load_default=None, allow_none=True)
+    sentAt = fields.AwareDateTime(load_default=None, allow_none=True)
+    context = fields.Dict(load_default=dict)
+    integrations = fields.Dict(load_default=dict)
+    writeKey = fields.String(load_only=True, load_default=None)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _needs_identity(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("userId") and not data.get("anonymousId"):
+            raise ValidationError("either userId or anonymousId is required", "userId")
+
+
+class TrackCall(_Call):
+    event = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    properties = fields.Dict(load_default=dict)
+
+
+class PageCall(_Call):
+    name = fields.String(load_default=None, allow_none=True)
+    category = fields.String(load_default=None, allow_none=True)
+    properties = fields.Dict(load_default=dict)
+
+
+class IdentifyCall(_Call):
+    traits = fields.Dict(load_default=dict)
+
+
+class GroupCall(_Call):
+    groupId = Identifier(required=True)
+    traits = fields.Dict(load_default=dict)
+
+
+class AliasCall(_Call):
+    previousId = Identifier(required=True)
+
+
+CALL_SCHEMAS: dict[str, type[_Call]] = {
+    "track": TrackCall,
+    "page": PageCall,
+    "screen": PageCall,
+    "identify": IdentifyCall,
+    "group": GroupCall,
+    "alias": AliasCall,
+}
+
+
+class BatchRequest(ma.Schema):
+    """``/v1/batch``: the envelope of many calls. Each item is validated on its own so one
+    bad event does not sink the others."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    batch = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
+    sentAt = fields.AwareDateTime(load_default=None, allow_none=True)
+    context = fields.Dict(load_default=dict)
+    writeKey = fields.String(load_only=True, load_default=None)
+
+
+class RejectedEvent(ma.Schema):
+    index = fields.Integer(metadata={"description": "position in the batch"})
+    kind = fields.String(metadata={"description": "schema_violation or size_violation"})
+    fields = fields.Dict(metadata={"description": "field → reasons"})
+
+
+class AcceptedResponse(ma.Schema):
+    success = fields.Boolean(required=True)
+    accepted = fields.Integer(metadata={"description": "events made durable by this call"})
+    duplicates = fields.Integer(metadata={"description": "messageIds already accepted before"})
+    rejected = fields.List(fields.Nested(RejectedEvent))

@@ -1,0 +1,3 @@
+from services.traffic_intake.app import create_app
+
+app = create_app()

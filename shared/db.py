@@ -1,0 +1,115 @@
+"""Database helpers shared by every service: engines, sessions, and the two tables each
+service's consumer needs (processed events for idempotency, the transactional outbox).
+
+SQLite runs in WAL mode with a busy timeout so that API workers and the consumer process
+can write the same file; PostgreSQL needs nothing special.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import sessionmaker
+
+# One naming convention so constraint names are stable across SQLite and PostgreSQL
+# (and so future Alembic migrations can refer to them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Portable auto-increment primary key: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys.
+
+    ``busy_timeout_ms`` bounds how long a SQLite writer waits for the lock before the
+    statement fails with ``OperationalError`` (intake keeps it short to answer 503 fast).
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control away from pysqlite so SAVEPOINT works and we can
+            # BEGIN IMMEDIATE (below).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+            # then writes fails with "database is locked" when another process wrote in
+            # between, and busy_timeout cannot help it.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def processed_events_table(metadata: MetaData) -> Table:
+    """Ids of events a consumer has applied, written in the same transaction as the
+    effects, so a redelivered event is recognised and skipped (exactly-once effects)."""
+    return Table(
+        "processed_events",
+        metadata,
+        Column("event_id", String(128), primary_key=True),
+        Column("topic", String(200), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    )
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """Events a service has decided to publish, committed with the state that caused them.
+
+    The relay publishes unsent rows in id order and stamps ``sent_at``; a crash between
+    publish and stamp re-publishes the same ``event_id``, which consumers skip.
+    """
+    table = Table(
+        "outbox",
+        metadata,
+        Column("id", BigIntPK, primary_key=True, autoincrement=True),
+        Column("event_id", String(128), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=True),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSON, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+    )
+    Index("ix_outbox_unsent", table.c.sent_at, table.c.id)
+    return table

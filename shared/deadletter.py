@@ -1,0 +1,65 @@
+"""Dead letters: the one place where unprocessable data becomes a message on
+``funnel.deadletter``, and the replay that sends them back.
+
+A dead letter keeps the original key and value byte for byte; its headers say where it
+came from and why it failed:
+
+=========================  ==================================================
+``dlq.source``             original topic, or ``http:<path>`` for intake
+``dlq.partition``          original partition (``-1`` for HTTP)
+``dlq.offset``             original offset (``-1`` for HTTP)
+``dlq.consumer``           the consumer group / service that gave up
+``dlq.kind``               a typed reason: ``bad_json``, ``schema_violation`` …
+``dlq.reason``             the human-readable reason
+``dlq.failed_at``          ISO-8601 UTC time
+=========================  ==================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.db import utcnow
+
+HEADER_PREFIX = "dlq."
+MAX_REASON_BYTES = 2000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    consumer: str
+    kind: str
+    reason: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("dlq.source", self.source.encode()),
+            ("dlq.partition", str(self.partition).encode()),
+            ("dlq.offset", str(self.offset).encode()),
+            ("dlq.consumer", self.consumer.encode()),
+            ("dlq.kind", self.kind.encode()),
+            ("dlq.reason", self.reason.encode()[:MAX_REASON_BYTES]),
+            ("dlq.failed_at", utcnow().isoformat().encode()),
+        ]
+
+
+def parse_headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """The ``dlq.*`` headers of a dead letter as a plain dict (prefix stripped)."""
+    out: dict[str, str] = {}
+    for name, value in headers or []:
+        if name.startswith(HEADER_PREFIX):
+            out[name[len(HEADER_PREFIX) :]] = value.decode(errors="replace")
+    return out
+
+
+def replay_target(info: Mapping[str, str]) -> str | None:
+    """Where a dead letter goes back to: its source topic, or None for HTTP dead letters
+    (those are re-submitted through intake, not replayed onto a topic)."""
+    source = info.get("source", "")
+    return None if not source or source.startswith("http:") else source

@@ -1,0 +1,289 @@
+"""The event envelope and every event type, as versioned marshmallow schemas.
+
+Every message on a Funnel topic is one JSON envelope::
+
+    {"event_id", "type", "schema_version", "occurred_at", "received_at", "source",
+     "anonymous_id", "user_id", "context", "payload"}
+
+``payload`` is validated by the schema registered for ``(type, schema_version)``. These
+schemas are the contract between services: HTTP schemas and ORM models are separate and
+map to and from them explicitly.
+
+Failure modes: :func:`decode` raises :class:`InvalidEvent` for anything a consumer cannot
+process (bad JSON, schema violation, unknown type or version, type not allowed on the
+topic); the runner turns that into a dead letter. :func:`encode` raises
+``marshmallow.ValidationError`` because producing an invalid event is a programming error.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+# --------------------------------------------------------------------------- envelope
+
+
+class EnvelopeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    event_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    schema_version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    received_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    source = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    anonymous_id = fields.String(load_default=None, allow_none=True)
+    user_id = fields.String(load_default=None, allow_none=True)
+    context = fields.Dict(load_default=dict)
+    payload = fields.Dict(required=True)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event as it travels on Kafka. Immutable; build new ones with :func:`new_event`."""
+
+    event_id: str
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    payload: dict[str, Any]
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def partition_key(self) -> str:
+        """The Kafka key of a traffic event: the anonymous id when there is one (so one
+        browser's page views, identify and form fill stay in order), else the user id."""
+        return self.anonymous_id or self.user_id or ""
+
+    def with_payload(self, **changes: Any) -> Envelope:
+        return replace(self, payload={**self.payload, **changes})
+
+
+# --------------------------------------------------------------------------- payloads
+# Traffic: Segment's call types, in Funnel's snake_case. Unknown keys are kept out so a
+# payload never smuggles fields past the contract.
+
+
+class _Payload(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class TrackV1(_Payload):
+    event = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    properties = fields.Dict(load_default=dict)
+
+
+class PageV1(_Payload):
+    name = fields.String(load_default=None, allow_none=True)
+    category = fields.String(load_default=None, allow_none=True)
+    properties = fields.Dict(load_default=dict)
+
+
+class IdentifyV1(_Payload):
+    traits = fields.Dict(load_default=dict)
+
+
+class GroupV1(_Payload):
+    group_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    traits = fields.Dict(load_default=dict)
+
+
+class AliasV1(_Payload):
+    previous_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+# Leads: what lead-scoring tells the rest of the funnel. Each carries a snapshot of the
+# lead so consumers never need lead-scoring's tables.
+
+STAGES = (
+    "subscriber",
+    "lead",
+    "mql",
+    "sql",
+    "opportunity",
+    "customer",
+    "recycled",
+    "disqualified",
+)
+
+
+class LeadSnapshotV1(Schema):
+    class Meta:
+        # Nested schemas read tolerantly: a newer producer may add fields.
+        unknown = EXCLUDE
+
+    lead_id = fields.String(required=True)
+    stage = fields.String(required=True, validate=validate.OneOf(STAGES))
+    score = fields.Integer(required=True)
+    email = fields.String(load_default=None, allow_none=True)
+    user_id = fields.String(load_default=None, allow_none=True)
+    anonymous_ids = fields.List(fields.String(), load_default=list)
+    traits = fields.Dict(load_default=dict)
+
+
+class PointV1(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    rule_id = fields.String(required=True)
+    points = fields.Integer(required=True)
+    reason = fields.String(required=True)
+    event_id = fields.String(required=True)
+
+
+class LeadScoredV1(_Payload):
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    delta = fields.Integer(required=True)
+    points = fields.List(fields.Nested(PointV1), required=True)
+
+
+class LeadStageChangedV1(_Payload):
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    from_stage = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(STAGES)
+    )
+    to_stage = fields.String(required=True, validate=validate.OneOf(STAGES))
+    reason = fields.String(required=True)
+    changed_by = fields.String(required=True)
+
+
+# Dispatch: one message per recipient of a campaign run, for the senders (email, ads …).
+
+
+class CampaignDispatchV1(_Payload):
+    campaign_id = fields.Integer(required=True, strict=True)
+    run_id = fields.Integer(required=True, strict=True)
+    contact_id = fields.String(required=True)
+    email = fields.String(load_default=None, allow_none=True)
+    channel = fields.String(required=True)
+    message = fields.Dict(required=True)
+
+
+PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
+    ("track", 1): TrackV1,
+    ("page", 1): PageV1,
+    ("screen", 1): PageV1,
+    ("identify", 1): IdentifyV1,
+    ("group", 1): GroupV1,
+    ("alias", 1): AliasV1,
+    ("lead.scored", 1): LeadScoredV1,
+    ("lead.stage_changed", 1): LeadStageChangedV1,
+    ("campaign.dispatch", 1): CampaignDispatchV1,
+}
+
+
+def latest_version(event_type: str) -> int:
+    versions = [v for (t, v) in PAYLOAD_SCHEMAS if t == event_type]
+    if not versions:
+        raise KeyError(f"unknown event type {event_type!r}")
+    return max(versions)
+
+
+# --------------------------------------------------------------------------- codec
+
+
+class InvalidEvent(ValueError):
+    """A message no consumer can process. ``reason`` goes to the dead-letter headers."""
+
+    def __init__(self, reason: str, kind: str = "schema_violation") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+_ENVELOPE = EnvelopeSchema()
+
+
+def new_event(
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    source: str,
+    occurred_at: datetime | None = None,
+    received_at: datetime | None = None,
+    event_id: str | None = None,
+    anonymous_id: str | None = None,
+    user_id: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    schema_version: int | None = None,
+) -> Envelope:
+    """Build an envelope for ``event_type`` at its latest schema version (or the given one)."""
+    now = datetime.now(UTC)
+    return Envelope(
+        event_id=event_id or uuid.uuid4().hex,
+        type=event_type,
+        schema_version=schema_version or latest_version(event_type),
+        occurred_at=occurred_at or now,
+        received_at=received_at or now,
+        source=source,
+        payload=dict(payload),
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        context=dict(context or {}),
+    )
+
+
+def _payload_schema(event_type: str, version: int) -> Schema:
+    try:
+        return PAYLOAD_SCHEMAS[(event_type, version)]()
+    except KeyError:
+        raise InvalidEvent(
+            f"unknown event type/version {event_type!r} v{version}", kind="unknown_type"
+        ) from None
+
+
+def to_dict(envelope: Envelope) -> dict[str, Any]:
+    """The JSON-ready form of an envelope; validates the payload against its schema."""
+    schema = _payload_schema(envelope.type, envelope.schema_version)
+    errors = schema.validate(envelope.payload)
+    if errors:
+        raise ValidationError(errors)
+    data = asdict(envelope)
+    return _ENVELOPE.dump(data)
+
+
+def encode(envelope: Envelope) -> bytes:
+    return json.dumps(to_dict(envelope), separators=(",", ":"), default=str).encode()
+
+
+def from_dict(data: Any, *, allowed_types: frozenset[str] | None = None) -> Envelope:
+    """Validate a decoded JSON value into an :class:`Envelope` or raise :class:`InvalidEvent`."""
+    if not isinstance(data, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    try:
+        loaded = _ENVELOPE.load(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"envelope: {exc.messages}") from exc
+    if allowed_types is not None and loaded["type"] not in allowed_types:
+        raise InvalidEvent(
+            f"event type {loaded['type']!r} is not registered on this topic", kind="unknown_type"
+        )
+    schema = _payload_schema(loaded["type"], loaded["schema_version"])
+    try:
+        loaded["payload"] = schema.load(loaded["payload"], unknown=EXCLUDE)
+    except ValidationError as exc:
+        raise InvalidEvent(f"payload: {exc.messages}") from exc
+    return Envelope(**loaded)
+
+
+def decode(raw: bytes | None, *, allowed_types: frozenset[str] | None = None) -> Envelope:
+    """Parse and validate one Kafka message value. Raises :class:`InvalidEvent`."""
+    if raw is None:
+        raise InvalidEvent("message has no value", kind="empty")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"value is not JSON: {exc}", kind="bad_json") from exc
+    return from_dict(data, allowed_types=allowed_types)

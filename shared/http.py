@@ -1,0 +1,235 @@
+"""HTTP plumbing every service shares: the API object, one JSON error shape, bearer-token
+roles, and Swagger UI served from the service itself (no CDN).
+
+Every error body is ``{"error": {"code": str, "message": str, "fields": {name: [reasons]}}}``.
+Validation errors name each field (``fields``); nothing but a real bug answers 5xx.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import marshmallow as ma
+from flask import Flask, current_app, request, send_from_directory
+from flask_smorest import Api as _SmorestApi
+from flask_smorest import abort
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ErrorBodySchema(ma.Schema):
+    code = ma.fields.String(metadata={"description": "machine-readable error code"})
+    message = ma.fields.String(metadata={"description": "what went wrong"})
+    fields = ma.fields.Dict(
+        keys=ma.fields.String(),
+        metadata={"description": "field name → list of reasons, for validation errors"},
+    )
+
+
+class ErrorSchema(ma.Schema):
+    error = ma.fields.Nested(ErrorBodySchema)
+
+
+def flatten_field_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn webargs/marshmallow error trees into ``{"a.b.0.c": ["reason", …]}``.
+
+    The top level of a webargs tree is the location (``json``, ``query``…); it is dropped
+    so a field is named as the client spelled it.
+    """
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out[name] = list(value)
+            else:
+                out.update(flatten_field_errors(value, name))
+    elif isinstance(messages, list):
+        out[prefix or "_schema"] = [str(m) for m in messages]
+    else:
+        out[prefix or "_schema"] = [str(messages)]
+    return out
+
+
+def error_body(code: str, message: str, fields: Mapping[str, list[str]] | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
+
+
+class Api(_SmorestApi):
+    """flask-smorest's Api with Funnel's single error shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException) -> Any:  # type: ignore[override]
+        status = error.code or 500
+        if isinstance(error, InternalServerError):
+            original = getattr(error, "original_exception", None)
+            if original is not None:
+                log.error("unhandled error", exc_info=original)
+        data = getattr(error, "data", None) or {}
+        headers = dict(data.get("headers") or {})
+        fields: dict[str, list[str]] = {}
+        messages = data.get("errors") or data.get("messages")
+        if messages:
+            if isinstance(messages, Mapping) and set(messages) <= {
+                "json", "query", "form", "headers", "files", "view_args", "path", "cookies"
+            }:
+                for location_errors in messages.values():
+                    fields.update(flatten_field_errors(location_errors))
+            else:
+                fields.update(flatten_field_errors(messages))
+        message = data.get("message") or error.description or error.name
+        if status == 400 and fields.get("_schema") == ["Invalid JSON body."]:
+            message, fields = "request body is not valid JSON", {}
+        elif status == 422 and not data.get("message"):
+            message = "request failed validation: " + ", ".join(sorted(fields))
+        body = error_body(data.get("code") or ERROR_CODES.get(status, "error"), message, fields)
+        return body, status, headers
+
+
+def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
+    """Configure OpenAPI at ``/openapi.json`` and Swagger UI at ``/docs`` served locally."""
+    import swagger_ui_bundle
+
+    app.config.setdefault("API_TITLE", title)
+    app.config.setdefault("API_VERSION", version)
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "/_static/swagger-ui/")
+    asset_dir = swagger_ui_bundle.swagger_ui_path
+
+    @app.get("/_static/swagger-ui/<path:filename>")
+    def swagger_ui_asset(filename: str) -> Any:
+        return send_from_directory(asset_dir, filename)
+
+    api = Api(app)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "role token"}
+    )
+    return api
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def role_for_token(token: str, tokens: Mapping[str, str]) -> str | None:
+    """The role a bearer token belongs to, compared in constant time, or None."""
+    found = None
+    for role, expected in tokens.items():
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            found = role
+    return found
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_role(*roles: str) -> Callable[[F], F]:
+    """Allow the view only to bearer tokens of ``roles``: no/unknown token → 401, a valid
+    token of another role → 403. Tokens come from ``app.config["FUNNEL_TOKENS"]``."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = bearer_token()
+            if token is None:
+                abort(
+                    401,
+                    message="missing bearer token",
+                    headers={"WWW-Authenticate": 'Bearer realm="funnel"'},
+                )
+            role = role_for_token(token, current_app.config["FUNNEL_TOKENS"])
+            if role is None:
+                abort(
+                    401,
+                    message="unknown bearer token",
+                    headers={"WWW-Authenticate": 'Bearer realm="funnel"'},
+                )
+            if role not in roles:
+                abort(403, message=f"role {role!r} may not do this; needs {' or '.join(roles)}")
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def register_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return {"status": "ok"}
+
+
+class DecompressRequest:
+    """WSGI middleware: inflate ``Content-Encoding: gzip`` request bodies (the RudderStack
+    and Segment SDKs can send them), never holding more than ``max_bytes`` inflated.
+
+    Over the limit → 413, corrupt gzip → 400, both in the Funnel error shape.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self, start_response: Any, status: str, code: str, message: str) -> list[bytes]:
+        import json
+
+        body = json.dumps(error_body(code, message)).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() != "gzip":
+            return self.app(environ, start_response)
+        import io
+        import zlib
+
+        compressed = environ["wsgi.input"].read(self.max_bytes + 1)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(compressed, self.max_bytes + 1)
+        except zlib.error:
+            return self._error(start_response, "400 BAD REQUEST", "bad_request", "corrupt gzip body")
+        if len(compressed) > self.max_bytes or len(body) > self.max_bytes:
+            return self._error(
+                start_response,
+                "413 REQUEST ENTITY TOO LARGE",
+                "payload_too_large",
+                f"body exceeds {self.max_bytes} bytes",
+            )
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_CONTENT_ENCODING", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["wsgi.input_terminated"] = True
+        return self.app(environ, start_response)

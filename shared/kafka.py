@@ -1,0 +1,87 @@
+"""Kafka clients configured the one way Funnel uses them, and topic creation.
+
+Works unchanged against Apache Kafka and the embedded Tansu broker used in development.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+from shared.config import KafkaConfig
+from shared.topics import REGISTRY, Topic
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(config: KafkaConfig, client_id: str) -> KafkaProducer:
+    """An idempotent, acks=all producer. ``send()`` never blocks longer than 10 s on a
+    missing broker; a failed delivery surfaces on the future (callers check every one)."""
+    return KafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"{config.client_id_prefix}-{client_id}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=64 * 1024,
+        max_block_ms=10_000,
+        request_timeout_ms=10_000,
+        delivery_timeout_ms=30_000,
+        retries=2**31 - 1,
+    )
+
+
+def make_consumer(config: KafkaConfig, group_id: str, topics: Iterable[str]) -> KafkaConsumer:
+    """A group consumer with auto-commit off: offsets are committed by the runner only
+    after the batch's database transaction commits."""
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"{config.client_id_prefix}-{group_id}",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        max_poll_records=500,
+        max_poll_interval_ms=300_000,
+    )
+
+
+def ensure_topics(
+    config: KafkaConfig, topics: Iterable[Topic] | None = None, *, timeout_s: float = 30.0
+) -> None:
+    """Create every registered topic that does not exist yet. Waits up to ``timeout_s``
+    for the broker to answer; raises ``NoBrokersAvailable`` after that."""
+    wanted = list(REGISTRY.values() if topics is None else topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=config.bootstrap_servers, client_id="funnel-admin"
+            )
+            break
+        except NoBrokersAvailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        for t in wanted:
+            if t.name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(t.name, t.partitions, 1)])
+                log.info("created topic %s (%d partitions)", t.name, t.partitions)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError:
+        log.exception("could not create topics")
+        raise
+    finally:
+        admin.close()

@@ -1,0 +1,142 @@
+"""The transactional outbox: write events with the state that caused them, publish later.
+
+``enqueue`` runs inside the caller's transaction. ``OutboxRelay.publish_pending`` sends
+unsent rows in id order through an idempotent acks=all producer, waits for every future,
+and only then stamps ``sent_at``. Failure modes: a Kafka error raises
+``kafka.errors.KafkaError`` and leaves the rows unsent (they go out on the next call); a
+database error raises SQLAlchemy's error. A crash between send and stamp re-sends rows
+with the same ``event_id``, which every consumer skips.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaProducer
+from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.db import utcnow
+from shared.events import Envelope, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event a handler or endpoint wants published."""
+
+    topic: str
+    key: str
+    envelope: Envelope
+
+
+def insert_ignoring_duplicates(table: Table, dialect_name: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` for SQLite and PostgreSQL."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"no upsert for dialect {dialect_name}")
+
+
+def outbox_rows(outgoing: Iterable[Outgoing]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "event_id": o.envelope.event_id,
+            "topic": o.topic,
+            "key": o.key,
+            "value": encode(o.envelope),
+            "headers": None,
+            "created_at": now,
+        }
+        for o in outgoing
+    ]
+
+
+def enqueue(
+    bind: Session | Connection, table: Table, outgoing: Sequence[Outgoing]
+) -> int:
+    """Insert the events into the outbox in the caller's transaction.
+
+    An ``event_id`` already in the outbox is ignored (that is intake's deduplication).
+    Returns how many rows were new.
+    """
+    if not outgoing:
+        return 0
+    rows = outbox_rows(outgoing)
+    dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+    result = bind.execute(insert_ignoring_duplicates(table, dialect), rows)
+    return int(result.rowcount or 0)
+
+
+class OutboxRelay:
+    """Publishes a service's outbox. One relay per outbox table at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        producer: KafkaProducer,
+        *,
+        batch_size: int = 1000,
+        flush_timeout_s: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.producer = producer
+        self.batch_size = batch_size
+        self.flush_timeout_s = flush_timeout_s
+
+    def publish_pending(self, max_batches: int | None = None) -> int:
+        """Send unsent rows until none are left (or ``max_batches``); returns rows sent."""
+        sent = 0
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            t = self.table
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+                    .where(t.c.sent_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self.batch_size)
+                ).all()
+            if not rows:
+                break
+            futures = [
+                self.producer.send(
+                    row.topic,
+                    key=row.key.encode() if row.key else None,
+                    value=bytes(row.value),
+                    headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
+                )
+                for row in rows
+            ]
+            self.producer.flush(timeout=self.flush_timeout_s)
+            for future in futures:
+                # Raises the delivery error, if any: nothing below is stamped then.
+                future.get(timeout=self.flush_timeout_s)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=utcnow())
+                )
+            sent += len(rows)
+            batches += 1
+        if sent:
+            log.debug("relayed %d events", sent)
+        return sent
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete sent rows created before ``older_than`` (ends their dedupe window)."""
+        t = self.table
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(t).where(t.c.sent_at.is_not(None), t.c.created_at < older_than)
+            )
+        return int(result.rowcount or 0)

@@ -1,0 +1,91 @@
+"""The topic registry: every topic Funnel uses, declared once.
+
+Nothing outside this module spells a topic name. Each entry says what is keyed by what,
+which event types (and schema versions) may appear, who produces and who consumes, and
+where its dead letters go. Contract tests read this registry and the example payloads in
+``shared/examples/<topic>/<type>.v<version>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from shared.events import PAYLOAD_SCHEMAS
+
+TRAFFIC = "funnel.traffic"
+LEADS = "funnel.leads"
+DISPATCH = "funnel.dispatch"
+DEADLETTER = "funnel.deadletter"
+
+TRAFFIC_INTAKE = "traffic-intake"
+LEAD_SCORING = "lead-scoring"
+MEMBER_RETARGETING = "member-retargeting"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    event_types: frozenset[str]
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    partitions: int = 4
+    dead_letter: str | None = DEADLETTER
+
+    def versions(self) -> list[tuple[str, int]]:
+        return sorted((t, v) for (t, v) in PAYLOAD_SCHEMAS if t in self.event_types)
+
+
+REGISTRY: dict[str, Topic] = {
+    TRAFFIC: Topic(
+        name=TRAFFIC,
+        key="identity: anonymous_id, else user_id (Envelope.partition_key)",
+        event_types=frozenset({"track", "page", "screen", "identify", "group", "alias"}),
+        producers=(TRAFFIC_INTAKE,),
+        consumers=(LEAD_SCORING, MEMBER_RETARGETING),
+    ),
+    LEADS: Topic(
+        name=LEADS,
+        key="lead_id",
+        event_types=frozenset({"lead.scored", "lead.stage_changed"}),
+        producers=(LEAD_SCORING,),
+        consumers=(MEMBER_RETARGETING,),
+    ),
+    DISPATCH: Topic(
+        name=DISPATCH,
+        key="contact_id (the lead id of the recipient)",
+        event_types=frozenset({"campaign.dispatch"}),
+        producers=(MEMBER_RETARGETING,),
+        consumers=(),  # channel senders outside Funnel
+    ),
+    DEADLETTER: Topic(
+        name=DEADLETTER,
+        key="the original key; headers carry source topic/partition/offset and reason",
+        event_types=frozenset(),
+        producers=(TRAFFIC_INTAKE, LEAD_SCORING, MEMBER_RETARGETING),
+        consumers=(),
+        dead_letter=None,
+    ),
+}
+
+
+def topic(name: str) -> Topic:
+    return REGISTRY[name]
+
+
+def consumed_by(service: str) -> list[Topic]:
+    return [t for t in REGISTRY.values() if service in t.consumers]
+
+
+def example_payloads(topic_name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(filename, envelope_dict)`` for every example of a topic."""
+    folder = resources.files("shared").joinpath("examples", topic_name)
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            yield entry.name, json.loads(entry.read_text())
