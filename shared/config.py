@@ -23,6 +23,10 @@ class Env:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = dict(os.environ if environ is None else environ)
 
+    def as_dict(self) -> dict[str, str]:
+        """A copy of the whole environment, for a process that starts children."""
+        return dict(self._environ)
+
     def str(self, name: str, default: str) -> str:
         value = self._environ.get(name, "")
         return value if value != "" else default

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    TypeDecorator,
     create_engine,
     event,
 )
@@ -43,6 +44,27 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, on SQLite too (which
+    stores no offset) and on PostgreSQL (``timestamptz``). Naive input is refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Funnel stores only timezone-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> Engine:
@@ -89,7 +111,7 @@ def processed_events_table(metadata: MetaData) -> Table:
         metadata,
         Column("event_id", String(128), primary_key=True),
         Column("topic", String(200), nullable=False),
-        Column("processed_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        Column("processed_at", UTCDateTime(), nullable=False, default=utcnow),
     )
 
 
@@ -108,8 +130,8 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("key", String(200), nullable=True),
         Column("value", LargeBinary, nullable=False),
         Column("headers", JSON, nullable=True),
-        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
-        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+        Column("sent_at", UTCDateTime(), nullable=True),
     )
     Index("ix_outbox_unsent", table.c.sent_at, table.c.id)
     return table

@@ -159,6 +159,12 @@ class LeadStageChangedV1(_Payload):
     changed_by = fields.String(required=True)
 
 
+class LeadMergedV1(_Payload):
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    merged_lead_id = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
 # Dispatch: one message per recipient of a campaign run, for the senders (email, ads …).
 
 
@@ -180,6 +186,7 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("alias", 1): AliasV1,
     ("lead.scored", 1): LeadScoredV1,
     ("lead.stage_changed", 1): LeadStageChangedV1,
+    ("lead.merged", 1): LeadMergedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,
 }
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.config import KafkaConfig
 from shared.topics import REGISTRY, Topic
@@ -57,7 +57,7 @@ def ensure_topics(
     config: KafkaConfig, topics: Iterable[Topic] | None = None, *, timeout_s: float = 30.0
 ) -> None:
     """Create every registered topic that does not exist yet. Waits up to ``timeout_s``
-    for the broker to answer; raises ``NoBrokersAvailable`` after that."""
+    for the broker to answer; raises the client's ``KafkaError`` after that."""
     wanted = list(REGISTRY.values() if topics is None else topics)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -66,7 +66,7 @@ def ensure_topics(
                 bootstrap_servers=config.bootstrap_servers, client_id="funnel-admin"
             )
             break
-        except NoBrokersAvailable:
+        except KafkaError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

@@ -51,7 +51,7 @@ REGISTRY: dict[str, Topic] = {
     LEADS: Topic(
         name=LEADS,
         key="lead_id",
-        event_types=frozenset({"lead.scored", "lead.stage_changed"}),
+        event_types=frozenset({"lead.scored", "lead.stage_changed", "lead.merged"}),
         producers=(LEAD_SCORING,),
         consumers=(MEMBER_RETARGETING,),
     ),

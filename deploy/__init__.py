@@ -1,0 +1,1 @@
+"""Deployment: the development supervisor (``make run``) and gunicorn's config."""

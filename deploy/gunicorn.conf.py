@@ -1,0 +1,20 @@
+"""gunicorn settings for every Funnel API (``gunicorn -c deploy/gunicorn.conf.py``).
+
+Threads let keep-alive clients (SDKs batch over one connection) share a worker; request
+work is short (a validation and one local commit), so 2 workers x 4 threads fits 2 cores.
+"""
+
+from shared.config import Env
+
+_env = Env()
+workers = _env.int("GUNICORN_WORKERS", 2)
+worker_class = "gthread"
+threads = _env.int("GUNICORN_THREADS", 4)
+keepalive = 5
+timeout = 30
+graceful_timeout = 20
+accesslog = _env.optional("GUNICORN_ACCESS_LOG")
+errorlog = "-"
+# gunicorn ≥ 25 opens one control socket per master at a fixed path; three APIs on one
+# machine would fight over it.
+control_socket_disable = True

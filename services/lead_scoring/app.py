@@ -1,0 +1,40 @@
+"""lead-scoring application factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from services.lead_scoring import api as leads_api
+from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.models import metadata
+from shared.db import make_engine, make_sessionmaker
+from shared.http import init_api, register_health
+
+
+@dataclass
+class ScoringState:
+    config: ScoringConfig
+    engine: Engine
+    sessions: sessionmaker
+
+
+def init_db(engine: Engine) -> None:
+    """Create lead-scoring's tables if missing (idempotent)."""
+    metadata.create_all(engine)
+
+
+def create_app(config: ScoringConfig | None = None) -> Flask:
+    config = config or ScoringConfig.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
+    engine = make_engine(config.database_url)
+    app.extensions["lead_scoring"] = ScoringState(config, engine, make_sessionmaker(engine))
+    api = init_api(app, title="Funnel lead-scoring")
+    api.register_blueprint(leads_api.blp)
+    register_health(app)
+    return app

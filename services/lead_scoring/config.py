@@ -1,0 +1,33 @@
+"""lead-scoring configuration: the only place this service reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
+
+SERVICE = "lead-scoring"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    database_url: str
+    tokens: Tokens = field(default_factory=Tokens)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    mql_threshold: int = 50
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ScoringConfig:
+        env = env or Env()
+        var_dir = Path(env.str("FUNNEL_VAR_DIR", "var"))
+        return cls(
+            database_url=env.str(
+                "LEAD_SCORING_DATABASE_URL", default_sqlite_url(var_dir, "lead_scoring")
+            ),
+            tokens=Tokens.from_env(env),
+            kafka=KafkaConfig.from_env(env),
+            mql_threshold=env.int("SCORING_MQL_THRESHOLD", cls.mql_threshold),
+            log_level=env.str("FUNNEL_LOG_LEVEL", cls.log_level),
+        )

@@ -1,0 +1,172 @@
+"""Pure event handlers of lead-scoring: an event and a session in, events to publish out.
+
+No Kafka, no commits: the shared runner owns the transaction, idempotency on
+``event_id`` and publishing. A handler raises ``InvalidEvent`` only for events it can
+never process (they go to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.lead_scoring.lifecycle import automatic_transition
+from services.lead_scoring.models import Lead
+from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
+from services.lead_scoring.store import IdentityKey, LeadStore
+from shared.events import Envelope, InvalidEvent, new_event
+from shared.outbox import Outgoing
+from shared.topics import LEAD_SCORING, LEADS
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+    mql_threshold: int = 50
+
+
+def _email(value: Any) -> str | None:
+    if isinstance(value, str) and "@" in value.strip():
+        return value.strip().lower()
+    return None
+
+
+def identities_of(event: Envelope) -> list[IdentityKey]:
+    """Every identifier the event names, most specific first."""
+    keys: list[IdentityKey] = []
+    if event.user_id:
+        keys.append(("user_id", event.user_id))
+    if event.anonymous_id:
+        keys.append(("anonymous_id", event.anonymous_id))
+    if event.type == "identify":
+        email = _email(event.payload.get("traits", {}).get("email"))
+        if email:
+            keys.append(("email", email))
+    if event.type == "alias":
+        previous = event.payload["previous_id"]
+        keys.extend([("user_id", previous), ("anonymous_id", previous)])
+    return keys
+
+
+def _child_event_id(event: Envelope, kind: str) -> str:
+    """Deterministic: reprocessing an input yields the same output ids, which consumers
+    then deduplicate."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:{event.event_id}:{kind}").hex
+
+
+def snapshot(store: LeadStore, lead: Lead) -> dict[str, Any]:
+    identities = store.identities_of(lead.id)
+    return {
+        "lead_id": lead.id,
+        "stage": lead.stage,
+        "score": lead.score,
+        "email": lead.email,
+        "user_id": lead.user_id,
+        "anonymous_ids": [v for k, v in identities if k == "anonymous_id"],
+        "traits": dict(lead.traits),
+    }
+
+
+def _lead_event(
+    event: Envelope, kind: str, event_type: str, payload: dict[str, Any], lead: Lead
+) -> Outgoing:
+    anonymous = payload["lead"]["anonymous_ids"]
+    envelope = new_event(
+        event_type,
+        payload,
+        source=LEAD_SCORING,
+        event_id=_child_event_id(event, kind),
+        occurred_at=event.occurred_at,
+        user_id=lead.user_id,
+        anonymous_id=anonymous[0] if anonymous else None,
+    )
+    return Outgoing(LEADS, lead.id, envelope)
+
+
+def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings) -> list[Outgoing]:
+    """Apply one traffic event: resolve (and merge) the lead, update the profile, score,
+    move the stage, and return one ``lead.*`` event per change."""
+    identities = identities_of(event)
+    if not identities:
+        raise InvalidEvent("event names no person (no user_id, anonymous_id or email)")
+    store = LeadStore(session)
+    leads = store.leads_for(identities)
+    lead = leads[0] if leads else store.create_lead(event.occurred_at)
+    score_before = lead.score
+    out: list[Outgoing] = []
+
+    merged_ids = []
+    for other in leads[1:]:
+        reason = f"{event.type} linked {', '.join(f'{k}={v}' for k, v in identities)}"
+        score_before += other.score
+        store.merge(lead, other, reason)
+        merged_ids.append((other.id, reason))
+    if merged_ids:
+        store.drop_duplicate_one_time_awards(
+            lead.id, [r.id for r in settings.rules if not r.repeatable]
+        )
+        lead.score = store.total_score(lead.id)
+    store.attach(lead, identities)
+
+    if event.user_id and not lead.user_id:
+        lead.user_id = event.user_id
+    if event.type == "identify":
+        traits = dict(event.payload.get("traits", {}))
+        lead.traits = {**lead.traits, **traits}
+        lead.email = _email(traits.get("email")) or lead.email
+    elif event.type == "group":
+        lead.account_id = event.payload["group_id"]
+        lead.account_traits = {**lead.account_traits, **event.payload.get("traits", {})}
+
+    store.add_event(
+        lead,
+        event_id=event.event_id,
+        type_=event.type,
+        name=event.payload.get("event") or event.payload.get("name"),
+        path=page_path(event) if event.type in ("page", "screen") else None,
+        occurred_at=event.occurred_at,
+    )
+    awards = evaluate(settings.rules, event, store.awarded_rules(lead.id))
+    store.add_awards(lead, awards, event.occurred_at)
+
+    transition = automatic_transition(
+        lead.stage,
+        known=lead.email is not None,
+        score=lead.score,
+        mql_threshold=settings.mql_threshold,
+        purchased=is_purchase(event),
+    )
+    # A second pass lets one event move subscriber → lead → MQL (identify with a form).
+    steps = []
+    while transition is not None:
+        steps.append((lead.stage, transition))
+        store.change_stage(lead, transition.to_stage, transition.reason, "system")
+        transition = automatic_transition(
+            lead.stage, known=lead.email is not None, score=lead.score,
+            mql_threshold=settings.mql_threshold, purchased=False,
+        )
+    lead.updated_at = event.received_at
+    session.flush()
+
+    snap = snapshot(store, lead)
+    for merged_id, reason in merged_ids:
+        out.append(_lead_event(event, f"merged:{merged_id}", "lead.merged",
+                               {"lead": snap, "merged_lead_id": merged_id, "reason": reason}, lead))
+    if lead.score != score_before or awards:
+        points = [
+            {"rule_id": a.rule_id, "points": a.points, "reason": a.reason, "event_id": a.event_id}
+            for a in awards
+        ]
+        out.append(_lead_event(event, "scored", "lead.scored",
+                               {"lead": snap, "delta": lead.score - score_before,
+                                "points": points}, lead))
+    for i, (from_stage, step) in enumerate(steps):
+        out.append(_lead_event(
+            event, f"stage:{i}", "lead.stage_changed",
+            {"lead": snap, "from_stage": from_stage, "to_stage": step.to_stage,
+             "reason": step.reason, "changed_by": "system"}, lead,
+        ))
+    return out

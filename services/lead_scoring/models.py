@@ -1,0 +1,101 @@
+"""lead-scoring's tables. Person identifiers live in ``leads`` (email, user id, traits)
+and ``identities``: erasure later deletes from exactly these places.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import NAMING_CONVENTION, BigIntPK, UTCDateTime, outbox_table, processed_events_table, utcnow
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+metadata = Base.metadata
+processed_events = processed_events_table(metadata)
+outbox = outbox_table(metadata)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(20), default="subscriber", index=True)
+    score: Mapped[int] = mapped_column(default=0, index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    account_id: Mapped[str | None] = mapped_column(String(200))
+    account_traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    merged_into: Mapped[str | None] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Identity(Base):
+    """One identifier of a person: ``anonymous_id``, ``user_id`` or ``email``."""
+
+    __tablename__ = "identities"
+
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[str] = mapped_column(String(320), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+
+
+class LeadEvent(Base):
+    __tablename__ = "lead_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"))
+    event_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    path: Mapped[str | None] = mapped_column(String(2000))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_lead_events_lead_time", "lead_id", "occurred_at"),)
+
+
+class ScoreEntry(Base):
+    """One award: which rule gave how many points for which event."""
+
+    __tablename__ = "score_entries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    rule_id: Mapped[str] = mapped_column(String(100))
+    points: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(500))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class StageChange(Base):
+    __tablename__ = "stage_changes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+    from_stage: Mapped[str | None] = mapped_column(String(20))
+    to_stage: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500))
+    changed_by: Mapped[str] = mapped_column(String(100))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LeadMerge(Base):
+    """A record that ``merged_lead_id``'s history now belongs to ``lead_id``, and why."""
+
+    __tablename__ = "lead_merges"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+    merged_lead_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(500))
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

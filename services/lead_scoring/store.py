@@ -1,0 +1,148 @@
+"""Reads and writes of lead state for the handler. Runs inside the caller's transaction;
+never commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from services.lead_scoring.lifecycle import RANK
+from services.lead_scoring.models import (
+    Identity,
+    Lead,
+    LeadEvent,
+    LeadMerge,
+    ScoreEntry,
+    StageChange,
+)
+from services.lead_scoring.scoring import Award
+from shared.db import utcnow
+
+IdentityKey = tuple[str, str]
+
+
+class LeadStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def leads_for(self, identities: Iterable[IdentityKey]) -> list[Lead]:
+        """Distinct live leads owning any of the identities, oldest first."""
+        keys = list(identities)
+        if not keys:
+            return []
+        ids: set[str] = set()
+        for kind, value in keys:
+            found = self.session.scalar(
+                select(Identity.lead_id).where(Identity.kind == kind, Identity.value == value)
+            )
+            if found:
+                ids.add(found)
+        if not ids:
+            return []
+        leads = self.session.scalars(select(Lead).where(Lead.id.in_(ids))).all()
+        return sorted(leads, key=lambda lead: (lead.created_at, lead.id))
+
+    def create_lead(self, at: datetime) -> Lead:
+        lead = Lead(
+            id=uuid.uuid4().hex, stage="subscriber", score=0, traits={}, account_traits={},
+            created_at=at, updated_at=at,
+        )
+        self.session.add(lead)
+        self.session.flush()
+        return lead
+
+    def attach(self, lead: Lead, identities: Iterable[IdentityKey]) -> None:
+        for kind, value in identities:
+            existing = self.session.get(Identity, (kind, value))
+            if existing is None:
+                self.session.add(Identity(kind=kind, value=value, lead_id=lead.id))
+            elif existing.lead_id != lead.id:
+                existing.lead_id = lead.id
+        self.session.flush()
+
+    def identities_of(self, lead_id: str) -> list[IdentityKey]:
+        rows = self.session.execute(
+            select(Identity.kind, Identity.value).where(Identity.lead_id == lead_id)
+        ).all()
+        return sorted((r.kind, r.value) for r in rows)
+
+    def merge(self, survivor: Lead, merged: Lead, reason: str) -> None:
+        """Move ``merged``'s whole history to ``survivor``; nothing is deleted but
+        duplicate one-time awards (kept once, the earliest)."""
+        for model in (Identity, LeadEvent, ScoreEntry, StageChange):
+            self.session.execute(
+                update(model).where(model.lead_id == merged.id).values(lead_id=survivor.id)
+            )
+        if RANK.get(merged.stage, -1) > RANK.get(survivor.stage, -1):
+            survivor.stage = merged.stage
+        survivor.email = survivor.email or merged.email
+        survivor.user_id = survivor.user_id or merged.user_id
+        survivor.traits = {**merged.traits, **survivor.traits}
+        survivor.account_id = survivor.account_id or merged.account_id
+        survivor.account_traits = {**merged.account_traits, **survivor.account_traits}
+        merged.merged_into = survivor.id
+        merged.score = 0
+        self.session.add(LeadMerge(lead_id=survivor.id, merged_lead_id=merged.id, reason=reason))
+        self.session.flush()
+
+    def drop_duplicate_one_time_awards(self, lead_id: str, one_time_rules: Sequence[str]) -> None:
+        if not one_time_rules:
+            return
+        keep = (
+            select(func.min(ScoreEntry.id))
+            .where(ScoreEntry.lead_id == lead_id, ScoreEntry.rule_id.in_(one_time_rules))
+            .group_by(ScoreEntry.rule_id)
+        )
+        self.session.execute(
+            delete(ScoreEntry).where(
+                ScoreEntry.lead_id == lead_id,
+                ScoreEntry.rule_id.in_(one_time_rules),
+                ScoreEntry.id.not_in(keep),
+            )
+        )
+
+    def total_score(self, lead_id: str) -> int:
+        total = self.session.scalar(
+            select(func.coalesce(func.sum(ScoreEntry.points), 0)).where(
+                ScoreEntry.lead_id == lead_id
+            )
+        )
+        return int(total or 0)
+
+    def awarded_rules(self, lead_id: str) -> set[str]:
+        return set(
+            self.session.scalars(
+                select(ScoreEntry.rule_id).where(ScoreEntry.lead_id == lead_id).distinct()
+            )
+        )
+
+    def add_event(self, lead: Lead, *, event_id: str, type_: str, name: str | None,
+                  path: str | None, occurred_at: datetime) -> None:
+        self.session.add(
+            LeadEvent(lead_id=lead.id, event_id=event_id, type=type_, name=name,
+                      path=(path or None) and path[:2000], occurred_at=occurred_at)
+        )
+        if lead.last_event_at is None or occurred_at > lead.last_event_at:
+            lead.last_event_at = occurred_at
+
+    def add_awards(self, lead: Lead, awards: Sequence[Award], occurred_at: datetime) -> None:
+        for award in awards:
+            self.session.add(
+                ScoreEntry(lead_id=lead.id, event_id=award.event_id, rule_id=award.rule_id,
+                           points=award.points, reason=award.reason, occurred_at=occurred_at)
+            )
+        lead.score += sum(a.points for a in awards)
+
+    def change_stage(self, lead: Lead, to_stage: str, reason: str, changed_by: str) -> str:
+        from_stage = lead.stage
+        lead.stage = to_stage
+        lead.updated_at = utcnow()
+        self.session.add(
+            StageChange(lead_id=lead.id, from_stage=from_stage, to_stage=to_stage,
+                        reason=reason, changed_by=changed_by)
+        )
+        return from_stage

@@ -1,0 +1,32 @@
+"""member-retargeting configuration: the only place this service reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
+
+SERVICE = "member-retargeting"
+
+
+@dataclass(frozen=True)
+class RetargetingConfig:
+    database_url: str
+    tokens: Tokens = field(default_factory=Tokens)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> RetargetingConfig:
+        env = env or Env()
+        var_dir = Path(env.str("FUNNEL_VAR_DIR", "var"))
+        return cls(
+            database_url=env.str(
+                "MEMBER_RETARGETING_DATABASE_URL",
+                default_sqlite_url(var_dir, "member_retargeting"),
+            ),
+            tokens=Tokens.from_env(env),
+            kafka=KafkaConfig.from_env(env),
+            log_level=env.str("FUNNEL_LOG_LEVEL", cls.log_level),
+        )

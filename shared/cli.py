@@ -1,0 +1,38 @@
+"""The ``python -m services.<name> <command>`` entry point every service shares."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from shared.db import make_engine
+from shared.logs import configure_logging
+
+
+class ServiceConfig(Protocol):
+    database_url: str
+    log_level: str
+
+
+def service_main(
+    prog: str,
+    *,
+    load_config: Callable[[], Any],
+    init_db: Callable[[Engine], None],
+    commands: Mapping[str, Callable[[Any], None]],
+    argv: list[str] | None = None,
+) -> None:
+    """``init-db`` creates the service's tables; every other command runs a process
+    (relay or consumer) with the service's config."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("command", choices=["init-db", *commands])
+    args = parser.parse_args(argv)
+    config: ServiceConfig = load_config()
+    configure_logging(config.log_level)
+    if args.command == "init-db":
+        init_db(make_engine(config.database_url))
+    else:
+        commands[args.command](config)
