@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from marshmallow import RAISE
 from sqlalchemy import func, select
 
 from services.lead_scoring.models import (
@@ -133,7 +134,7 @@ def list_leads(session: Any, query: dict[str, Any]) -> dict[str, Any]:
 @blp.route("")
 class LeadsView(MethodView):
     @require_role("sales")
-    @blp.arguments(LeadQuery, location="query")
+    @blp.arguments(LeadQuery, location="query", unknown=RAISE)
     @blp.response(200, LeadPage)
     @blp.doc(security=[{"bearer": []}])
     def get(self, query: dict[str, Any]) -> dict[str, Any]:

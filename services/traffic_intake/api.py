@@ -190,8 +190,15 @@ class BatchView(MethodView):
 
 
 def before_tracking_request() -> None:
-    """Auth first (a request without a key learns nothing about validation), then the
-    per-event size limit for single calls."""
+    """Read the body within the limit first (413 beyond it, chunked bodies included; the
+    JSON parser would otherwise report a cut body as bad JSON), then the write key (a
+    request without one learns nothing about validation), then the per-event limit."""
+    data = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # Werkzeug stops a length-less (chunked) body at the limit without an error, handing
+    # back a cut body; one that fills the limit is over it.
+    if request.content_length is None and len(data) >= limit:
+        abort(413, message=f"body exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
     authenticate_source()
     if request.path != "/v1/batch":
         _check_single_event_size()

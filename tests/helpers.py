@@ -1,0 +1,62 @@
+"""Small helpers shared by tests: plain Kafka-like records and topic readers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer
+
+from shared.config import KafkaConfig
+
+
+@dataclass
+class FakeRecord:
+    """Just the fields the runner reads; for BatchProcessor tests without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class TopicReader:
+    """Reads a topic from the beginning in a throwaway group and accumulates records."""
+
+    def __init__(self, config: KafkaConfig, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=config.bootstrap_servers,
+            group_id=f"test-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        self.records: list[Any] = []
+
+    def poll(self) -> list[Any]:
+        for batch in self.consumer.poll(timeout_ms=300).values():
+            self.records.extend(batch)
+        return self.records
+
+    def values(self) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in self.records if r.value]
+
+    def wait(self, predicate: Any, timeout: float = 40.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if predicate(self.values()):
+                return self.values()
+        raise AssertionError(
+            f"topic never satisfied the condition in {timeout}s; saw {len(self.records)} records"
+        )
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,106 @@
+"""The scoring handler through the real runner batch, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from services.lead_scoring.models import Identity, Lead, ScoreEntry
+from shared.events import new_event
+from tests.unit.lead_scoring.conftest import Feeder, types
+
+
+def page(anon: str, path: str = "/"):
+    return new_event("page", {"properties": {"path": path}}, source="web", anonymous_id=anon)
+
+
+def identify(anon: str | None, user: str, email: str | None = None, **traits):
+    if email:
+        traits["email"] = email
+    return new_event("identify", {"traits": traits}, source="web", anonymous_id=anon,
+                     user_id=user)
+
+
+def track(user: str, name: str, **props):
+    return new_event("track", {"event": name, "properties": props}, source="web", user_id=user)
+
+
+def leads(app: Flask) -> list[Lead]:
+    with app.extensions["lead_scoring"].sessions() as s:
+        return list(s.scalars(select(Lead).where(Lead.merged_into.is_(None))))
+
+
+def test_anonymous_visitor_becomes_a_subscriber_lead_with_points(
+    scoring_app: Flask, feed: Feeder
+) -> None:
+    result = feed(page("a1"), page("a1", "/pricing"))
+    assert result.applied == 2
+    [lead] = leads(scoring_app)
+    assert (lead.stage, lead.score, lead.email) == ("subscriber", 12, None)
+    assert types(result) == ["lead.scored", "lead.scored"]
+    assert [o.key for o in result.outgoing] == [lead.id, lead.id]
+
+
+def test_identify_ties_earlier_anonymous_activity_and_walks_the_lifecycle(
+    scoring_app: Flask, feed: Feeder
+) -> None:
+    feed(page("a1"), page("a1", "/pricing"))
+    result = feed(identify("a1", "u1", "Ada@Example.COM", name="Ada"))
+    [lead] = leads(scoring_app)
+    assert (lead.email, lead.user_id, lead.stage, lead.score) == ("ada@example.com", "u1",
+                                                                  "lead", 17)
+    assert types(result) == ["lead.scored", "lead.stage_changed"]
+    change = result.outgoing[1].envelope.payload
+    assert (change["from_stage"], change["to_stage"]) == ("subscriber", "lead")
+    assert change["lead"]["anonymous_ids"] == ["a1"]
+
+    result = feed(track("u1", "Form Submitted"))
+    [lead] = leads(scoring_app)
+    assert (lead.stage, lead.score) == ("mql", 67)
+    assert types(result) == ["lead.scored", "lead.stage_changed"]
+
+    result = feed(track("u1", "Order Completed", revenue=99))
+    [lead] = leads(scoring_app)
+    assert lead.stage == "customer"
+    assert types(result) == ["lead.stage_changed"]
+
+
+def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Feeder) -> None:
+    feed(page("a1", "/pricing"))                         # anonymous lead A
+    feed(identify(None, "u1", "ada@example.com"))        # known lead B
+    result = feed(identify("a1", "u1"))                  # the same person
+    [survivor] = leads(scoring_app)
+    assert "lead.merged" in types(result)
+    merged = next(o for o in result.outgoing if o.envelope.type == "lead.merged").envelope
+    assert merged.payload["lead"]["lead_id"] == survivor.id
+    with scoring_app.extensions["lead_scoring"].sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 2  # nothing deleted
+        owners = set(s.scalars(select(Identity.lead_id)))
+        rules = sorted(s.scalars(select(ScoreEntry.rule_id)))
+    assert owners == {survivor.id}
+    # both one-time "identified" awards existed; after the merge it counts once
+    assert rules == ["identified", "page-view", "pricing-page"]
+    assert survivor.score == 16
+
+
+def test_redelivered_events_are_not_counted_twice(scoring_app: Flask, feed: Feeder) -> None:
+    event = page("a1")
+    feed(event)
+    again = feed(event, event)
+    assert (again.applied, again.duplicates) == (0, 2)
+    assert leads(scoring_app)[0].score == 1
+
+
+def test_poison_messages_become_dead_letters_and_others_still_apply(
+    scoring_app: Flask, feed: Feeder
+) -> None:
+    wrong_topic_type = new_event(
+        "campaign.dispatch",
+        {"campaign_id": 1, "run_id": 1, "contact_id": "c", "channel": "email", "message": {}},
+        source="x",
+    )
+    result = feed(b"{garbage", page("a1"), wrong_topic_type)
+    assert result.applied == 1
+    assert [(d.offset, d.kind) for d in result.dead_letters] == [(0, "bad_json"),
+                                                                 (2, "unknown_type")]
+    assert all(d.source == "funnel.traffic" and d.reason for d in result.dead_letters)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from services.lead_scoring.lifecycle import automatic_transition
+from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
+from shared.events import new_event
+
+
+def page(path: str, *, in_context: bool = False):
+    if in_context:
+        return new_event("page", {"properties": {}}, source="w", anonymous_id="a",
+                         context={"page": {"path": path}})
+    return new_event("page", {"properties": {"path": path}}, source="w", anonymous_id="a")
+
+
+def track(name: str):
+    return new_event("track", {"event": name}, source="w", anonymous_id="a")
+
+
+def test_page_view_and_pricing_page_award_with_reasons() -> None:
+    awards = evaluate(DEFAULT_RULES, page("/pricing/enterprise"))
+    assert {(a.rule_id, a.points) for a in awards} == {("page-view", 1), ("pricing-page", 10)}
+    assert all(a.reason for a in awards)
+
+
+def test_path_falls_back_to_context_page() -> None:
+    assert page_path(page("/pricing", in_context=True)) == "/pricing"
+    assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing", in_context=True))] == [
+        "page-view", "pricing-page"
+    ]
+
+
+def test_one_time_rules_award_once_repeatable_rules_every_time() -> None:
+    assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing"), {"pricing-page"})] == [
+        "page-view"
+    ]
+    assert [a.points for a in evaluate(DEFAULT_RULES, track("Form Submitted"), {"form-submitted"})
+            ] == [50]
+
+
+def test_negative_points_and_unmatched_events() -> None:
+    assert [a.points for a in evaluate(DEFAULT_RULES, track("Form Error"))] == [-5]
+    assert evaluate(DEFAULT_RULES, track("Something Else")) == []
+
+
+def test_rule_matches_name_and_type_together() -> None:
+    rule = Rule("r", "r", 3, "track", event_name="Signed Up")
+    assert rule.matches(track("Signed Up"))
+    assert not rule.matches(track("Signed Out"))
+    assert not rule.matches(page("/Signed Up"))
+
+
+def test_purchase_detection() -> None:
+    assert is_purchase(track("Order Completed"))
+    assert not is_purchase(track("Order Started"))
+
+
+def test_anonymous_visitors_stay_subscribers_whatever_the_score() -> None:
+    assert automatic_transition("subscriber", known=False, score=500, mql_threshold=50,
+                                purchased=False) is None
+
+
+def test_identified_subscriber_becomes_lead_then_mql_at_threshold() -> None:
+    step = automatic_transition("subscriber", known=True, score=10, mql_threshold=50,
+                                purchased=False)
+    assert step is not None and step.to_stage == "lead"
+    step = automatic_transition("lead", known=True, score=49, mql_threshold=50, purchased=False)
+    assert step is None
+    step = automatic_transition("lead", known=True, score=50, mql_threshold=50, purchased=False)
+    assert step is not None and step.to_stage == "mql" and "50" in step.reason
+
+
+def test_purchase_makes_a_customer_from_any_stage_and_never_moves_back() -> None:
+    for stage in ("subscriber", "lead", "mql", "sql", "recycled"):
+        step = automatic_transition(stage, known=False, score=0, mql_threshold=50, purchased=True)
+        assert step is not None and step.to_stage == "customer"
+    assert automatic_transition("customer", known=True, score=0, mql_threshold=50,
+                                purchased=True) is None
+    assert automatic_transition("sql", known=True, score=999, mql_threshold=50,
+                                purchased=False) is None

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from marshmallow import ValidationError
+
+from shared.events import InvalidEvent, decode, encode, new_event, to_dict
+from shared.topics import REGISTRY, TRAFFIC
+
+
+def test_round_trip_keeps_every_field() -> None:
+    event = new_event(
+        "track",
+        {"event": "Signed Up", "properties": {"plan": "pro"}},
+        source="web",
+        anonymous_id="a1",
+        user_id="u1",
+        context={"consent": {"categoryPreferences": {"marketing": False}}},
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    back = decode(encode(event))
+    assert back == event
+    assert back.context["consent"]["categoryPreferences"]["marketing"] is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (None, "empty"),
+        (b"{not json", "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        (b"[1, 2]", "schema_violation"),
+    ],
+)
+def test_undecodable_values_are_invalid_with_a_kind(raw: bytes | None, kind: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode(raw)
+    assert info.value.kind == kind
+
+
+def test_missing_envelope_field_is_named() -> None:
+    data = to_dict(new_event("identify", {"traits": {}}, source="web", user_id="u"))
+    del data["occurred_at"]
+    with pytest.raises(InvalidEvent, match="occurred_at"):
+        decode(json.dumps(data).encode())
+
+
+def test_payload_violation_is_named() -> None:
+    data = to_dict(new_event("track", {"event": "X"}, source="web", user_id="u"))
+    data["payload"] = {"properties": {}}
+    with pytest.raises(InvalidEvent, match="event"):
+        decode(json.dumps(data).encode())
+
+
+def test_unknown_type_and_version_are_invalid() -> None:
+    data = to_dict(new_event("track", {"event": "X"}, source="web", user_id="u"))
+    with pytest.raises(InvalidEvent) as info:
+        decode(json.dumps({**data, "schema_version": 99}).encode())
+    assert info.value.kind == "unknown_type"
+
+
+def test_type_not_registered_on_the_topic_is_invalid() -> None:
+    event = new_event("campaign.dispatch", {"campaign_id": 1, "run_id": 1, "contact_id": "c",
+                                            "channel": "email", "message": {}}, source="x")
+    with pytest.raises(InvalidEvent, match="not registered"):
+        decode(encode(event), allowed_types=REGISTRY[TRAFFIC].event_types)
+
+
+def test_readers_tolerate_fields_added_by_newer_producers() -> None:
+    data = to_dict(new_event("track", {"event": "X"}, source="web", user_id="u"))
+    data["payload"]["added_later"] = 1
+    assert decode(json.dumps(data).encode()).payload == {"event": "X", "properties": {}}
+
+
+def test_encoding_an_invalid_payload_is_a_programming_error() -> None:
+    with pytest.raises(ValidationError):
+        encode(new_event("group", {"traits": {}}, source="web", user_id="u"))
+
+
+def test_partition_key_prefers_the_anonymous_id() -> None:
+    assert new_event("identify", {}, source="w", anonymous_id="a", user_id="u").partition_key == "a"
+    assert new_event("identify", {}, source="w", user_id="u").partition_key == "u"
