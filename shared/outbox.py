@@ -11,12 +11,13 @@ with the same ``event_id``, which every consumer skips.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from sqlalchemy import Connection, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -77,22 +78,48 @@ def enqueue(
 
 
 class OutboxRelay:
-    """Publishes a service's outbox. One relay per outbox table at a time."""
+    """Publishes a service's outbox. One relay per outbox table at a time.
+
+    The producer comes from ``producer_factory`` and is thrown away after any Kafka error:
+    kafka-python's idempotent producer can enter a fatal state (e.g. after the broker
+    restarts, InitProducerId fails) from which it never recovers, so the next call starts
+    a fresh one.
+    """
 
     def __init__(
         self,
         engine: Engine,
         table: Table,
-        producer: KafkaProducer,
+        producer_factory: Callable[[], KafkaProducer],
         *,
         batch_size: int = 1000,
         flush_timeout_s: float = 30.0,
     ) -> None:
         self.engine = engine
         self.table = table
-        self.producer = producer
+        self.producer_factory = producer_factory
         self.batch_size = batch_size
         self.flush_timeout_s = flush_timeout_s
+        self._producer: KafkaProducer | None = None
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = self.producer_factory()
+        return self._producer
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=timeout_s)
+            self._producer = None
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except KafkaError:  # pragma: no cover - closing a broken client
+                log.debug("closing a failed producer raised", exc_info=True)
 
     def publish_pending(self, max_batches: int | None = None) -> int:
         """Send unsent rows until none are left (or ``max_batches``); returns rows sent."""
@@ -109,19 +136,11 @@ class OutboxRelay:
                 ).all()
             if not rows:
                 break
-            futures = [
-                self.producer.send(
-                    row.topic,
-                    key=row.key.encode() if row.key else None,
-                    value=bytes(row.value),
-                    headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
-                )
-                for row in rows
-            ]
-            self.producer.flush(timeout=self.flush_timeout_s)
-            for future in futures:
-                # Raises the delivery error, if any: nothing below is stamped then.
-                future.get(timeout=self.flush_timeout_s)
+            try:
+                self._send_all(rows)
+            except KafkaError:
+                self._discard_producer()
+                raise
             with self.engine.begin() as conn:
                 conn.execute(
                     update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=utcnow())
@@ -131,6 +150,22 @@ class OutboxRelay:
         if sent:
             log.debug("relayed %d events", sent)
         return sent
+
+    def _send_all(self, rows: Sequence[Any]) -> None:
+        producer = self.producer
+        futures = [
+            producer.send(
+                row.topic,
+                key=row.key.encode() if row.key else None,
+                value=bytes(row.value),
+                headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
+            )
+            for row in rows
+        ]
+        producer.flush(timeout=self.flush_timeout_s)
+        for future in futures:
+            # Raises the delivery error, if any: nothing is stamped sent then.
+            future.get(timeout=self.flush_timeout_s)
 
     def prune(self, older_than: datetime) -> int:
         """Delete sent rows created before ``older_than`` (ends their dedupe window)."""

@@ -37,9 +37,11 @@ from marshmallow import ValidationError
 from sqlalchemy import Engine, Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import utcnow
+from shared.config import KafkaConfig
+from shared.db import make_sessionmaker, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
+from shared.kafka import make_consumer, make_producer
 from shared.outbox import Outgoing, OutboxRelay, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
@@ -225,7 +227,7 @@ class ConsumerRunner:
         try:
             self.relay.publish_pending()
         except KafkaError as exc:
-            # The rows stay unsent and durable; the next loop tries again.
+            # The rows stay unsent and durable; the next loop tries again with a new producer.
             log.warning("outbox relay failed, will retry: %s", exc)
 
     def _publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
@@ -276,6 +278,33 @@ class ConsumerRunner:
 
     def close(self) -> None:
         self._relay()
+        self.relay.close()
         self.producer.flush(timeout=10)
         self.consumer.close(autocommit=False)
         self.producer.close(timeout=10)
+
+
+def build_runner(
+    *,
+    service: str,
+    kafka: KafkaConfig,
+    engine: Engine,
+    handlers: Mapping[str, Handler],
+    processed_table: Table,
+    outbox_table: Table,
+    group_id: str | None = None,
+) -> ConsumerRunner:
+    """The standard runner of a service: group ``service`` (unless ``group_id``), one
+    producer for dead letters, a separate, replaceable one for the outbox relay."""
+    return ConsumerRunner(
+        consumer=make_consumer(kafka, group_id or service, handlers),
+        producer=make_producer(kafka, service),
+        processor=BatchProcessor(
+            consumer_name=service,
+            sessions=make_sessionmaker(engine),
+            handlers=handlers,
+            processed_table=processed_table,
+            outbox_table=outbox_table,
+        ),
+        relay=OutboxRelay(engine, outbox_table, lambda: make_producer(kafka, f"{service}-relay")),
+    )

@@ -56,15 +56,19 @@ class RelayLoop:
             self.relay.publish_pending()
         except KafkaError:
             log.warning("stopping with unsent events; they stay in the outbox")
-        self.relay.producer.close(timeout=10)
+        self.relay.close()
 
 
 def main(config: IntakeConfig | None = None) -> None:
     config = config or IntakeConfig.from_env()
     engine = make_engine(config.database_url)
-    producer = make_producer(config.kafka, f"{SERVICE}-relay")
     loop = RelayLoop(
-        OutboxRelay(engine, outbox, producer, batch_size=config.relay_batch_size),
+        OutboxRelay(
+            engine,
+            outbox,
+            lambda: make_producer(config.kafka, f"{SERVICE}-relay"),
+            batch_size=config.relay_batch_size,
+        ),
         dedupe_window=timedelta(days=config.dedupe_window_days),
     )
     signal.signal(signal.SIGTERM, loop.request_stop)
