@@ -46,14 +46,14 @@ class TopicReader:
         return self.records
 
     def values(self) -> list[dict[str, Any]]:
-        """Decoded JSON objects; other tests' deliberate poison on a shared topic is skipped."""
+        """Decoded envelopes; other tests' deliberate poison on a shared topic is skipped."""
         out = []
         for record in self.records:
             try:
                 value = json.loads(record.value or b"")
             except ValueError:
                 continue
-            if isinstance(value, dict):
+            if isinstance(value, dict) and {"event_id", "type", "payload"} <= set(value):
                 out.append(value)
         return out
 
