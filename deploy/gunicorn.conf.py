@@ -7,9 +7,9 @@ work is short (a validation and one local commit), so 2 workers x 4 threads fits
 from shared.config import Env
 
 _env = Env()
-workers = _env.int("GUNICORN_WORKERS", 2)
+workers = _env.integer("GUNICORN_WORKERS", 2)
 worker_class = "gthread"
-threads = _env.int("GUNICORN_THREADS", 4)
+threads = _env.integer("GUNICORN_THREADS", 4)
 keepalive = 5
 timeout = 30
 graceful_timeout = 20

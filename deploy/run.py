@@ -24,20 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from services.lead_scoring.app import init_db as init_scoring_db
-from services.lead_scoring.config import ScoringConfig
-from services.member_retargeting.app import init_db as init_retargeting_db
-from services.member_retargeting.config import RetargetingConfig
-from services.traffic_intake.app import init_db as init_intake_db
-from services.traffic_intake.config import IntakeConfig
+from deploy.init import initialise
 from shared.broker import EmbeddedBroker, port_open
-from shared.config import Env, KafkaConfig
-from shared.db import make_engine
-from shared.kafka import ensure_topics
+from shared.config import Env
 from shared.logs import configure_logging
 
 log = logging.getLogger("funnel.run")
-CREDENTIALS = ("FUNNEL_WRITE_KEY", "FUNNEL_SALES_TOKEN", "FUNNEL_MARKETING_TOKEN", "FUNNEL_ADMIN_TOKEN")
+CREDENTIALS = (
+    "FUNNEL_WRITE_KEY",
+    "FUNNEL_SALES_TOKEN",
+    "FUNNEL_MARKETING_TOKEN",
+    "FUNNEL_ADMIN_TOKEN",
+)
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
 
 
@@ -54,12 +52,12 @@ class DevConfig:
     @classmethod
     def from_env(cls, env: Env) -> DevConfig:
         return cls(
-            var_dir=Path(env.str("FUNNEL_VAR_DIR", "var")).resolve(),
+            var_dir=Path(env.text("FUNNEL_VAR_DIR", "var")).resolve(),
             bootstrap_servers=env.optional("KAFKA_BOOTSTRAP_SERVERS"),
-            broker_port=env.int("FUNNEL_BROKER_PORT", 9092),
-            intake_port=env.int("FUNNEL_INTAKE_PORT", 8001),
-            scoring_port=env.int("FUNNEL_SCORING_PORT", 8002),
-            retargeting_port=env.int("FUNNEL_RETARGETING_PORT", 8003),
+            broker_port=env.integer("FUNNEL_BROKER_PORT", 9092),
+            intake_port=env.integer("FUNNEL_INTAKE_PORT", 8001),
+            scoring_port=env.integer("FUNNEL_SCORING_PORT", 8002),
+            retargeting_port=env.integer("FUNNEL_RETARGETING_PORT", 8003),
         )
 
 
@@ -114,8 +112,13 @@ class Supervisor:
                     code = child.process.returncode
                     child.restarts += 1
                     delay = min(2 ** min(child.restarts, 5), 30)
-                    log.warning("%s exited with %s; restart in %ss (log: %s)",
-                                child.name, code, delay, child.log_path)
+                    log.warning(
+                        "%s exited with %s; restart in %ss (log: %s)",
+                        child.name,
+                        code,
+                        delay,
+                        child.log_path,
+                    )
                     child.process = None
                     child.next_start = now + delay
                 if child.process is None and now >= child.next_start:
@@ -144,7 +147,7 @@ class Supervisor:
 
 def main() -> int:
     env = Env()
-    configure_logging(env.str("FUNNEL_LOG_LEVEL", "INFO"))
+    configure_logging(env.text("FUNNEL_LOG_LEVEL", "INFO"))
     config = DevConfig.from_env(env)
     config.var_dir.mkdir(parents=True, exist_ok=True)
     log_dir = config.var_dir / "log"
@@ -157,27 +160,34 @@ def main() -> int:
     broker = None
     if config.bootstrap_servers is None:
         if port_open("127.0.0.1", config.broker_port):
-            log.error("port %d is taken: stop what runs there or set FUNNEL_BROKER_PORT",
-                      config.broker_port)
+            log.error(
+                "port %d is taken: stop what runs there or set FUNNEL_BROKER_PORT",
+                config.broker_port,
+            )
             return 2
         broker = EmbeddedBroker(config.broker_port, log_dir / "broker.log").start()
         child_env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     child_env.pop("PYTHONPATH", None)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
 
-    child_config = Env(child_env)
-    ensure_topics(KafkaConfig.from_env(child_config))
-    for load, init in (
-        (IntakeConfig.from_env, init_intake_db),
-        (ScoringConfig.from_env, init_scoring_db),
-        (RetargetingConfig.from_env, init_retargeting_db),
-    ):
-        init(make_engine(load(child_config).database_url))
+    initialise(Env(child_env))
 
     py = sys.executable
+
     def api(name: str, module: str, port: int) -> Child:
-        return Child(name, [py, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-                            "-b", f"{config.host}:{port}", f"{module}.wsgi:app"])
+        return Child(
+            name,
+            [
+                py,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(GUNICORN_CONF),
+                "-b",
+                f"{config.host}:{port}",
+                f"{module}.wsgi:app",
+            ],
+        )
 
     supervisor = Supervisor(
         children=[
@@ -186,8 +196,9 @@ def main() -> int:
             api("member-retargeting-api", "services.member_retargeting", config.retargeting_port),
             Child("traffic-intake-relay", [py, "-m", "services.traffic_intake", "relay"]),
             Child("lead-scoring-consumer", [py, "-m", "services.lead_scoring", "consume"]),
-            Child("member-retargeting-consumer",
-                  [py, "-m", "services.member_retargeting", "consume"]),
+            Child(
+                "member-retargeting-consumer", [py, "-m", "services.member_retargeting", "consume"]
+            ),
         ],
         env=child_env,
         log_dir=log_dir,
@@ -216,7 +227,8 @@ Dev credentials:
 Try:
   curl -u {child_env["FUNNEL_WRITE_KEY"]}: {base}:{config.intake_port}/v1/track \\
        -H 'Content-Type: application/json' -d '{{"anonymousId":"a1","event":"Signed Up"}}'
-  curl -H 'Authorization: Bearer {child_env["FUNNEL_SALES_TOKEN"]}' {base}:{config.scoring_port}/leads
+  curl -H 'Authorization: Bearer {child_env["FUNNEL_SALES_TOKEN"]}' \\
+       {base}:{config.scoring_port}/leads
 Ctrl-C stops everything.""",
         flush=True,
     )

@@ -27,7 +27,7 @@ class Env:
         """A copy of the whole environment, for a process that starts children."""
         return dict(self._environ)
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self._environ.get(name, "")
         return value if value != "" else default
 
@@ -35,7 +35,7 @@ class Env:
         value = self._environ.get(name, "")
         return value or None
 
-    def int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int) -> int:
         raw = self._environ.get(name, "")
         if raw == "":
             return default
@@ -44,7 +44,7 @@ class Env:
         except ValueError as exc:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         raw = self._environ.get(name, "")
         if raw == "":
             return default
@@ -53,7 +53,7 @@ class Env:
         except ValueError as exc:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
-    def bool(self, name: str, default: bool) -> bool:
+    def boolean(self, name: str, default: bool) -> bool:
         raw = self._environ.get(name, "").strip().lower()
         if raw == "":
             return default
@@ -82,9 +82,11 @@ class KafkaConfig:
     @classmethod
     def from_env(cls, env: Env) -> KafkaConfig:
         return cls(
-            bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
-            session_timeout_ms=env.int("KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
-            heartbeat_interval_ms=env.int("KAFKA_HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms),
+            bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
+            session_timeout_ms=env.integer("KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
+            heartbeat_interval_ms=env.integer(
+                "KAFKA_HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms
+            ),
         )
 
 
@@ -99,9 +101,9 @@ class Tokens:
     @classmethod
     def from_env(cls, env: Env) -> Tokens:
         return cls(
-            sales=env.str("FUNNEL_SALES_TOKEN", ""),
-            marketing=env.str("FUNNEL_MARKETING_TOKEN", ""),
-            admin=env.str("FUNNEL_ADMIN_TOKEN", ""),
+            sales=env.text("FUNNEL_SALES_TOKEN", ""),
+            marketing=env.text("FUNNEL_MARKETING_TOKEN", ""),
+            admin=env.text("FUNNEL_ADMIN_TOKEN", ""),
         )
 
     def by_role(self) -> dict[str, str]:

@@ -151,9 +151,7 @@ class LeadScoredV1(_Payload):
 
 class LeadStageChangedV1(_Payload):
     lead = fields.Nested(LeadSnapshotV1, required=True)
-    from_stage = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(STAGES)
-    )
+    from_stage = fields.String(required=True, allow_none=True, validate=validate.OneOf(STAGES))
     to_stage = fields.String(required=True, validate=validate.OneOf(STAGES))
     reason = fields.String(required=True)
     changed_by = fields.String(required=True)

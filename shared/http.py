@@ -11,7 +11,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import marshmallow as ma
 from flask import Flask, current_app, request, send_from_directory
@@ -41,7 +41,8 @@ ERROR_CODES = {
 class ErrorBodySchema(ma.Schema):
     code = ma.fields.String(metadata={"description": "machine-readable error code"})
     message = ma.fields.String(metadata={"description": "what went wrong"})
-    fields = ma.fields.Dict(
+    field_errors = ma.fields.Dict(
+        data_key="fields",
         keys=ma.fields.String(),
         metadata={"description": "field name → list of reasons, for validation errors"},
     )
@@ -72,6 +73,13 @@ def flatten_field_errors(messages: Any, prefix: str = "") -> dict[str, list[str]
     return out
 
 
+def fail(status: int, message: str, **kwargs: Any) -> NoReturn:
+    """``flask_smorest.abort`` typed as never returning; ``errors=`` names fields and
+    ``headers=`` adds response headers."""
+    abort(status, message=message, **kwargs)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
 def error_body(code: str, message: str, fields: Mapping[str, list[str]] | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
 
@@ -81,7 +89,7 @@ class Api(_SmorestApi):
 
     ERROR_SCHEMA = ErrorSchema
 
-    def handle_http_exception(self, error: HTTPException) -> Any:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Any:
         status = error.code or 500
         if isinstance(error, InternalServerError):
             original = getattr(error, "original_exception", None)
@@ -93,7 +101,14 @@ class Api(_SmorestApi):
         messages = data.get("errors") or data.get("messages")
         if messages:
             if isinstance(messages, Mapping) and set(messages) <= {
-                "json", "query", "form", "headers", "files", "view_args", "path", "cookies"
+                "json",
+                "query",
+                "form",
+                "headers",
+                "files",
+                "view_args",
+                "path",
+                "cookies",
             }:
                 for location_errors in messages.values():
                     fields.update(flatten_field_errors(location_errors))
@@ -159,22 +174,15 @@ def require_role(*roles: str) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            challenge = {"WWW-Authenticate": 'Bearer realm="funnel"'}
             token = bearer_token()
             if token is None:
-                abort(
-                    401,
-                    message="missing bearer token",
-                    headers={"WWW-Authenticate": 'Bearer realm="funnel"'},
-                )
+                fail(401, "missing bearer token", headers=challenge)
             role = role_for_token(token, current_app.config["FUNNEL_TOKENS"])
             if role is None:
-                abort(
-                    401,
-                    message="unknown bearer token",
-                    headers={"WWW-Authenticate": 'Bearer realm="funnel"'},
-                )
+                fail(401, "unknown bearer token", headers=challenge)
             if role not in roles:
-                abort(403, message=f"role {role!r} may not do this; needs {' or '.join(roles)}")
+                fail(403, f"role {role!r} may not do this; needs {' or '.join(roles)}")
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -219,7 +227,9 @@ class DecompressRequest:
         try:
             body = inflater.decompress(compressed, self.max_bytes + 1)
         except zlib.error:
-            return self._error(start_response, "400 BAD REQUEST", "bad_request", "corrupt gzip body")
+            return self._error(
+                start_response, "400 BAD REQUEST", "bad_request", "corrupt gzip body"
+            )
         if len(compressed) > self.max_bytes or len(body) > self.max_bytes:
             return self._error(
                 start_response,

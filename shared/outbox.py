@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy import Connection, CursorResult, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -61,9 +61,7 @@ def outbox_rows(outgoing: Iterable[Outgoing]) -> list[dict[str, Any]]:
     ]
 
 
-def enqueue(
-    bind: Session | Connection, table: Table, outgoing: Sequence[Outgoing]
-) -> int:
+def enqueue(bind: Session | Connection, table: Table, outgoing: Sequence[Outgoing]) -> int:
     """Insert the events into the outbox in the caller's transaction.
 
     An ``event_id`` already in the outbox is ignored (that is intake's deduplication).
@@ -73,7 +71,7 @@ def enqueue(
         return 0
     rows = outbox_rows(outgoing)
     dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
-    result = bind.execute(insert_ignoring_duplicates(table, dialect), rows)
+    result = cast(CursorResult[Any], bind.execute(insert_ignoring_duplicates(table, dialect), rows))
     return int(result.rowcount or 0)
 
 

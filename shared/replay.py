@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     env = Env()
-    configure_logging(env.str("FUNNEL_LOG_LEVEL", "INFO"))
+    configure_logging(env.text("FUNNEL_LOG_LEVEL", "INFO"))
     kafka = KafkaConfig.from_env(env)
     consumer = make_consumer(kafka, REPLAY_GROUP, [DEADLETTER])
     producer = make_producer(kafka, "deadletter-replay")

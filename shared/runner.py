@@ -42,7 +42,7 @@ from shared.db import make_sessionmaker, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
 from shared.kafka import make_consumer, make_producer
-from shared.outbox import Outgoing, OutboxRelay, outbox_rows
+from shared.outbox import OutboxRelay, Outgoing, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,10 @@ class BatchProcessor:
         for record in records:
             try:
                 decoded.append(
-                    (record, decode(record.value, allowed_types=self.allowed_types.get(record.topic)))
+                    (
+                        record,
+                        decode(record.value, allowed_types=self.allowed_types.get(record.topic)),
+                    )
                 )
                 outcomes.append(False)
             except InvalidEvent as exc:

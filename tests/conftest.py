@@ -29,8 +29,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.1,
-             message: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> object:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = None
@@ -73,10 +77,12 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+    except Exception as exc:
         admin.dispose()
         if _postgres_required():
-            pytest.fail(f"PostgreSQL is required here but unreachable at {POSTGRES_ADMIN_URL}: {exc}")
+            pytest.fail(
+                f"PostgreSQL is required here but unreachable at {POSTGRES_ADMIN_URL}: {exc}"
+            )
         pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {exc}")
     name = f"funnel_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from marshmallow import RAISE
 from sqlalchemy import func, select
 
@@ -19,7 +19,7 @@ from services.lead_scoring.models import (
     StageChange,
 )
 from services.lead_scoring.schemas import LeadDetail, LeadPage, LeadQuery
-from shared.http import require_role
+from shared.http import fail, require_role
 
 blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored leads for sales")
 
@@ -58,15 +58,18 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
     if lead is None:
         return None
     events = session.scalars(
-        select(LeadEvent).where(LeadEvent.lead_id == lead.id)
-        .order_by(LeadEvent.occurred_at.desc(), LeadEvent.id.desc()).limit(RECENT_EVENTS)
+        select(LeadEvent)
+        .where(LeadEvent.lead_id == lead.id)
+        .order_by(LeadEvent.occurred_at.desc(), LeadEvent.id.desc())
+        .limit(RECENT_EVENTS)
     ).all()
     by_event = {
         e.event_id: e
         for e in session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id))
     }
     entries = session.scalars(
-        select(ScoreEntry).where(ScoreEntry.lead_id == lead.id)
+        select(ScoreEntry)
+        .where(ScoreEntry.lead_id == lead.id)
         .order_by(ScoreEntry.occurred_at, ScoreEntry.id)
     ).all()
     return {
@@ -98,16 +101,27 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
             ],
         },
         "stage_history": [
-            {"from_stage": c.from_stage, "to_stage": c.to_stage, "reason": c.reason,
-             "changed_by": c.changed_by, "changed_at": c.changed_at}
+            {
+                "from_stage": c.from_stage,
+                "to_stage": c.to_stage,
+                "reason": c.reason,
+                "changed_by": c.changed_by,
+                "changed_at": c.changed_at,
+            }
             for c in session.scalars(
-                select(StageChange).where(StageChange.lead_id == lead.id)
+                select(StageChange)
+                .where(StageChange.lead_id == lead.id)
                 .order_by(StageChange.changed_at, StageChange.id)
             )
         ],
         "recent_events": [
-            {"event_id": e.event_id, "type": e.type, "name": e.name, "path": e.path,
-             "occurred_at": e.occurred_at}
+            {
+                "event_id": e.event_id,
+                "type": e.type,
+                "name": e.name,
+                "path": e.path,
+                "occurred_at": e.occurred_at,
+            }
             for e in events
         ],
         "merges": [
@@ -153,5 +167,5 @@ class LeadView(MethodView):
         with _session() as session:
             detail = lead_detail(session, lead_id)
         if detail is None:
-            abort(404, message=f"no lead {lead_id!r}")
+            fail(404, f"no lead {lead_id!r}")
         return detail

@@ -21,13 +21,13 @@ class ScoringConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> ScoringConfig:
         env = env or Env()
-        var_dir = Path(env.str("FUNNEL_VAR_DIR", "var"))
+        var_dir = Path(env.text("FUNNEL_VAR_DIR", "var"))
         return cls(
-            database_url=env.str(
+            database_url=env.text(
                 "LEAD_SCORING_DATABASE_URL", default_sqlite_url(var_dir, "lead_scoring")
             ),
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
-            mql_threshold=env.int("SCORING_MQL_THRESHOLD", cls.mql_threshold),
-            log_level=env.str("FUNNEL_LOG_LEVEL", cls.log_level),
+            mql_threshold=env.integer("SCORING_MQL_THRESHOLD", cls.mql_threshold),
+            log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

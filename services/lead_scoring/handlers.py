@@ -145,28 +145,54 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
         steps.append((lead.stage, transition))
         store.change_stage(lead, transition.to_stage, transition.reason, "system")
         transition = automatic_transition(
-            lead.stage, known=lead.email is not None, score=lead.score,
-            mql_threshold=settings.mql_threshold, purchased=False,
+            lead.stage,
+            known=lead.email is not None,
+            score=lead.score,
+            mql_threshold=settings.mql_threshold,
+            purchased=False,
         )
     lead.updated_at = event.received_at
     session.flush()
 
     snap = snapshot(store, lead)
     for merged_id, reason in merged_ids:
-        out.append(_lead_event(event, f"merged:{merged_id}", "lead.merged",
-                               {"lead": snap, "merged_lead_id": merged_id, "reason": reason}, lead))
+        out.append(
+            _lead_event(
+                event,
+                f"merged:{merged_id}",
+                "lead.merged",
+                {"lead": snap, "merged_lead_id": merged_id, "reason": reason},
+                lead,
+            )
+        )
     if lead.score != score_before or awards:
         points = [
             {"rule_id": a.rule_id, "points": a.points, "reason": a.reason, "event_id": a.event_id}
             for a in awards
         ]
-        out.append(_lead_event(event, "scored", "lead.scored",
-                               {"lead": snap, "delta": lead.score - score_before,
-                                "points": points}, lead))
+        out.append(
+            _lead_event(
+                event,
+                "scored",
+                "lead.scored",
+                {"lead": snap, "delta": lead.score - score_before, "points": points},
+                lead,
+            )
+        )
     for i, (from_stage, step) in enumerate(steps):
-        out.append(_lead_event(
-            event, f"stage:{i}", "lead.stage_changed",
-            {"lead": snap, "from_stage": from_stage, "to_stage": step.to_stage,
-             "reason": step.reason, "changed_by": "system"}, lead,
-        ))
+        out.append(
+            _lead_event(
+                event,
+                f"stage:{i}",
+                "lead.stage_changed",
+                {
+                    "lead": snap,
+                    "from_stage": from_stage,
+                    "to_stage": step.to_stage,
+                    "reason": step.reason,
+                    "changed_by": "system",
+                },
+                lead,
+            )
+        )
     return out

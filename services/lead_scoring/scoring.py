@@ -49,8 +49,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("signed-up", "Signed up", 20, "track", event_name="Signed Up", repeatable=False),
     Rule("form-submitted", "Submitted a form", 50, "track", event_name="Form Submitted"),
     Rule("form-error", "Hit a form error", -5, "track", event_name="Form Error"),
-    Rule("demo-requested", "Requested a demo", 30, "track", event_name="Demo Requested",
-         repeatable=False),
+    Rule(
+        "demo-requested",
+        "Requested a demo",
+        30,
+        "track",
+        event_name="Demo Requested",
+        repeatable=False,
+    ),
     Rule("product-added", "Added a product to the cart", 5, "track", event_name="Product Added"),
 )
 

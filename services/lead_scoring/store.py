@@ -48,8 +48,13 @@ class LeadStore:
 
     def create_lead(self, at: datetime) -> Lead:
         lead = Lead(
-            id=uuid.uuid4().hex, stage="subscriber", score=0, traits={}, account_traits={},
-            created_at=at, updated_at=at,
+            id=uuid.uuid4().hex,
+            stage="subscriber",
+            score=0,
+            traits={},
+            account_traits={},
+            created_at=at,
+            updated_at=at,
         )
         self.session.add(lead)
         self.session.flush()
@@ -120,11 +125,25 @@ class LeadStore:
             )
         )
 
-    def add_event(self, lead: Lead, *, event_id: str, type_: str, name: str | None,
-                  path: str | None, occurred_at: datetime) -> None:
+    def add_event(
+        self,
+        lead: Lead,
+        *,
+        event_id: str,
+        type_: str,
+        name: str | None,
+        path: str | None,
+        occurred_at: datetime,
+    ) -> None:
         self.session.add(
-            LeadEvent(lead_id=lead.id, event_id=event_id, type=type_, name=name,
-                      path=(path or None) and path[:2000], occurred_at=occurred_at)
+            LeadEvent(
+                lead_id=lead.id,
+                event_id=event_id,
+                type=type_,
+                name=name,
+                path=(path or None) and path[:2000],
+                occurred_at=occurred_at,
+            )
         )
         if lead.last_event_at is None or occurred_at > lead.last_event_at:
             lead.last_event_at = occurred_at
@@ -132,8 +151,14 @@ class LeadStore:
     def add_awards(self, lead: Lead, awards: Sequence[Award], occurred_at: datetime) -> None:
         for award in awards:
             self.session.add(
-                ScoreEntry(lead_id=lead.id, event_id=award.event_id, rule_id=award.rule_id,
-                           points=award.points, reason=award.reason, occurred_at=occurred_at)
+                ScoreEntry(
+                    lead_id=lead.id,
+                    event_id=award.event_id,
+                    rule_id=award.rule_id,
+                    points=award.points,
+                    reason=award.reason,
+                    occurred_at=occurred_at,
+                )
             )
         lead.score += sum(a.points for a in awards)
 
@@ -142,7 +167,12 @@ class LeadStore:
         lead.stage = to_stage
         lead.updated_at = utcnow()
         self.session.add(
-            StageChange(lead_id=lead.id, from_stage=from_stage, to_stage=to_stage,
-                        reason=reason, changed_by=changed_by)
+            StageChange(
+                lead_id=lead.id,
+                from_stage=from_stage,
+                to_stage=to_stage,
+                reason=reason,
+                changed_by=changed_by,
+            )
         )
         return from_stage

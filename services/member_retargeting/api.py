@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from sqlalchemy import and_, func, or_, select
 
 from services.member_retargeting.campaigns import trigger
@@ -28,10 +28,10 @@ from services.member_retargeting.schemas import (
     TriggerOut,
 )
 from services.member_retargeting.segments import audience_query
-from shared.http import require_role
+from shared.http import fail, require_role
 
 blp = Blueprint("marketing", __name__, description="Members and retargeting campaigns")
-SECURED = [{"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _sessions() -> Any:
@@ -67,8 +67,12 @@ def campaign_out(session: Any, campaign: Campaign) -> dict[str, Any]:
         "dispatched_count": dispatched,
         "published_count": published,
         "runs": [
-            {"run_id": r.id, "trigger": r.trigger, "audience_size": r.audience_size,
-             "triggered_at": r.triggered_at}
+            {
+                "run_id": r.id,
+                "trigger": r.trigger,
+                "audience_size": r.audience_size,
+                "triggered_at": r.triggered_at,
+            }
             for r in runs
         ],
     }
@@ -108,7 +112,7 @@ class CampaignView(MethodView):
         with _sessions()() as session:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
-                abort(404, message=f"no campaign {campaign_id}")
+                fail(404, f"no campaign {campaign_id}")
             return campaign_out(session, campaign)
 
 
@@ -123,10 +127,13 @@ class TriggerView(MethodView):
         with _sessions().begin() as session:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
-                abort(404, message=f"no campaign {campaign_id}")
+                fail(404, f"no campaign {campaign_id}")
             result = trigger(session, campaign, outbox, "manual")
-        return {"campaign_id": campaign_id, "run_id": result.run_id,
-                "audience_size": result.audience_size}
+        return {
+            "campaign_id": campaign_id,
+            "run_id": result.run_id,
+            "audience_size": result.audience_size,
+        }
 
 
 @blp.route("/members")
@@ -160,8 +167,13 @@ class MembersView(MethodView):
                     )
                 ).one()
                 items.append(
-                    {"lead_id": m.lead_id, "email": m.email, "user_id": m.user_id,
-                     "member_since": m.member_since, "orders": row[0],
-                     "revenue": Decimal(str(row[1]))}
+                    {
+                        "lead_id": m.lead_id,
+                        "email": m.email,
+                        "user_id": m.user_id,
+                        "member_since": m.member_since,
+                        "orders": row[0],
+                        "revenue": Decimal(str(row[1])),
+                    }
                 )
             return {"items": items, "total": len(items)}

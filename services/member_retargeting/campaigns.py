@@ -46,8 +46,12 @@ def trigger(session: Session, campaign: Campaign, outbox_table: object, trigger:
             user_id=contact.user_id,
         )
         dispatches.append(
-            {"run_id": run.id, "campaign_id": campaign.id, "contact_id": contact.lead_id,
-             "event_id": envelope.event_id}
+            {
+                "run_id": run.id,
+                "campaign_id": campaign.id,
+                "contact_id": contact.lead_id,
+                "event_id": envelope.event_id,
+            }
         )
         outgoing.append(Outgoing(DISPATCH, contact.lead_id, envelope))
     if dispatches:

@@ -20,13 +20,13 @@ class RetargetingConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> RetargetingConfig:
         env = env or Env()
-        var_dir = Path(env.str("FUNNEL_VAR_DIR", "var"))
+        var_dir = Path(env.text("FUNNEL_VAR_DIR", "var"))
         return cls(
-            database_url=env.str(
+            database_url=env.text(
                 "MEMBER_RETARGETING_DATABASE_URL",
                 default_sqlite_url(var_dir, "member_retargeting"),
             ),
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
-            log_level=env.str("FUNNEL_LOG_LEVEL", cls.log_level),
+            log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

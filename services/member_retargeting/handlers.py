@@ -52,7 +52,9 @@ def handle_lead(event: Envelope, session: Session) -> list[Outgoing]:
     if event.type == "lead.merged":
         merged_id = event.payload["merged_lead_id"]
         session.execute(
-            update(Contact).where(Contact.lead_id == merged_id).values(merged_into=snapshot["lead_id"])
+            update(Contact)
+            .where(Contact.lead_id == merged_id)
+            .values(merged_into=snapshot["lead_id"])
         )
         session.execute(
             update(ContactIdentity)

@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, MetaData, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import NAMING_CONVENTION, BigIntPK, UTCDateTime, outbox_table, processed_events_table, utcnow
+from shared.db import (
+    NAMING_CONVENTION,
+    BigIntPK,
+    UTCDateTime,
+    outbox_table,
+    processed_events_table,
+    utcnow,
+)
 
 
 class Base(DeclarativeBase):

@@ -16,7 +16,7 @@ from services.member_retargeting.models import Contact
 CHANNELS_NEEDING_EMAIL = frozenset({"email"})
 
 
-def audience_query(segment: dict[str, Any], channel: str) -> Select[tuple[Contact]]:
+def audience_query(segment: dict[str, Any], channel: str) -> Select[Contact]:
     stmt = select(Contact).where(Contact.merged_into.is_(None))
     members = segment.get("members")
     if members is not None:

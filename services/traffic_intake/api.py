@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,7 +22,7 @@ from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
 from shared.events import Envelope
-from shared.http import flatten_field_errors
+from shared.http import fail, flatten_field_errors
 from shared.outbox import Outgoing, enqueue
 from shared.topics import TRAFFIC
 
@@ -53,15 +53,15 @@ def authenticate_source() -> None:
     the body. Missing or unknown → 401. Write keys reach only these write endpoints."""
     key = _write_key_from_request()
     if key is None:
-        abort(401, message="missing write key (HTTP Basic user name or writeKey in the body)")
+        fail(401, "missing write key (HTTP Basic user name or writeKey in the body)")
     if not any(hmac.compare_digest(key.encode(), k.encode()) for k in _config().write_keys):
-        abort(401, message="unknown write key")
+        fail(401, "unknown write key")
 
 
 def _check_single_event_size() -> None:
     limit = _config().max_event_bytes
     if len(request.get_data(cache=True)) > limit:
-        abort(413, message=f"event exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
+        fail(413, f"event exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
 
 
 def _client_ip() -> str | None:
@@ -77,7 +77,7 @@ def _persist(envelopes: list[Envelope]) -> int:
             return enqueue(conn, current_app.extensions["intake"].outbox, outgoing)
     except SQLAlchemyError:
         current_app.logger.exception("outbox write failed")
-        abort(503, message="event store unavailable, retry", headers={"Retry-After": "2"})
+        fail(503, "event store unavailable, retry", headers={"Retry-After": "2"})
 
 
 def _accepted(accepted: int, duplicates: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,9 +124,9 @@ class BatchView(MethodView):
         config = _config()
         items = body["batch"]
         if len(items) > config.max_batch_events:
-            abort(
+            fail(
                 413,
-                message=f"batch has {len(items)} events; the limit is {config.max_batch_events}",
+                f"batch has {len(items)} events; the limit is {config.max_batch_events}",
                 errors={"batch": [f"at most {config.max_batch_events} events"]},
             )
         received_at = datetime.now(UTC)
@@ -139,7 +139,7 @@ class BatchView(MethodView):
                     {
                         "index": index,
                         "kind": "schema_violation",
-                        "fields": {"type": [f"must be one of {sorted(CALL_SCHEMAS)}"]},
+                        "field_errors": {"type": [f"must be one of {sorted(CALL_SCHEMAS)}"]},
                     }
                 )
                 continue
@@ -149,7 +149,7 @@ class BatchView(MethodView):
                     {
                         "index": index,
                         "kind": "size_violation",
-                        "fields": {"_event": [f"{size} bytes; max {config.max_event_bytes}"]},
+                        "field_errors": {"_event": [f"{size} bytes; max {config.max_event_bytes}"]},
                     }
                 )
                 continue
@@ -160,7 +160,7 @@ class BatchView(MethodView):
                     {
                         "index": index,
                         "kind": "schema_violation",
-                        "fields": flatten_field_errors(exc.messages),
+                        "field_errors": flatten_field_errors(exc.messages),
                     }
                 )
                 continue
@@ -176,13 +176,13 @@ class BatchView(MethodView):
                 )
             )
         if not envelopes:
-            abort(
+            fail(
                 422,
-                message="no event in the batch is valid",
+                "no event in the batch is valid",
                 errors={
                     f"batch.{r['index']}.{name}": reasons
                     for r in rejected
-                    for name, reasons in r["fields"].items()
+                    for name, reasons in r["field_errors"].items()
                 },
             )
         new = _persist(envelopes)
@@ -198,11 +198,10 @@ def before_tracking_request() -> None:
     # Werkzeug stops a length-less (chunked) body at the limit without an error, handing
     # back a cut body; one that fills the limit is over it.
     if request.content_length is None and len(data) >= limit:
-        abort(413, message=f"body exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
+        fail(413, f"body exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
     authenticate_source()
     if request.path != "/v1/batch":
         _check_single_event_size()
 
 
 blp.before_request(before_tracking_request)
-

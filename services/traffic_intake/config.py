@@ -28,19 +28,19 @@ class IntakeConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> IntakeConfig:
         env = env or Env()
-        var_dir = Path(env.str("FUNNEL_VAR_DIR", "var"))
-        keys = tuple(k.strip() for k in env.str("FUNNEL_WRITE_KEY", "").split(",") if k.strip())
+        var_dir = Path(env.text("FUNNEL_VAR_DIR", "var"))
+        keys = tuple(k.strip() for k in env.text("FUNNEL_WRITE_KEY", "").split(",") if k.strip())
         return cls(
-            database_url=env.str(
+            database_url=env.text(
                 "TRAFFIC_INTAKE_DATABASE_URL", default_sqlite_url(var_dir, "traffic_intake")
             ),
             write_keys=keys,
             kafka=KafkaConfig.from_env(env),
-            source_name=env.str("FUNNEL_SOURCE_NAME", cls.source_name),
-            max_event_bytes=env.int("INTAKE_MAX_EVENT_BYTES", cls.max_event_bytes),
-            max_batch_bytes=env.int("INTAKE_MAX_BATCH_BYTES", cls.max_batch_bytes),
-            max_batch_events=env.int("INTAKE_MAX_BATCH_EVENTS", cls.max_batch_events),
-            dedupe_window_days=env.int("INTAKE_DEDUPE_WINDOW_DAYS", cls.dedupe_window_days),
-            trusted_proxies=env.int("INTAKE_TRUSTED_PROXIES", cls.trusted_proxies),
-            log_level=env.str("FUNNEL_LOG_LEVEL", cls.log_level),
+            source_name=env.text("FUNNEL_SOURCE_NAME", cls.source_name),
+            max_event_bytes=env.integer("INTAKE_MAX_EVENT_BYTES", cls.max_event_bytes),
+            max_batch_bytes=env.integer("INTAKE_MAX_BATCH_BYTES", cls.max_batch_bytes),
+            max_batch_events=env.integer("INTAKE_MAX_BATCH_EVENTS", cls.max_batch_events),
+            dedupe_window_days=env.integer("INTAKE_DEDUPE_WINDOW_DAYS", cls.dedupe_window_days),
+            trusted_proxies=env.integer("INTAKE_TRUSTED_PROXIES", cls.trusted_proxies),
+            log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

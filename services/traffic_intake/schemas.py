@@ -21,7 +21,7 @@ MAX_ID_LENGTH = 200
 class Identifier(fields.Field):
     """A person id: a string or an integer (Segment allows both), never junk."""
 
-    default_error_messages = {  # noqa: RUF012
+    default_error_messages = {
         "invalid": "must be a string or an integer",
         "junk": "{value!r} is not a usable id",
         "too_long": f"must be at most {MAX_ID_LENGTH} characters",
@@ -108,7 +108,7 @@ class BatchRequest(ma.Schema):
 class RejectedEvent(ma.Schema):
     index = fields.Integer(metadata={"description": "position in the batch"})
     kind = fields.String(metadata={"description": "schema_violation or size_violation"})
-    fields = fields.Dict(metadata={"description": "field → reasons"})
+    field_errors = fields.Dict(data_key="fields", metadata={"description": "field → reasons"})
 
 
 class AcceptedResponse(ma.Schema):

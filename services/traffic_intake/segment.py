@@ -1,7 +1,7 @@
 """Pure mapping from a validated Segment call to a Funnel event envelope.
 
 Enrichment done here: ``receivedAt``; ``occurred_at`` corrected for client clock skew
-(``receivedAt − (sentAt − originalTimestamp)``, as Segment does) when the client sent
+(``receivedAt - (sentAt - originalTimestamp)``, as Segment does) when the client sent
 ``originalTimestamp``, else the client's ``timestamp``, else ``receivedAt``; the client IP
 in ``context.ip`` when the client did not set one; a messageId when the client sent none.
 """
@@ -15,7 +15,9 @@ from typing import Any
 from shared.events import Envelope, new_event
 
 
-def occurred_at(call: dict[str, Any], received_at: datetime, batch_sent_at: datetime | None) -> datetime:
+def occurred_at(
+    call: dict[str, Any], received_at: datetime, batch_sent_at: datetime | None
+) -> datetime:
     sent_at = call.get("sentAt") or batch_sent_at
     original = call.get("originalTimestamp")
     if original is not None and sent_at is not None:
@@ -27,7 +29,11 @@ def _payload(call_type: str, call: dict[str, Any]) -> dict[str, Any]:
     if call_type == "track":
         return {"event": call["event"], "properties": call["properties"]}
     if call_type in ("page", "screen"):
-        return {"name": call["name"], "category": call["category"], "properties": call["properties"]}
+        return {
+            "name": call["name"],
+            "category": call["category"],
+            "properties": call["properties"],
+        }
     if call_type == "identify":
         return {"traits": call["traits"]}
     if call_type == "group":

@@ -31,21 +31,42 @@ from shared.topics import LEAD_SCORING, MEMBER_RETARGETING, REGISTRY, example_pa
 from tests.helpers import FakeRecord
 
 
-
-def _processor(url: str, init: Callable, handlers: dict[str, Handler], processed: Table,
-               outbox: Table, name: str) -> BatchProcessor:
+def _processor(
+    url: str,
+    init: Callable,
+    handlers: dict[str, Handler],
+    processed: Table,
+    outbox: Table,
+    name: str,
+) -> BatchProcessor:
     engine = make_engine(url)
     init(engine)
-    return BatchProcessor(consumer_name=name, sessions=make_sessionmaker(engine),
-                          handlers=handlers, processed_table=processed, outbox_table=outbox)
+    return BatchProcessor(
+        consumer_name=name,
+        sessions=make_sessionmaker(engine),
+        handlers=handlers,
+        processed_table=processed,
+        outbox_table=outbox,
+    )
 
 
 CONSUMERS: dict[str, Callable[[str], BatchProcessor]] = {
-    LEAD_SCORING: lambda url: _processor(url, init_scoring, scoring_handlers(
-        ScoringConfig(database_url=url)), scoring_processed, scoring_outbox, LEAD_SCORING),
-    MEMBER_RETARGETING: lambda url: _processor(url, init_retargeting, retargeting_handlers(),
-                                               retargeting_processed, retargeting_outbox,
-                                               MEMBER_RETARGETING),
+    LEAD_SCORING: lambda url: _processor(
+        url,
+        init_scoring,
+        scoring_handlers(ScoringConfig(database_url=url)),
+        scoring_processed,
+        scoring_outbox,
+        LEAD_SCORING,
+    ),
+    MEMBER_RETARGETING: lambda url: _processor(
+        url,
+        init_retargeting,
+        retargeting_handlers(),
+        retargeting_processed,
+        retargeting_outbox,
+        MEMBER_RETARGETING,
+    ),
 }
 
 EXAMPLES = [
@@ -87,5 +108,3 @@ def test_every_consumer_applies_every_example_of_its_topics(
     # and applying it twice changes nothing
     again = processor.process([FakeRecord(topic, 0, 1, b"k", value)])
     assert (again.applied, again.duplicates) == (0, 1)
-
-

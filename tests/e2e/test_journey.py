@@ -46,45 +46,71 @@ class Funnel:
     log: Path
 
     def track(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(f"{self.intake}/v1/{call}", json=body,
-                                 auth=(CREDENTIALS["FUNNEL_WRITE_KEY"], ""), timeout=10)
+        response = requests.post(
+            f"{self.intake}/v1/{call}",
+            json=body,
+            auth=(CREDENTIALS["FUNNEL_WRITE_KEY"], ""),
+            timeout=10,
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
     def sales(self, path: str) -> Any:
-        response = requests.get(f"{self.scoring}{path}", timeout=10, headers={
-            "Authorization": f"Bearer {CREDENTIALS['FUNNEL_SALES_TOKEN']}"})
+        response = requests.get(
+            f"{self.scoring}{path}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {CREDENTIALS['FUNNEL_SALES_TOKEN']}"},
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
     def marketing(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return requests.request(method, f"{self.retargeting}{path}", timeout=10, headers={
-            "Authorization": f"Bearer {CREDENTIALS['FUNNEL_MARKETING_TOKEN']}"}, **kw)
+        return requests.request(
+            method,
+            f"{self.retargeting}{path}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {CREDENTIALS['FUNNEL_MARKETING_TOKEN']}"},
+            **kw,
+        )
 
 
 @pytest.fixture(scope="module")
 def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
     var = tmp_path_factory.mktemp("funnel-var")
     ports = {name: free_port() for name in ("BROKER", "INTAKE", "SCORING", "RETARGETING")}
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_DATABASE_URL") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_DATABASE_URL") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
     env.update(CREDENTIALS)
     env.update({f"FUNNEL_{k}_PORT": str(v) for k, v in ports.items()})
     env.update({"FUNNEL_VAR_DIR": str(var), "GUNICORN_WORKERS": "1"})
     log = var / "run.out"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "deploy.run"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
-    f = Funnel(process, f"http://127.0.0.1:{ports['INTAKE']}",
-               f"http://127.0.0.1:{ports['SCORING']}",
-               f"http://127.0.0.1:{ports['RETARGETING']}",
-               KafkaConfig(bootstrap_servers=f"127.0.0.1:{ports['BROKER']}"), log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[2],
+        )
+    f = Funnel(
+        process,
+        f"http://127.0.0.1:{ports['INTAKE']}",
+        f"http://127.0.0.1:{ports['SCORING']}",
+        f"http://127.0.0.1:{ports['RETARGETING']}",
+        KafkaConfig(bootstrap_servers=f"127.0.0.1:{ports['BROKER']}"),
+        log,
+    )
 
     def healthy() -> bool:
         assert process.poll() is None, log.read_text()
         try:
-            return all(requests.get(f"{u}/healthz", timeout=3).ok
-                       for u in (f.intake, f.scoring, f.retargeting))
+            return all(
+                requests.get(f"{u}/healthz", timeout=3).ok
+                for u in (f.intake, f.scoring, f.retargeting)
+            )
         except requests.RequestException:  # still booting
             return False
 
@@ -102,8 +128,10 @@ def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
 
 
 def test_make_run_prints_urls_and_the_configured_credentials(funnel: Funnel) -> None:
-    text = wait_for(lambda: "Ctrl-C stops everything" in funnel.log.read_text()
-                    and funnel.log.read_text(), message="banner")
+    text = wait_for(
+        lambda: "Ctrl-C stops everything" in funnel.log.read_text() and funnel.log.read_text(),
+        message="banner",
+    )
     assert funnel.intake in str(text) and funnel.scoring in str(text)
     for value in CREDENTIALS.values():
         assert value in str(text)
@@ -117,22 +145,28 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         # 1. Anonymous page views: a subscriber lead with points.
         funnel.track("page", {"anonymousId": anon, "properties": {"path": "/"}})
         funnel.track("page", {"anonymousId": anon, "properties": {"path": "/pricing"}})
-        [lead] = wait_for(lambda: [x for x in funnel.sales("/leads")["items"]
-                                   if x["score"] == 12], message="anonymous lead scored 12")
+        [lead] = wait_for(
+            lambda: [x for x in funnel.sales("/leads")["items"] if x["score"] == 12],
+            message="anonymous lead scored 12",
+        )
         assert lead["stage"] == "subscriber" and lead["email"] is None
 
         # 2. identify with an email ties the earlier activity to the known lead.
-        funnel.track("identify", {"anonymousId": anon, "userId": user,
-                                  "traits": {"email": email, "name": "Grace"}})
-        wait_for(lambda: funnel.sales(f"/leads/{lead['id']}")["stage"] == "lead",
-                 message="stage lead")
+        funnel.track(
+            "identify",
+            {"anonymousId": anon, "userId": user, "traits": {"email": email, "name": "Grace"}},
+        )
+        wait_for(
+            lambda: funnel.sales(f"/leads/{lead['id']}")["stage"] == "lead", message="stage lead"
+        )
         detail = funnel.sales(f"/leads/{lead['id']}")
         assert (detail["email"], detail["score"]) == (email, 17)
         assert detail["anonymous_ids"] == [anon]
 
         # 3. A form fill crosses the MQL threshold.
-        funnel.track("track", {"userId": user, "event": "Form Submitted",
-                               "properties": {"form": "demo"}})
+        funnel.track(
+            "track", {"userId": user, "event": "Form Submitted", "properties": {"form": "demo"}}
+        )
         wait_for(lambda: funnel.sales("/leads?stage=mql")["total"] == 1, message="MQL")
         detail = funnel.sales(f"/leads/{lead['id']}")
         assert detail["score"] == 67
@@ -140,49 +174,88 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         assert "form-submitted" in {p["rule_id"] for p in detail["score_explained"]["points"]}
 
         # Marketing sees the MQL who has not bought.
-        created = funnel.marketing("POST", "/campaigns", json={
-            "name": "MQLs who did not buy", "segment": {"stages": ["mql"]},
-            "message": {"subject": "Still thinking?", "body": "A demo is one click away"}})
+        created = funnel.marketing(
+            "POST",
+            "/campaigns",
+            json={
+                "name": "MQLs who did not buy",
+                "segment": {"stages": ["mql"]},
+                "message": {"subject": "Still thinking?", "body": "A demo is one click away"},
+            },
+        )
         assert created.status_code == 201
         nurture = created.json()
-        wait_for(lambda: funnel.marketing("GET", f"/campaigns/{nurture['id']}")
-                 .json()["audience_size"] == 1, message="MQL visible to retargeting")
+        wait_for(
+            lambda: (
+                funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["audience_size"] == 1
+            ),
+            message="MQL visible to retargeting",
+        )
 
         # 4. The purchase: customer in scoring, member in retargeting.
-        funnel.track("track", {"userId": user, "event": "Order Completed",
-                               "properties": {"revenue": 499, "currency": "USD"}})
-        wait_for(lambda: funnel.sales(f"/leads/{lead['id']}")["stage"] == "customer",
-                 message="customer")
-        members = wait_for(lambda: funnel.marketing("GET", "/members").json()["items"],
-                           message="member")
+        funnel.track(
+            "track",
+            {
+                "userId": user,
+                "event": "Order Completed",
+                "properties": {"revenue": 499, "currency": "USD"},
+            },
+        )
+        wait_for(
+            lambda: funnel.sales(f"/leads/{lead['id']}")["stage"] == "customer", message="customer"
+        )
+        members = wait_for(
+            lambda: funnel.marketing("GET", "/members").json()["items"], message="member"
+        )
         assert [(m["lead_id"], m["email"], m["orders"], m["revenue"]) for m in members] == [
-            (lead["id"], email, 1, "499.00")]
+            (lead["id"], email, 1, "499.00")
+        ]
         assert funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["audience_size"] == 0
 
         # 5. A campaign to members, triggered: one dispatch per recipient on Kafka.
-        created = funnel.marketing("POST", "/campaigns", json={
-            "name": "Members come back", "segment": {"members": True},
-            "message": {"subject": "Thank you", "body": "Members save 10%"}})
+        created = funnel.marketing(
+            "POST",
+            "/campaigns",
+            json={
+                "name": "Members come back",
+                "segment": {"members": True},
+                "message": {"subject": "Thank you", "body": "Members save 10%"},
+            },
+        )
         campaign = created.json()
         triggered = funnel.marketing("POST", f"/campaigns/{campaign['id']}/trigger")
         assert triggered.status_code == 202 and triggered.json()["audience_size"] == 1
-        dispatches = dispatch_topic.wait(lambda vs: any(
-            v["payload"]["campaign_id"] == campaign["id"] for v in vs))
+        dispatches = dispatch_topic.wait(
+            lambda vs: any(v["payload"]["campaign_id"] == campaign["id"] for v in vs)
+        )
         mine = [v for v in dispatches if v["payload"]["campaign_id"] == campaign["id"]]
         assert [(v["payload"]["contact_id"], v["payload"]["email"]) for v in mine] == [
-            (lead["id"], email)]
-        report = wait_for(lambda: (r := funnel.marketing(
-            "GET", f"/campaigns/{campaign['id']}").json())["published_count"] == 1 and r,
-            message="dispatch published")
+            (lead["id"], email)
+        ]
+        report = wait_for(
+            lambda: (
+                (r := funnel.marketing("GET", f"/campaigns/{campaign['id']}").json())[
+                    "published_count"
+                ]
+                == 1
+                and r
+            ),
+            message="dispatch published",
+        )
         assert report["dispatched_count"] == 1  # type: ignore[index]
 
         # The lead topic carried each stage change exactly once, in order.
-        values = leads_topic.wait(lambda vs: any(
-            v["type"] == "lead.stage_changed" and v["payload"]["to_stage"] == "customer"
-            for v in vs))
-        stages = [v["payload"]["to_stage"] for v in values
-                  if v["type"] == "lead.stage_changed" and v["payload"]["lead"]["lead_id"]
-                  == lead["id"]]
+        values = leads_topic.wait(
+            lambda vs: any(
+                v["type"] == "lead.stage_changed" and v["payload"]["to_stage"] == "customer"
+                for v in vs
+            )
+        )
+        stages = [
+            v["payload"]["to_stage"]
+            for v in values
+            if v["type"] == "lead.stage_changed" and v["payload"]["lead"]["lead_id"] == lead["id"]
+        ]
         assert stages == ["lead", "mql", "customer"]
     finally:
         leads_topic.close()
@@ -192,6 +265,9 @@ def test_the_whole_journey(funnel: Funnel) -> None:
 def test_sigterm_stops_every_process(funnel: Funnel) -> None:
     funnel.process.send_signal(signal.SIGTERM)
     assert funnel.process.wait(timeout=45) == 0
-    leftovers = subprocess.run(["pgrep", "-f", f"127.0.0.1:{funnel.intake.rsplit(':', 1)[1]}"],
-                               capture_output=True, text=True).stdout.split()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"127.0.0.1:{funnel.intake.rsplit(':', 1)[1]}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert leftovers == []

@@ -55,8 +55,10 @@ class RunningConsumer:
 
     def lead_scores(self) -> dict[str, int]:
         with self.sessions() as s:
-            return {lead.email or lead.id: lead.score
-                    for lead in s.scalars(select(Lead).where(Lead.merged_into.is_(None)))}
+            return {
+                lead.email or lead.id: lead.score
+                for lead in s.scalars(select(Lead).where(Lead.merged_into.is_(None)))
+            }
 
 
 @pytest.fixture
@@ -73,8 +75,13 @@ def test_applies_once_dead_letters_poison_and_commits_after_the_transaction(
     email = f"{anon}@example.com"
     events = [
         new_event("page", {"properties": {"path": "/pricing"}}, source="web", anonymous_id=anon),
-        new_event("identify", {"traits": {"email": email}}, source="web", anonymous_id=anon,
-                  user_id=f"u-{anon}"),
+        new_event(
+            "identify",
+            {"traits": {"email": email}},
+            source="web",
+            anonymous_id=anon,
+            user_id=f"u-{anon}",
+        ),
         new_event("track", {"event": "Form Submitted"}, source="web", anonymous_id=anon),
     ]
     for e in events:
@@ -100,9 +107,14 @@ def test_applies_once_dead_letters_poison_and_commits_after_the_transaction(
         assert int(info["offset"]) >= 0 and int(info["partition"]) >= 0
         assert letter.value == b"{not json"
 
-        published = leads.wait(lambda vs: any(
-            v["type"] == "lead.stage_changed" and v["payload"]["to_stage"] == "mql"
-            and v["payload"]["lead"]["email"] == email for v in vs))
+        published = leads.wait(
+            lambda vs: any(
+                v["type"] == "lead.stage_changed"
+                and v["payload"]["to_stage"] == "mql"
+                and v["payload"]["lead"]["email"] == email
+                for v in vs
+            )
+        )
         mine = [v for v in published if v["payload"]["lead"]["email"] == email]
         assert len({v["event_id"] for v in mine}) == len(mine)  # each change published once
         applied = consumer.processed()
@@ -121,19 +133,27 @@ def test_replay_sends_dead_letters_back_to_their_source(
     kafka_config: KafkaConfig, producer: KafkaProducer
 ) -> None:
     marker = uuid.uuid4().hex.encode()
-    headers = [("dlq.source", TRAFFIC.encode()), ("dlq.partition", b"0"),
-               ("dlq.offset", b"7"), ("dlq.reason", b"test"), ("dlq.kind", b"bad_json")]
+    headers = [
+        ("dlq.source", TRAFFIC.encode()),
+        ("dlq.partition", b"0"),
+        ("dlq.offset", b"7"),
+        ("dlq.reason", b"test"),
+        ("dlq.kind", b"bad_json"),
+    ]
     producer.send(DEADLETTER, key=marker, value=b'{"fixed": true}', headers=headers)
-    producer.send(DEADLETTER, key=marker, value=b"http",
-                  headers=[("dlq.source", b"http:/v1/track")])
+    producer.send(
+        DEADLETTER, key=marker, value=b"http", headers=[("dlq.source", b"http:/v1/track")]
+    )
     producer.flush()
     traffic = TopicReader(kafka_config, TRAFFIC)
     consumer = make_consumer(kafka_config, f"replay-{uuid.uuid4().hex}", [DEADLETTER])
     try:
         report = replay(consumer, producer, limit=10_000, idle_seconds=8)
         assert report.replayed >= 1 and report.skipped >= 1
-        found = wait_for(lambda: [r for r in traffic.poll() if r.key == marker],
-                         message="replayed record on the source topic")
+        found = wait_for(
+            lambda: [r for r in traffic.poll() if r.key == marker],
+            message="replayed record on the source topic",
+        )
         assert [r.value for r in found] == [b'{"fixed": true}']  # type: ignore[union-attr]
     finally:
         consumer.close()

@@ -19,7 +19,6 @@ from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.relay import RelayLoop
 from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
-from shared.events import decode
 from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay
 from shared.topics import TRAFFIC
@@ -32,8 +31,9 @@ WRITE_KEY = "wk-test"
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Flask:
-    app = create_app(IntakeConfig(database_url=f"sqlite:///{tmp_path / 'intake.db'}",
-                                  write_keys=(WRITE_KEY,)))
+    app = create_app(
+        IntakeConfig(database_url=f"sqlite:///{tmp_path / 'intake.db'}", write_keys=(WRITE_KEY,))
+    )
     init_db(app.extensions["intake"].engine)
     return app
 
@@ -41,8 +41,14 @@ def intake(tmp_path: Path) -> Flask:
 def unsent(app: Flask) -> int:
     state = app.extensions["intake"]
     with state.engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(state.outbox)
-                           .where(state.outbox.c.sent_at.is_(None))) or 0
+        return (
+            conn.scalar(
+                select(func.count())
+                .select_from(state.outbox)
+                .where(state.outbox.c.sent_at.is_(None))
+            )
+            or 0
+        )
 
 
 @pytest.fixture
@@ -59,8 +65,9 @@ def run_relay(app: Flask, producer: KafkaProducer) -> tuple[RelayLoop, threading
     state = app.extensions["intake"]
     from datetime import timedelta
 
-    loop = RelayLoop(OutboxRelay(state.engine, state.outbox, lambda: producer),
-                     dedupe_window=timedelta(days=7))
+    loop = RelayLoop(
+        OutboxRelay(state.engine, state.outbox, lambda: producer), dedupe_window=timedelta(days=7)
+    )
     thread = threading.Thread(target=loop.run, kwargs={"max_seconds": 120}, daemon=True)
     thread.start()
     return loop, thread
@@ -73,8 +80,13 @@ def test_segment_sdk_every_call_type_reaches_the_traffic_topic(
 
     anon, user = f"a-{uuid.uuid4().hex}", f"u-{uuid.uuid4().hex}"
     errors: list[Exception] = []
-    client = Client(WRITE_KEY, host=server, sync_mode=True, max_retries=0,
-                    on_error=lambda e, _batch: errors.append(e))
+    client = Client(
+        WRITE_KEY,
+        host=server,
+        sync_mode=True,
+        max_retries=0,
+        on_error=lambda e, _batch: errors.append(e),
+    )
     client.page(anonymous_id=anon, name="Pricing", properties={"path": "/pricing"})
     client.screen(anonymous_id=anon, name="Plans")
     client.identify(user, {"email": f"{user}@example.com"}, anonymous_id=anon)
@@ -88,15 +100,25 @@ def test_segment_sdk_every_call_type_reaches_the_traffic_topic(
     reader = TopicReader(kafka_config, TRAFFIC)
     loop, thread = run_relay(intake, make_producer(kafka_config, "relay-test"))
     try:
-        values = reader.wait(lambda vs: sum(1 for v in vs if user in (v["user_id"], v["payload"]
-                             .get("previous_id")) or v["anonymous_id"] == anon) >= 6)
+        values = reader.wait(
+            lambda vs: (
+                sum(
+                    1
+                    for v in vs
+                    if user in (v["user_id"], v["payload"].get("previous_id"))
+                    or v["anonymous_id"] == anon
+                )
+                >= 6
+            )
+        )
     finally:
         loop.request_stop()
         thread.join(timeout=30)
         reader.close()
     mine = [v for v in values if v["anonymous_id"] == anon or v["user_id"] == user]
     assert sorted(v["type"] for v in mine) == sorted(
-        ["page", "screen", "identify", "track", "group", "alias"])
+        ["page", "screen", "identify", "track", "group", "alias"]
+    )
     track = next(v for v in mine if v["type"] == "track")
     assert track["payload"] == {"event": "Form Submitted", "properties": {"form": "demo"}}
     assert track["context"]["library"]["name"] == "analytics-python"
@@ -110,10 +132,15 @@ def test_intake_keeps_accepting_while_kafka_is_down_and_delivers_later(
     broker = EmbeddedBroker(port, tmp_path / "broker.log").start()
     config = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
     ensure_topics(config)
+
     def producer() -> KafkaProducer:
         return KafkaProducer(
-            bootstrap_servers=config.bootstrap_servers, acks="all", enable_idempotence=True,
-            max_block_ms=2000, request_timeout_ms=1500, delivery_timeout_ms=3000,
+            bootstrap_servers=config.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            max_block_ms=2000,
+            request_timeout_ms=1500,
+            delivery_timeout_ms=3000,
         )
 
     state = intake.extensions["intake"]
@@ -122,14 +149,23 @@ def test_intake_keeps_accepting_while_kafka_is_down_and_delivers_later(
     ids = [f"m-{uuid.uuid4().hex}" for _ in range(30)]
     try:
         for m in ids[:10]:
-            assert client.post("/v1/track", json={"anonymousId": "a", "event": "E",
-                                                  "messageId": m}, headers=basic()).status_code == 200
+            assert (
+                client.post(
+                    "/v1/track",
+                    json={"anonymousId": "a", "event": "E", "messageId": m},
+                    headers=basic(),
+                ).status_code
+                == 200
+            )
         assert relay.publish_pending() == 10
 
         broker.stop()  # Kafka goes away
         for m in ids[10:]:
-            response = client.post("/v1/track", json={"anonymousId": "a", "event": "E",
-                                                      "messageId": m}, headers=basic())
+            response = client.post(
+                "/v1/track",
+                json={"anonymousId": "a", "event": "E", "messageId": m},
+                headers=basic(),
+            )
             assert response.status_code == 200
         from kafka.errors import KafkaError
 
@@ -139,8 +175,11 @@ def test_intake_keeps_accepting_while_kafka_is_down_and_delivers_later(
 
         broker = EmbeddedBroker(port, tmp_path / "broker.log").start()  # Kafka is back
         ensure_topics(config)
-        wait_for(lambda: _try_publish(relay) or unsent(intake) == 0, timeout=60,
-                 message="delivery after the broker returned")
+        wait_for(
+            lambda: _try_publish(relay) or unsent(intake) == 0,
+            timeout=60,
+            message="delivery after the broker returned",
+        )
         reader = TopicReader(config, TRAFFIC)
         values = reader.wait(lambda vs: {v["event_id"] for v in vs} >= set(ids[10:]))
         reader.close()

@@ -31,8 +31,10 @@ class Feeder:
     def __init__(self, app: Flask) -> None:
         state = app.extensions["lead_scoring"]
         self.processor = BatchProcessor(
-            consumer_name="lead-scoring", sessions=state.sessions,
-            handlers=handlers(state.config), processed_table=processed_events,
+            consumer_name="lead-scoring",
+            sessions=state.sessions,
+            handlers=handlers(state.config),
+            processed_table=processed_events,
             outbox_table=outbox,
         )
         self.offset = 0

@@ -12,10 +12,12 @@ SALES = {"Authorization": "Bearer sales-t"}
 def seed(feed: Feeder) -> None:
     for i, n in enumerate([1, 3, 6]):
         for _ in range(n):
-            feed(new_event("page", {"properties": {"path": "/"}}, source="w",
-                           anonymous_id=f"a{i}"))
-    feed(new_event("identify", {"traits": {"email": "b@x.co"}}, source="w",
-                   anonymous_id="a1", user_id="u1"))
+            feed(new_event("page", {"properties": {"path": "/"}}, source="w", anonymous_id=f"a{i}"))
+    feed(
+        new_event(
+            "identify", {"traits": {"email": "b@x.co"}}, source="w", anonymous_id="a1", user_id="u1"
+        )
+    )
     feed(new_event("track", {"event": "Form Submitted"}, source="w", user_id="u1"))
 
 
@@ -59,8 +61,14 @@ def test_auth_roles_and_bad_input(scoring_app: Flask) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("stage=hot", "stage"), ("min_score=lots", "min_score"), ("page=0", "page"),
-     ("page_size=1000", "page_size"), ("sort=name", "sort"), ("color=red", "color")],
+    [
+        ("stage=hot", "stage"),
+        ("min_score=lots", "min_score"),
+        ("page=0", "page"),
+        ("page_size=1000", "page_size"),
+        ("sort=name", "sort"),
+        ("color=red", "color"),
+    ],
 )
 def test_bad_query_is_422_naming_the_field(scoring_app: Flask, query: str, field: str) -> None:
     response = scoring_app.test_client().get(f"/leads?{query}", headers=SALES)

@@ -17,8 +17,7 @@ def page(anon: str, path: str = "/"):
 def identify(anon: str | None, user: str, email: str | None = None, **traits):
     if email:
         traits["email"] = email
-    return new_event("identify", {"traits": traits}, source="web", anonymous_id=anon,
-                     user_id=user)
+    return new_event("identify", {"traits": traits}, source="web", anonymous_id=anon, user_id=user)
 
 
 def track(user: str, name: str, **props):
@@ -47,8 +46,12 @@ def test_identify_ties_earlier_anonymous_activity_and_walks_the_lifecycle(
     feed(page("a1"), page("a1", "/pricing"))
     result = feed(identify("a1", "u1", "Ada@Example.COM", name="Ada"))
     [lead] = leads(scoring_app)
-    assert (lead.email, lead.user_id, lead.stage, lead.score) == ("ada@example.com", "u1",
-                                                                  "lead", 17)
+    assert (lead.email, lead.user_id, lead.stage, lead.score) == (
+        "ada@example.com",
+        "u1",
+        "lead",
+        17,
+    )
     assert types(result) == ["lead.scored", "lead.stage_changed"]
     change = result.outgoing[1].envelope.payload
     assert (change["from_stage"], change["to_stage"]) == ("subscriber", "lead")
@@ -66,9 +69,9 @@ def test_identify_ties_earlier_anonymous_activity_and_walks_the_lifecycle(
 
 
 def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Feeder) -> None:
-    feed(page("a1", "/pricing"))                         # anonymous lead A
-    feed(identify(None, "u1", "ada@example.com"))        # known lead B
-    result = feed(identify("a1", "u1"))                  # the same person
+    feed(page("a1", "/pricing"))  # anonymous lead A
+    feed(identify(None, "u1", "ada@example.com"))  # known lead B
+    result = feed(identify("a1", "u1"))  # the same person
     [survivor] = leads(scoring_app)
     assert "lead.merged" in types(result)
     merged = next(o for o in result.outgoing if o.envelope.type == "lead.merged").envelope
@@ -101,6 +104,8 @@ def test_poison_messages_become_dead_letters_and_others_still_apply(
     )
     result = feed(b"{garbage", page("a1"), wrong_topic_type)
     assert result.applied == 1
-    assert [(d.offset, d.kind) for d in result.dead_letters] == [(0, "bad_json"),
-                                                                 (2, "unknown_type")]
+    assert [(d.offset, d.kind) for d in result.dead_letters] == [
+        (0, "bad_json"),
+        (2, "unknown_type"),
+    ]
     assert all(d.source == "funnel.traffic" and d.reason for d in result.dead_letters)

@@ -7,8 +7,13 @@ from shared.events import new_event
 
 def page(path: str, *, in_context: bool = False):
     if in_context:
-        return new_event("page", {"properties": {}}, source="w", anonymous_id="a",
-                         context={"page": {"path": path}})
+        return new_event(
+            "page",
+            {"properties": {}},
+            source="w",
+            anonymous_id="a",
+            context={"page": {"path": path}},
+        )
     return new_event("page", {"properties": {"path": path}}, source="w", anonymous_id="a")
 
 
@@ -25,7 +30,8 @@ def test_page_view_and_pricing_page_award_with_reasons() -> None:
 def test_path_falls_back_to_context_page() -> None:
     assert page_path(page("/pricing", in_context=True)) == "/pricing"
     assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing", in_context=True))] == [
-        "page-view", "pricing-page"
+        "page-view",
+        "pricing-page",
     ]
 
 
@@ -33,8 +39,9 @@ def test_one_time_rules_award_once_repeatable_rules_every_time() -> None:
     assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing"), {"pricing-page"})] == [
         "page-view"
     ]
-    assert [a.points for a in evaluate(DEFAULT_RULES, track("Form Submitted"), {"form-submitted"})
-            ] == [50]
+    assert [
+        a.points for a in evaluate(DEFAULT_RULES, track("Form Submitted"), {"form-submitted"})
+    ] == [50]
 
 
 def test_negative_points_and_unmatched_events() -> None:
@@ -55,13 +62,18 @@ def test_purchase_detection() -> None:
 
 
 def test_anonymous_visitors_stay_subscribers_whatever_the_score() -> None:
-    assert automatic_transition("subscriber", known=False, score=500, mql_threshold=50,
-                                purchased=False) is None
+    assert (
+        automatic_transition(
+            "subscriber", known=False, score=500, mql_threshold=50, purchased=False
+        )
+        is None
+    )
 
 
 def test_identified_subscriber_becomes_lead_then_mql_at_threshold() -> None:
-    step = automatic_transition("subscriber", known=True, score=10, mql_threshold=50,
-                                purchased=False)
+    step = automatic_transition(
+        "subscriber", known=True, score=10, mql_threshold=50, purchased=False
+    )
     assert step is not None and step.to_stage == "lead"
     step = automatic_transition("lead", known=True, score=49, mql_threshold=50, purchased=False)
     assert step is None
@@ -73,7 +85,11 @@ def test_purchase_makes_a_customer_from_any_stage_and_never_moves_back() -> None
     for stage in ("subscriber", "lead", "mql", "sql", "recycled"):
         step = automatic_transition(stage, known=False, score=0, mql_threshold=50, purchased=True)
         assert step is not None and step.to_stage == "customer"
-    assert automatic_transition("customer", known=True, score=0, mql_threshold=50,
-                                purchased=True) is None
-    assert automatic_transition("sql", known=True, score=999, mql_threshold=50,
-                                purchased=False) is None
+    assert (
+        automatic_transition("customer", known=True, score=0, mql_threshold=50, purchased=True)
+        is None
+    )
+    assert (
+        automatic_transition("sql", known=True, score=999, mql_threshold=50, purchased=False)
+        is None
+    )

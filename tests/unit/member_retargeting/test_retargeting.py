@@ -24,55 +24,97 @@ MARKETING = {"Authorization": "Bearer marketing-t"}
 
 @pytest.fixture
 def app(database_url: str) -> Flask:
-    app = create_app(RetargetingConfig(database_url=database_url,
-                                       tokens=Tokens("sales-t", "marketing-t", "admin-t")))
+    app = create_app(
+        RetargetingConfig(
+            database_url=database_url, tokens=Tokens("sales-t", "marketing-t", "admin-t")
+        )
+    )
     init_db(app.extensions["member_retargeting"].engine)
     return app
 
 
 def feed(app: Flask, *items: tuple[str, Any]) -> None:
     state = app.extensions["member_retargeting"]
-    processor = BatchProcessor(consumer_name="member-retargeting", sessions=state.sessions,
-                               handlers=handlers(), processed_table=processed_events,
-                               outbox_table=outbox)
+    processor = BatchProcessor(
+        consumer_name="member-retargeting",
+        sessions=state.sessions,
+        handlers=handlers(),
+        processed_table=processed_events,
+        outbox_table=outbox,
+    )
     result = processor.process(
         [FakeRecord(topic, 0, i, b"k", encode(e)) for i, (topic, e) in enumerate(items)]
     )
     assert not result.dead_letters
 
 
-def snapshot(lead_id: str, stage: str, email: str | None = None, score: int = 0,
-             anon: tuple[str, ...] = (), user: str | None = None) -> dict:
-    return {"lead_id": lead_id, "stage": stage, "score": score, "email": email,
-            "user_id": user, "anonymous_ids": list(anon), "traits": {}}
+def snapshot(
+    lead_id: str,
+    stage: str,
+    email: str | None = None,
+    score: int = 0,
+    anon: tuple[str, ...] = (),
+    user: str | None = None,
+) -> dict:
+    return {
+        "lead_id": lead_id,
+        "stage": stage,
+        "score": score,
+        "email": email,
+        "user_id": user,
+        "anonymous_ids": list(anon),
+        "traits": {},
+    }
 
 
 def stage(lead_id: str, to: str, **kw: Any):
-    return LEADS, new_event("lead.stage_changed", {
-        "lead": snapshot(lead_id, to, **kw), "from_stage": None, "to_stage": to,
-        "reason": "test", "changed_by": "system"}, source="lead-scoring")
+    return LEADS, new_event(
+        "lead.stage_changed",
+        {
+            "lead": snapshot(lead_id, to, **kw),
+            "from_stage": None,
+            "to_stage": to,
+            "reason": "test",
+            "changed_by": "system",
+        },
+        source="lead-scoring",
+    )
 
 
 def order(user: str, revenue: Any):
-    return TRAFFIC, new_event("track", {"event": "Order Completed",
-                                        "properties": {"revenue": revenue, "currency": "usd"}},
-                              source="web", user_id=user)
+    return TRAFFIC, new_event(
+        "track",
+        {"event": "Order Completed", "properties": {"revenue": revenue, "currency": "usd"}},
+        source="web",
+        user_id=user,
+    )
 
 
 def seed(app: Flask) -> None:
-    feed(app,
-         stage("L1", "mql", email="mql@x.co", score=60),
-         stage("L2", "customer", email="buyer@x.co", user="u2"),
-         stage("L3", "mql", score=70),                  # no email: not reachable by email
-         stage("L4", "lead", email="lead@x.co"),
-         order("u2", "120.50"), order("u2", 30), order("u9", 5),
-         (TRAFFIC, new_event("page", {"properties": {}}, source="web", anonymous_id="z")))
+    feed(
+        app,
+        stage("L1", "mql", email="mql@x.co", score=60),
+        stage("L2", "customer", email="buyer@x.co", user="u2"),
+        stage("L3", "mql", score=70),  # no email: not reachable by email
+        stage("L4", "lead", email="lead@x.co"),
+        order("u2", "120.50"),
+        order("u2", 30),
+        order("u9", 5),
+        (TRAFFIC, new_event("page", {"properties": {}}, source="web", anonymous_id="z")),
+    )
 
 
 def create(client, segment: dict, name: str = "c") -> dict:
-    response = client.post("/campaigns", headers=MARKETING, json={
-        "name": name, "segment": segment, "channel": "email",
-        "message": {"subject": "Hi", "body": "Come back"}})
+    response = client.post(
+        "/campaigns",
+        headers=MARKETING,
+        json={
+            "name": name,
+            "segment": segment,
+            "channel": "email",
+            "message": {"subject": "Hi", "body": "Come back"},
+        },
+    )
     assert response.status_code == 201, response.json
     return response.json
 
@@ -87,10 +129,12 @@ def test_customers_become_members_with_their_orders(app: Flask) -> None:
 
 @pytest.mark.parametrize(
     ("segment", "expected"),
-    [({"members": True}, ["L2"]),
-     ({"stages": ["mql"]}, ["L1"]),
-     ({"stages": ["mql", "lead"], "min_score": 10}, ["L1"]),
-     ({"members": False}, ["L1", "L4"])],
+    [
+        ({"members": True}, ["L2"]),
+        ({"stages": ["mql"]}, ["L1"]),
+        ({"stages": ["mql", "lead"], "min_score": 10}, ["L1"]),
+        ({"members": False}, ["L1", "L4"]),
+    ],
 )
 def test_trigger_dispatches_one_event_per_recipient(
     app: Flask, segment: dict, expected: list[str]
@@ -115,22 +159,47 @@ def test_trigger_dispatches_one_event_per_recipient(
 
 def test_merged_contacts_are_not_targeted_twice(app: Flask) -> None:
     feed(app, stage("L1", "mql", email="a@x.co"), stage("L2", "mql", email="a@x.co"))
-    feed(app, (LEADS, new_event("lead.merged", {
-        "lead": snapshot("L1", "mql", email="a@x.co"), "merged_lead_id": "L2",
-        "reason": "same person"}, source="lead-scoring")))
+    feed(
+        app,
+        (
+            LEADS,
+            new_event(
+                "lead.merged",
+                {
+                    "lead": snapshot("L1", "mql", email="a@x.co"),
+                    "merged_lead_id": "L2",
+                    "reason": "same person",
+                },
+                source="lead-scoring",
+            ),
+        ),
+    )
     assert create(app.test_client(), {"stages": ["mql"]})["audience_size"] == 1
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"segment": {}, "message": {"subject": "s", "body": "b"}}, "name"),
-     ({"name": "n", "segment": {"stages": ["hot"]}, "message": {"subject": "s", "body": "b"}},
-      "segment.stages.0"),
-     ({"name": "n", "segment": {"colour": 1}, "message": {"subject": "s", "body": "b"}},
-      "segment.colour"),
-     ({"name": "n", "segment": {}, "message": {"subject": "s"}}, "message.body"),
-     ({"name": "n", "segment": {}, "channel": "pigeon", "message": {"subject": "s", "body": "b"}},
-      "channel")],
+    [
+        ({"segment": {}, "message": {"subject": "s", "body": "b"}}, "name"),
+        (
+            {"name": "n", "segment": {"stages": ["hot"]}, "message": {"subject": "s", "body": "b"}},
+            "segment.stages.0",
+        ),
+        (
+            {"name": "n", "segment": {"colour": 1}, "message": {"subject": "s", "body": "b"}},
+            "segment.colour",
+        ),
+        ({"name": "n", "segment": {}, "message": {"subject": "s"}}, "message.body"),
+        (
+            {
+                "name": "n",
+                "segment": {},
+                "channel": "pigeon",
+                "message": {"subject": "s", "body": "b"},
+            },
+            "channel",
+        ),
+    ],
 )
 def test_bad_campaigns_get_422_naming_the_field(app: Flask, body: dict, field: str) -> None:
     response = app.test_client().post("/campaigns", headers=MARKETING, json=body)
@@ -142,9 +211,15 @@ def test_roles_and_missing_campaigns(app: Flask) -> None:
     client = app.test_client()
     assert client.get("/campaigns").status_code == 401
     assert client.get("/campaigns", headers={"Authorization": "Bearer sales-t"}).status_code == 403
-    assert client.post("/campaigns/1/trigger",
-                       headers={"Authorization": "Bearer sales-t"}).status_code == 403
+    assert (
+        client.post("/campaigns/1/trigger", headers={"Authorization": "Bearer sales-t"}).status_code
+        == 403
+    )
     assert client.get("/campaigns/99", headers=MARKETING).status_code == 404
     assert client.post("/campaigns/99/trigger", headers=MARKETING).status_code == 404
-    assert client.post("/campaigns", headers=MARKETING, data="{",
-                       content_type="application/json").status_code == 400
+    assert (
+        client.post(
+            "/campaigns", headers=MARKETING, data="{", content_type="application/json"
+        ).status_code
+        == 400
+    )

@@ -62,8 +62,11 @@ def test_unknown_type_and_version_are_invalid() -> None:
 
 
 def test_type_not_registered_on_the_topic_is_invalid() -> None:
-    event = new_event("campaign.dispatch", {"campaign_id": 1, "run_id": 1, "contact_id": "c",
-                                            "channel": "email", "message": {}}, source="x")
+    event = new_event(
+        "campaign.dispatch",
+        {"campaign_id": 1, "run_id": 1, "contact_id": "c", "channel": "email", "message": {}},
+        source="x",
+    )
     with pytest.raises(InvalidEvent, match="not registered"):
         decode(encode(event), allowed_types=REGISTRY[TRAFFIC].event_types)
 

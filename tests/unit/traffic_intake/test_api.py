@@ -117,8 +117,9 @@ def test_batch_with_no_valid_event_is_422_naming_each(client: FlaskClient) -> No
 
 
 def test_batch_over_the_event_limit_is_413(sqlite_url: str) -> None:
-    app = create_app(IntakeConfig(database_url=sqlite_url, write_keys=(WRITE_KEY,),
-                                  max_batch_events=3))
+    app = create_app(
+        IntakeConfig(database_url=sqlite_url, write_keys=(WRITE_KEY,), max_batch_events=3)
+    )
     batch = [{"type": "track", **CALLS["track"]}] * 4
     response = app.test_client().post("/v1/batch", json={"batch": batch}, headers=basic())
     assert response.status_code == 413
@@ -147,7 +148,9 @@ def test_body_over_the_batch_limit_is_413_even_when_chunked(client: FlaskClient)
     # No Content-Length: werkzeug must still stop reading at the limit. gunicorn marks a
     # chunked body as terminated; so does this test.
     response = client.post(
-        "/v1/batch", input_stream=io.BytesIO(body.encode()), content_type="application/json",
+        "/v1/batch",
+        input_stream=io.BytesIO(body.encode()),
+        content_type="application/json",
         headers={**basic(), "Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
     )
@@ -157,7 +160,9 @@ def test_body_over_the_batch_limit_is_413_even_when_chunked(client: FlaskClient)
 def test_gzip_bodies_are_inflated(client: FlaskClient, intake_app: Flask) -> None:
     body = gzip.compress(json.dumps({"batch": [{"type": "track", **CALLS["track"]}]}).encode())
     response = client.post(
-        "/v1/batch", data=body, content_type="application/json",
+        "/v1/batch",
+        data=body,
+        content_type="application/json",
         headers={**basic(), "Content-Encoding": "gzip"},
     )
     assert response.status_code == 200
@@ -166,11 +171,19 @@ def test_gzip_bodies_are_inflated(client: FlaskClient, intake_app: Flask) -> Non
 
 def test_gzip_bomb_is_413_and_corrupt_gzip_is_400(client: FlaskClient) -> None:
     bomb = gzip.compress(b"[" + b" " * 5_000_000 + b"]")
-    response = client.post("/v1/batch", data=bomb, content_type="application/json",
-                           headers={**basic(), "Content-Encoding": "gzip"})
+    response = client.post(
+        "/v1/batch",
+        data=bomb,
+        content_type="application/json",
+        headers={**basic(), "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 413
-    response = client.post("/v1/batch", data=b"not gzip", content_type="application/json",
-                           headers={**basic(), "Content-Encoding": "gzip"})
+    response = client.post(
+        "/v1/batch",
+        data=b"not gzip",
+        content_type="application/json",
+        headers={**basic(), "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 400
     assert response.json["error"]["code"] == "bad_request"
 
@@ -179,8 +192,8 @@ def test_unavailable_store_answers_503_with_retry_after(tmp_path) -> None:
     config = IntakeConfig(
         database_url=f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", write_keys=(WRITE_KEY,)
     )
-    response = create_app(config).test_client().post(
-        "/v1/track", json=CALLS["track"], headers=basic()
+    response = (
+        create_app(config).test_client().post("/v1/track", json=CALLS["track"], headers=basic())
     )
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "2"

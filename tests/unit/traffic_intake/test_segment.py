@@ -47,8 +47,9 @@ def test_envelope_keeps_client_context_and_adds_ip_and_message_id() -> None:
     assert env.context == {"locale": "zh-TW", "ip": "10.1.2.3"}
     assert env.event_id.startswith("srv-")
     assert env.payload == {"event": "X", "properties": {}}
-    given = TrackCall().load({"anonymousId": "a", "event": "X", "messageId": "m-1",
-                              "context": {"ip": "1.1.1.1"}})
+    given = TrackCall().load(
+        {"anonymousId": "a", "event": "X", "messageId": "m-1", "context": {"ip": "1.1.1.1"}}
+    )
     env = to_envelope("track", given, source="web", received_at=RECEIVED, client_ip="10.1.2.3")
     assert env.event_id == "m-1"
     assert env.context["ip"] == "1.1.1.1"

@@ -1,0 +1,61 @@
+"""docker-compose.yml cannot run here (no Docker engine); it must at least be sound."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from shared.topics import REGISTRY
+
+ROOT = Path(__file__).parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_the_production_shape() -> None:
+    services = compose()["services"]
+    assert {
+        "kafka",
+        "postgres",
+        "init",
+        "traffic-intake",
+        "traffic-intake-relay",
+        "lead-scoring",
+        "lead-scoring-consumer",
+        "member-retargeting",
+        "member-retargeting-consumer",
+    } <= set(services)
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "healthcheck" in services["kafka"] and "healthcheck" in services["postgres"]
+    for name in ("traffic-intake", "lead-scoring", "member-retargeting"):
+        assert services[name]["command"][0] == "gunicorn"
+        assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    consumers = [s for n, s in services.items() if n.endswith(("-consumer", "-relay"))]
+    assert len(consumers) == 3 and all(c["command"][0] == "python" for c in consumers)
+
+
+def test_compose_commands_name_real_modules_and_databases() -> None:
+    services = compose()["services"]
+    for service in services.values():
+        for arg in service.get("command", []):
+            module = re.fullmatch(r"([\w.]+)\.wsgi:app", arg)
+            if module:
+                assert (ROOT / module.group(1).replace(".", "/") / "wsgi.py").exists()
+        if service.get("command", [None])[0] == "python":
+            path = ROOT / service["command"][2].replace(".", "/")
+            assert (path / "__main__.py").exists() or path.with_suffix(".py").exists()
+    env = services["traffic-intake"]["environment"]
+    init_sql = (ROOT / "deploy/postgres-init.sql").read_text()
+    for key in ("TRAFFIC_INTAKE", "LEAD_SCORING", "MEMBER_RETARGETING"):
+        database = env[f"{key}_DATABASE_URL"].rsplit("/", 1)[1]
+        assert f"CREATE DATABASE {database} " in init_sql
+
+
+def test_kafka_does_not_auto_create_topics_so_the_registry_is_the_truth() -> None:
+    kafka_env = compose()["services"]["kafka"]["environment"]
+    assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert len(REGISTRY) == 4
