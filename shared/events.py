@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -249,18 +249,34 @@ def _payload_schema(event_type: str, version: int) -> Schema:
         ) from None
 
 
-def to_dict(envelope: Envelope) -> dict[str, Any]:
-    """The JSON-ready form of an envelope; validates the payload against its schema."""
-    schema = _payload_schema(envelope.type, envelope.schema_version)
-    errors = schema.validate(envelope.payload)
-    if errors:
-        raise ValidationError(errors)
-    data = asdict(envelope)
-    return _ENVELOPE.dump(data)
+def to_dict(envelope: Envelope, *, validate_payload: bool = True) -> dict[str, Any]:
+    """The JSON-ready form of an envelope.
+
+    Validates the payload against its schema unless the caller has just validated it
+    (intake's HTTP schemas have). Built by hand rather than by a marshmallow dump: it is on
+    intake's hot path, and the output is the same (ISO-8601 times with their offset).
+    """
+    if validate_payload:
+        errors = _payload_schema(envelope.type, envelope.schema_version).validate(envelope.payload)
+        if errors:
+            raise ValidationError(errors)
+    return {
+        "event_id": envelope.event_id,
+        "type": envelope.type,
+        "schema_version": envelope.schema_version,
+        "occurred_at": envelope.occurred_at.isoformat(),
+        "received_at": envelope.received_at.isoformat(),
+        "source": envelope.source,
+        "anonymous_id": envelope.anonymous_id,
+        "user_id": envelope.user_id,
+        "context": envelope.context,
+        "payload": envelope.payload,
+    }
 
 
-def encode(envelope: Envelope) -> bytes:
-    return json.dumps(to_dict(envelope), separators=(",", ":"), default=str).encode()
+def encode(envelope: Envelope, *, validate_payload: bool = True) -> bytes:
+    data = to_dict(envelope, validate_payload=validate_payload)
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
 def from_dict(data: Any, *, allowed_types: frozenset[str] | None = None) -> Envelope:

@@ -46,14 +46,16 @@ def insert_ignoring_duplicates(table: Table, dialect_name: str) -> Any:
     raise NotImplementedError(f"no upsert for dialect {dialect_name}")
 
 
-def outbox_rows(outgoing: Iterable[Outgoing]) -> list[dict[str, Any]]:
+def outbox_rows(
+    outgoing: Iterable[Outgoing], *, validate_payload: bool = True
+) -> list[dict[str, Any]]:
     now = utcnow()
     return [
         {
             "event_id": o.envelope.event_id,
             "topic": o.topic,
             "key": o.key,
-            "value": encode(o.envelope),
+            "value": encode(o.envelope, validate_payload=validate_payload),
             "headers": None,
             "created_at": now,
         }
@@ -61,15 +63,22 @@ def outbox_rows(outgoing: Iterable[Outgoing]) -> list[dict[str, Any]]:
     ]
 
 
-def enqueue(bind: Session | Connection, table: Table, outgoing: Sequence[Outgoing]) -> int:
+def enqueue(
+    bind: Session | Connection,
+    table: Table,
+    outgoing: Sequence[Outgoing],
+    *,
+    validate_payload: bool = True,
+) -> int:
     """Insert the events into the outbox in the caller's transaction.
 
     An ``event_id`` already in the outbox is ignored (that is intake's deduplication).
-    Returns how many rows were new.
+    Returns how many rows were new. ``validate_payload=False`` only for payloads the
+    caller has validated itself.
     """
     if not outgoing:
         return 0
-    rows = outbox_rows(outgoing)
+    rows = outbox_rows(outgoing, validate_payload=validate_payload)
     dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
     result = cast(CursorResult[Any], bind.execute(insert_ignoring_duplicates(table, dialect), rows))
     return int(result.rowcount or 0)

@@ -1,0 +1,187 @@
+"""``make bench``: intake throughput against baselines measured in this same run.
+
+* ``bare_flask_post``: the barest Flask JSON POST under the same gunicorn config (req/s).
+* ``raw_kafka_produce``: kafka-python, 300-byte values, acks=all, idempotent (msg/s).
+* ``intake_single_event``: ``POST /v1/track``, durable (outbox commit) before the 200.
+* ``intake_batch``: ``POST /v1/batch`` of 100 events, durable; counted in events/s.
+
+Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
+``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
+target_ratio) and prints a table. Bounded: about a minute and a half with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from bench.load import post_load
+from services.traffic_intake.app import init_db
+from shared.broker import EmbeddedBroker, free_port, port_open
+from shared.config import Env, KafkaConfig
+from shared.db import make_engine
+from shared.kafka import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+WRITE_KEY = "bench-write-key"
+# Targets come from the issue that asked for each figure (issue 3); None where none asked.
+TARGETS = {"intake_single_event": 0.6, "intake_batch_vs_raw_produce": 0.8}
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
+    port = free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(GUNICORN_CONF),
+                "-b",
+                f"127.0.0.1:{port}",
+                app,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn {app} did not start; see {log}")
+            time.sleep(0.1)
+        time.sleep(0.5)  # let every worker boot
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def median_of(repeats: int, run: Callable[[], float]) -> float:
+    return statistics.median(run() for _ in range(repeats))
+
+
+def raw_produce(config: KafkaConfig, seconds: float, max_messages: int = 200_000) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=64 * 1024,
+    )
+    value = b"x" * 300
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds and sent < max_messages:
+        for _ in range(1000):
+            producer.send("funnel.bench", key=str(sent % 64).encode(), value=value)
+        sent += 1000
+    producer.flush()
+    elapsed = time.monotonic() - started
+    producer.close()
+    return sent / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    env = Env()
+    out_dir = ROOT / "var" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "bench.log"
+    work = Path(tempfile.mkdtemp(prefix="funnel-bench-"))
+    auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    headers = {"Content-Type": "application/json", "Authorization": auth}
+    track = {
+        "anonymousId": "anon-bench",
+        "event": "Product Viewed",
+        "properties": {"sku": "SKU-1", "price": 19.99, "category": "books"},
+        "context": {"page": {"path": "/p/1", "referrer": "https://www.google.com/"}},
+    }
+    single_body = json.dumps(track).encode()
+    batch_body = json.dumps({"batch": [{"type": "track", **track}] * 100}).encode()
+
+    def load(port: int, body: bytes) -> Callable[[], float]:
+        return lambda: (
+            post_load(
+                port,
+                "/v1/track" if body is single_body else "/v1/batch",
+                body,
+                headers,
+                seconds=args.seconds,
+            ).per_second
+        )
+
+    child = env.as_dict()
+    child.update(
+        {
+            "FUNNEL_WRITE_KEY": WRITE_KEY,
+            "TRAFFIC_INTAKE_DATABASE_URL": f"sqlite:///{work / 'intake.db'}",
+        }
+    )
+    init_db(make_engine(child["TRAFFIC_INTAKE_DATABASE_URL"]))
+
+    print(f"measuring: {args.repeats} x {args.seconds:.0f}s per figure …", flush=True)
+    with gunicorn("bench.bare_app:app", child, log) as port:
+        bare = median_of(args.repeats, load(port, single_body))
+    with gunicorn("services.traffic_intake.wsgi:app", child, log) as port:
+        single = median_of(args.repeats, load(port, single_body))
+        batch = 100 * median_of(args.repeats, load(port, batch_body))
+    broker = EmbeddedBroker(free_port(), out_dir / "broker.log").start()
+    try:
+        kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
+        ensure_topics(kafka)
+        produce = median_of(args.repeats, lambda: raw_produce(kafka, args.seconds))
+    finally:
+        broker.stop()
+
+    rows = [
+        ("intake_single_event", single, "req/s", "bare_flask_post", bare),
+        ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
+        ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce),
+    ]
+    results = [
+        {
+            "name": name,
+            "value": round(value, 1),
+            "unit": unit,
+            "baseline_name": base_name,
+            "baseline_value": round(base, 1),
+            "ratio": round(value / base, 3),
+            "target_ratio": TARGETS.get(name),
+        }
+        for name, value, unit, base_name, base in rows
+    ]
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+    print(f"\n{'benchmark':30} {'value':>12} {'baseline':>28} {'ratio':>7} {'target':>7}")
+    for r in results:
+        target = "-" if r["target_ratio"] is None else f"{r['target_ratio']:.2f}"
+        baseline = f"{r['baseline_value']:.0f} {r['baseline_name']}"
+        print(
+            f"{r['name']:30} {r['value']:>8.0f} {r['unit']:<8}{baseline:>24} "
+            f"{r['ratio']:>7.2f} {target:>7}"
+        )
+    print(f"\nwritten to {out_dir / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

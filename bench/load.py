@@ -1,0 +1,93 @@
+"""A bounded HTTP load generator: a few processes, each with threads on keep-alive
+connections, POSTing one body for a fixed time (and at most a fixed count)."""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _worker(
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    seconds: float,
+    max_requests: int,
+    threads: int,
+    out: mp.Queue,
+) -> None:
+    counts = [0] * threads
+    errors = [0] * threads
+    started = time.monotonic()
+    deadline = started + seconds
+
+    def run(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < deadline and counts[i] < max_requests:
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if 200 <= response.status < 300:
+                    counts[i] += 1
+                else:
+                    errors[i] += 1
+                if response.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            except (OSError, http.client.HTTPException):
+                errors[i] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.close()
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((sum(counts), sum(errors), time.monotonic() - started))
+
+
+def post_load(
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    seconds: float = 4.0,
+    max_requests: int = 200_000,
+    processes: int = 2,
+    threads: int = 2,
+) -> LoadResult:
+    """POST ``body`` for ``seconds`` from ``processes`` x ``threads`` connections."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    per = max(1, max_requests // (processes * threads))
+    procs = [
+        ctx.Process(target=_worker, args=(port, path, body, headers, seconds, per, threads, out))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    # Each worker timed its own window (process start-up excluded); they overlap.
+    elapsed = max(r[2] for r in results)
+    return LoadResult(sum(r[0] for r in results), sum(r[1] for r in results), elapsed)
