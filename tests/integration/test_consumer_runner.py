@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -69,7 +68,7 @@ def producer(kafka_config: KafkaConfig) -> Iterator[KafkaProducer]:
 
 
 def test_applies_once_dead_letters_poison_and_commits_after_the_transaction(
-    kafka_config: KafkaConfig, producer: KafkaProducer, tmp_path: Path
+    kafka_config: KafkaConfig, producer: KafkaProducer, database_url: str
 ) -> None:
     anon = f"anon-{uuid.uuid4().hex}"
     email = f"{anon}@example.com"
@@ -92,7 +91,7 @@ def test_applies_once_dead_letters_poison_and_commits_after_the_transaction(
     producer.flush()
 
     group = f"lead-scoring-{uuid.uuid4().hex}"
-    url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    url = database_url  # the scoring store on SQLite and on PostgreSQL
     dead = TopicReader(kafka_config, DEADLETTER)
     leads = TopicReader(kafka_config, LEADS)
     try:
