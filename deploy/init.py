@@ -13,7 +13,7 @@ from services.member_retargeting.config import RetargetingConfig
 from services.traffic_intake.app import init_db as init_intake_db
 from services.traffic_intake.config import IntakeConfig
 from shared.config import Env, KafkaConfig
-from shared.db import make_engine
+from shared.db import ensure_sqlite_directory, make_engine
 from shared.kafka import ensure_topics
 from shared.logs import configure_logging
 
@@ -25,7 +25,9 @@ def initialise(env: Env, *, kafka_timeout_s: float = 60.0) -> None:
         (ScoringConfig.from_env, init_scoring_db),
         (RetargetingConfig.from_env, init_retargeting_db),
     ):
-        init(make_engine(load(env).database_url))
+        url = load(env).database_url
+        ensure_sqlite_directory(url)
+        init(make_engine(url))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from shared.db import make_engine
+from shared.db import ensure_sqlite_directory, make_engine
 from shared.logs import configure_logging
 
 
@@ -33,6 +33,7 @@ def service_main(
     config: ServiceConfig = load_config()
     configure_logging(config.log_level)
     if args.command == "init-db":
+        ensure_sqlite_directory(config.database_url)
         init_db(make_engine(config.database_url))
     else:
         commands[args.command](config)

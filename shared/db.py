@@ -8,6 +8,7 @@ can write the same file; PostgreSQL needs nothing special.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -97,6 +98,16 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> En
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """Create the folder of a SQLite file URL (for ``init-db``; engines never create it,
+    so a missing volume is an error, not a new empty database)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

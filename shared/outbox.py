@@ -23,7 +23,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
+from shared.deadletter import DeadLetter
 from shared.events import Envelope, encode
+from shared.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,19 @@ def outbox_rows(
         }
         for o in outgoing
     ]
+
+
+def dead_letter_row(letter: DeadLetter, event_id: str) -> dict[str, Any]:
+    """An outbox row that publishes ``letter`` to the dead-letter topic, with its
+    ``dlq.*`` headers; written in the same transaction as whatever rejected it."""
+    return {
+        "event_id": event_id,
+        "topic": DEADLETTER,
+        "key": letter.key.decode(errors="replace") if letter.key else None,
+        "value": letter.value or b"",
+        "headers": {name: value.decode(errors="replace") for name, value in letter.headers()},
+        "created_at": utcnow(),
+    }
 
 
 def enqueue(

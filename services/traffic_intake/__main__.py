@@ -1,4 +1,4 @@
-"""``python -m services.traffic_intake init-db|relay``"""
+"""``python -m services.traffic_intake init-db|relay|resubmit-failed``"""
 
 from __future__ import annotations
 
@@ -7,10 +7,29 @@ from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.relay import main as relay
 from shared.cli import service_main
 
+
+def resubmit_failed(config: IntakeConfig) -> None:
+    """Resubmit every pending failed event that is valid under today's schemas and limits
+    (at most INTAKE_RESUBMIT_LIMIT, default 10,000). Never publishes an event twice."""
+    from datetime import UTC, datetime
+
+    from services.traffic_intake.failed import resubmit_all_valid
+    from shared.db import make_engine
+
+    with make_engine(config.database_url).begin() as conn:
+        done, bad = resubmit_all_valid(
+            conn,
+            limit=config.resubmit_limit,
+            received_at=datetime.now(UTC),
+            max_event_bytes=config.max_event_bytes,
+        )
+    print(f"resubmitted {done}; still invalid {bad}")
+
+
 if __name__ == "__main__":
     service_main(
         "python -m services.traffic_intake",
         load_config=IntakeConfig.from_env,
         init_db=init_db,
-        commands={"relay": relay},
+        commands={"relay": relay, "resubmit-failed": resubmit_failed},
     )

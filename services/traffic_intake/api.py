@@ -1,26 +1,31 @@
 """traffic-intake HTTP API: Segment's Tracking API (``/v1/track`` … ``/v1/batch``).
 
 Every endpoint answers 200 ``{"success": true, "accepted", "duplicates", "rejected"}`` only
-after the accepted events are committed to the outbox; the relay publishes them.
+after the accepted events are committed to the outbox; the relay publishes them. Order of
+checks: body within the size limit (413), write key (401), source enabled (403), rate
+limit (429), then validation. Rejected events are kept (see :mod:`failed`).
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
-from flask import current_app, request
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
+from services.traffic_intake import failed
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.ratelimit import retry_after_header
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
+from services.traffic_intake.sources import Source
 from shared.events import Envelope
 from shared.http import fail, flatten_field_errors
 from shared.outbox import Outgoing, enqueue
@@ -28,9 +33,16 @@ from shared.topics import TRAFFIC
 
 blp = Blueprint("tracking", __name__, description="Segment-compatible Tracking API")
 
+# Schema instances are costly to build (marshmallow copies declared fields): one per type.
+_CALL_LOADERS = {name: schema() for name, schema in CALL_SCHEMAS.items()}
+
+
+def _state() -> Any:
+    return current_app.extensions["intake"]
+
 
 def _config() -> IntakeConfig:
-    return current_app.extensions["intake"].config
+    return _state().config
 
 
 def _write_key_from_request() -> str | None:
@@ -48,39 +60,62 @@ def _write_key_from_request() -> str | None:
     return None
 
 
-def authenticate_source() -> None:
+def _store_unavailable() -> NoReturn:
+    current_app.logger.exception("intake store unavailable")
+    fail(503, "event store unavailable, retry", headers={"Retry-After": "2"})
+
+
+def authenticate_source() -> Source:
     """Segment-style write key: Basic auth user name (empty password) or ``writeKey`` in
-    the body. Missing or unknown → 401. Write keys reach only these write endpoints."""
+    the body. Missing or unknown → 401; disabled source → 403. Keys only write."""
     key = _write_key_from_request()
     if key is None:
         fail(401, "missing write key (HTTP Basic user name or writeKey in the body)")
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in _config().write_keys):
+    try:
+        source = _state().sources.lookup(key)
+    except SQLAlchemyError:
+        _store_unavailable()
+    if source is None:
         fail(401, "unknown write key")
+    if not source.enabled:
+        fail(403, f"source {source.name!r} is disabled")
+    return source
 
 
-def _check_single_event_size() -> None:
-    limit = _config().max_event_bytes
-    if len(request.get_data(cache=True)) > limit:
-        fail(413, f"event exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
+def _rate_limit(source: Source) -> None:
+    config = _config()
+    rate = source.rate_limit_per_second or config.rate_limit_per_second
+    burst = max(1.0, rate * config.rate_limit_burst_seconds)
+    wait = _state().buckets.acquire(source.name, rate=rate, burst=burst)
+    if wait:
+        fail(
+            429,
+            f"rate limit of {rate:g} requests/s for source {source.name!r} exceeded",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
 
-def _client_ip() -> str | None:
-    return request.remote_addr
+def _keep_rejections(rejections: list[failed.Rejection]) -> None:
+    """Commit rejected events to failed_events and the dead-letter outbox."""
+    try:
+        with _state().engine.begin() as conn:
+            failed.record(conn, g.source.name, rejections)
+    except SQLAlchemyError:
+        _store_unavailable()
 
 
-def _persist(envelopes: list[Envelope]) -> int:
-    """Commit the events to the outbox; returns how many were new (not duplicates).
-    A store that cannot take the write answers 503 with Retry-After, never a hang."""
+def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> int:
+    """Commit accepted events (and the rejected ones, kept) in one transaction; returns
+    how many accepted events were new. A store that cannot take the write answers 503
+    with Retry-After, never a hang."""
     outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in envelopes]
     try:
-        with current_app.extensions["intake"].engine.begin() as conn:
+        with _state().engine.begin() as conn:
+            failed.record(conn, g.source.name, rejections)
             # Payloads come from the HTTP schemas, validated a moment ago.
-            return enqueue(
-                conn, current_app.extensions["intake"].outbox, outgoing, validate_payload=False
-            )
+            return enqueue(conn, _state().outbox, outgoing, validate_payload=False)
     except SQLAlchemyError:
-        current_app.logger.exception("outbox write failed")
-        fail(503, "event store unavailable, retry", headers={"Retry-After": "2"})
+        _store_unavailable()
 
 
 def _accepted(accepted: int, duplicates: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,15 +130,14 @@ def _single_call_view(call_type: str) -> type[MethodView]:
         @blp.response(200, AcceptedResponse)
         @blp.doc(security=[{"basicAuth": []}])
         def post(self, call: dict[str, Any]) -> dict[str, Any]:
-            received_at = datetime.now(UTC)
             envelope = to_envelope(
                 call_type,
                 call,
-                source=_config().source_name,
-                received_at=received_at,
-                client_ip=_client_ip(),
+                source=g.source.name,
+                received_at=datetime.now(UTC),
+                client_ip=request.remote_addr,
             )
-            new = _persist([envelope])
+            new = _persist([envelope], [])
             return _accepted(new, 1 - new, [])
 
     CallView.__name__ = f"{call_type.title()}View"
@@ -115,6 +149,16 @@ for _call_type in ("track", "page", "screen", "identify", "group", "alias"):
     blp.route(f"/v1/{_call_type}")(_single_call_view(_call_type))
 
 
+def _reject(
+    index: int, kind: str, field_errors: dict[str, list[str]], item: Any, call_type: str | None
+) -> tuple[dict[str, Any], failed.Rejection]:
+    body = json.dumps(item, separators=(",", ":"), default=str).encode()
+    return (
+        {"index": index, "kind": kind, "field_errors": field_errors},
+        failed.Rejection("/v1/batch", call_type, index, kind, field_errors, body),
+    )
+
+
 @blp.route("/v1/batch")
 class BatchView(MethodView):
     @blp.arguments(BatchRequest, location="json")
@@ -122,8 +166,8 @@ class BatchView(MethodView):
     @blp.doc(security=[{"basicAuth": []}])
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Record many calls. Valid ones are accepted even when others are rejected; each
-        rejected one is reported with its index, kind and field reasons. If none is valid
-        the answer is 422."""
+        rejected one is reported with its index, kind and field reasons, and kept as a
+        failed event. If none is valid the answer is 422."""
         config = _config()
         items = body["batch"]
         if len(items) > config.max_batch_events:
@@ -134,77 +178,121 @@ class BatchView(MethodView):
             )
         received_at = datetime.now(UTC)
         envelopes: list[Envelope] = []
-        rejected: list[dict[str, Any]] = []
+        reported: list[dict[str, Any]] = []
+        kept: list[failed.Rejection] = []
         for index, item in enumerate(items):
             call_type = item.get("type")
+            rejection = None
             if call_type not in CALL_SCHEMAS:
-                rejected.append(
-                    {
-                        "index": index,
-                        "kind": "schema_violation",
-                        "field_errors": {"type": [f"must be one of {sorted(CALL_SCHEMAS)}"]},
-                    }
+                rejection = _reject(
+                    index,
+                    "schema_violation",
+                    {"type": [f"must be one of {sorted(CALL_SCHEMAS)}"]},
+                    item,
+                    None,
                 )
-                continue
-            size = len(json.dumps(item, separators=(",", ":"), default=str))
-            if size > config.max_event_bytes:
-                rejected.append(
-                    {
-                        "index": index,
-                        "kind": "size_violation",
-                        "field_errors": {"_event": [f"{size} bytes; max {config.max_event_bytes}"]},
-                    }
-                )
-                continue
-            try:
-                call = CALL_SCHEMAS[call_type]().load(item)
-            except ValidationError as exc:
-                rejected.append(
-                    {
-                        "index": index,
-                        "kind": "schema_violation",
-                        "field_errors": flatten_field_errors(exc.messages),
-                    }
-                )
+            else:
+                size = len(json.dumps(item, separators=(",", ":"), default=str))
+                if size > config.max_event_bytes:
+                    rejection = _reject(
+                        index,
+                        "size_violation",
+                        {"_event": [f"{size} bytes; max {config.max_event_bytes}"]},
+                        item,
+                        call_type,
+                    )
+            if rejection is None:
+                try:
+                    call = _CALL_LOADERS[call_type].load(item)
+                except ValidationError as exc:
+                    rejection = _reject(
+                        index,
+                        "schema_violation",
+                        flatten_field_errors(exc.messages),
+                        item,
+                        call_type,
+                    )
+            if rejection is not None:
+                reported.append(rejection[0])
+                kept.append(rejection[1])
                 continue
             envelopes.append(
                 to_envelope(
                     call_type,
                     call,
-                    source=config.source_name,
+                    source=g.source.name,
                     received_at=received_at,
-                    client_ip=_client_ip(),
+                    client_ip=request.remote_addr,
                     batch_sent_at=body.get("sentAt"),
                     batch_context=body.get("context"),
                 )
             )
         if not envelopes:
+            _keep_rejections(kept)
             fail(
                 422,
                 "no event in the batch is valid",
                 errors={
                     f"batch.{r['index']}.{name}": reasons
-                    for r in rejected
+                    for r in reported
                     for name, reasons in r["field_errors"].items()
                 },
             )
-        new = _persist(envelopes)
-        return _accepted(new, len(envelopes) - new, rejected)
+        new = _persist(envelopes, kept)
+        return _accepted(new, len(envelopes) - new, reported)
 
 
+@blp.before_request
 def before_tracking_request() -> None:
     """Read the body within the limit first (413 beyond it, chunked bodies included; the
     JSON parser would otherwise report a cut body as bad JSON), then the write key (a
-    request without one learns nothing about validation), then the per-event limit."""
+    request without one learns nothing about validation), rate limit, per-event limit."""
     data = request.get_data(cache=True)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     # Werkzeug stops a length-less (chunked) body at the limit without an error, handing
     # back a cut body; one that fills the limit is over it.
     if request.content_length is None and len(data) >= limit:
         fail(413, f"body exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
-    authenticate_source()
-    if request.path != "/v1/batch":
-        _check_single_event_size()
+    g.source = authenticate_source()
+    _rate_limit(g.source)
+    if request.path != "/v1/batch" and len(data) > _config().max_event_bytes:
+        fail(
+            413,
+            f"event exceeds {_config().max_event_bytes} bytes",
+            errors={"_body": [f"max {_config().max_event_bytes} bytes"]},
+        )
 
 
-blp.before_request(before_tracking_request)
+@blp.errorhandler(HTTPException)
+def keep_rejected_single_calls(error: HTTPException) -> Response:
+    """A single call rejected for its content (413 size, 422 schema) from an authenticated
+    source is kept as a failed event; then the error is answered in the one shape."""
+    call_type = request.path.rsplit("/", 1)[-1]
+    if (
+        getattr(g, "source", None) is not None
+        and error.code in (413, 422)
+        and call_type in CALL_SCHEMAS
+    ):
+        data = getattr(error, "data", None) or {}
+        messages = data.get("messages") or data.get("errors") or {}
+        field_errors = flatten_field_errors(messages.get("json", messages))
+        kind = "size_violation" if error.code == 413 else "schema_violation"
+        try:
+            with _state().engine.begin() as conn:
+                failed.record(
+                    conn,
+                    g.source.name,
+                    [
+                        failed.Rejection(
+                            request.path,
+                            call_type,
+                            None,
+                            kind,
+                            field_errors or {"_body": [str(error)]},
+                            request.get_data(cache=True),
+                        )
+                    ],
+                )
+        except SQLAlchemyError:
+            current_app.logger.exception("could not keep a rejected event")
+    return _state().api.handle_http_exception(error)

@@ -8,11 +8,14 @@ from flask import Flask
 from sqlalchemy import Engine, Table
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from services.traffic_intake import admin_api
 from services.traffic_intake import api as tracking_api
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import metadata, outbox
+from services.traffic_intake.ratelimit import TokenBuckets
+from services.traffic_intake.sources import SourceDirectory
 from shared.db import make_engine
-from shared.http import DecompressRequest, init_api, register_health
+from shared.http import Api, DecompressRequest, init_api, register_health
 
 
 @dataclass
@@ -20,6 +23,9 @@ class IntakeState:
     config: IntakeConfig
     engine: Engine
     outbox: Table
+    sources: SourceDirectory
+    buckets: TokenBuckets
+    api: Api
 
 
 def init_db(engine: Engine) -> None:
@@ -32,14 +38,24 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     app = Flask(__name__)
     # Flask enforces this while reading, chunked bodies included: memory stays bounded.
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes
+    app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     engine = make_engine(config.database_url, busy_timeout_ms=2000)
-    app.extensions["intake"] = IntakeState(config=config, engine=engine, outbox=outbox)
-
     api = init_api(app, title="Funnel traffic-intake")
+    app.extensions["intake"] = IntakeState(
+        config=config,
+        engine=engine,
+        outbox=outbox,
+        sources=SourceDirectory(
+            engine, config.write_keys, config.source_name, ttl=config.source_cache_seconds
+        ),
+        buckets=TokenBuckets(),
+        api=api,
+    )
     api.spec.components.security_scheme(
         "basicAuth", {"type": "http", "scheme": "basic", "description": "write key as user name"}
     )
     api.register_blueprint(tracking_api.blp)
+    api.register_blueprint(admin_api.blp)
     register_health(app)
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
         ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes

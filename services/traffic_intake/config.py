@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import Env, KafkaConfig, default_sqlite_url
+from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
 
 SERVICE = "traffic-intake"
 
@@ -15,14 +15,20 @@ class IntakeConfig:
     database_url: str
     write_keys: tuple[str, ...]
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    tokens: Tokens = field(default_factory=Tokens)
     source_name: str = "web"
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     max_batch_events: int = 2500
     dedupe_window_days: int = 7
+    # Per write key, per worker process; 0 turns the limit off. Sources may override.
+    rate_limit_per_second: float = 1000.0
+    rate_limit_burst_seconds: float = 2.0  # a burst may spend this many seconds' worth
+    source_cache_seconds: float = 5.0
     # How many reverse proxies in front of intake set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     relay_batch_size: int = 1000
+    resubmit_limit: int = 10_000
     log_level: str = "INFO"
 
     @classmethod
@@ -36,11 +42,22 @@ class IntakeConfig:
             ),
             write_keys=keys,
             kafka=KafkaConfig.from_env(env),
+            tokens=Tokens.from_env(env),
             source_name=env.text("FUNNEL_SOURCE_NAME", cls.source_name),
             max_event_bytes=env.integer("INTAKE_MAX_EVENT_BYTES", cls.max_event_bytes),
             max_batch_bytes=env.integer("INTAKE_MAX_BATCH_BYTES", cls.max_batch_bytes),
             max_batch_events=env.integer("INTAKE_MAX_BATCH_EVENTS", cls.max_batch_events),
             dedupe_window_days=env.integer("INTAKE_DEDUPE_WINDOW_DAYS", cls.dedupe_window_days),
+            rate_limit_per_second=env.number(
+                "INTAKE_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second
+            ),
+            rate_limit_burst_seconds=env.number(
+                "INTAKE_RATE_LIMIT_BURST_SECONDS", cls.rate_limit_burst_seconds
+            ),
+            source_cache_seconds=env.number(
+                "INTAKE_SOURCE_CACHE_SECONDS", cls.source_cache_seconds
+            ),
+            resubmit_limit=env.integer("INTAKE_RESUBMIT_LIMIT", cls.resubmit_limit),
             trusted_proxies=env.integer("INTAKE_TRUSTED_PROXIES", cls.trusted_proxies),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

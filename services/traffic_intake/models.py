@@ -1,15 +1,62 @@
-"""traffic-intake's own tables: the outbox is its durable store of accepted events.
+"""traffic-intake's own tables.
 
-An accepted event is a row here before the HTTP answer goes out; the relay publishes it.
-Its unique ``event_id`` (the client's messageId) is the deduplication: a repeat inside the
-retention window is acknowledged and not stored again.
+* ``outbox``: the durable store of accepted events. An accepted event is a row here before
+  the HTTP answer goes out; the relay publishes it. Its unique ``event_id`` (the client's
+  messageId) is the deduplication window: a repeat is acknowledged and not stored again
+  until the row is pruned (after ``INTAKE_DEDUPE_WINDOW_DAYS``).
+* ``sources``: websites/apps allowed to send, each with a write key stored only as a
+  SHA-256 hash (keys are 192-bit random, so a fast hash is enough).
+* ``failed_events``: every rejected event with its typed reason, for the admin list and
+  resubmission. Holds raw client payloads (person data): erasure must look here too.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
-from shared.db import NAMING_CONVENTION, outbox_table
+from shared.db import NAMING_CONVENTION, BigIntPK, UTCDateTime, outbox_table, utcnow
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 outbox = outbox_table(metadata)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("write_key_hash", String(64), nullable=False, unique=True),
+    Column("key_hint", String(8), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("rate_limit_per_second", Float, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("key_rotated_at", UTCDateTime(), nullable=True),
+    Column("disabled_at", UTCDateTime(), nullable=True),
+)
+
+failed_events = Table(
+    "failed_events",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("source", String(200), nullable=False),
+    Column("path", String(100), nullable=False),
+    Column("call_type", String(20), nullable=True),
+    Column("batch_index", Integer, nullable=True),
+    Column("kind", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("field_errors", JSON, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("resubmitted_at", UTCDateTime(), nullable=True),
+    Column("resubmitted_event_id", String(128), nullable=True),
+)

@@ -111,6 +111,79 @@ class RejectedEvent(ma.Schema):
     field_errors = fields.Dict(data_key="fields", metadata={"description": "field → reasons"})
 
 
+class SourceIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    rate_limit_per_second = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False)
+    )
+
+
+class SourceOut(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String()
+    enabled = fields.Boolean()
+    key_hint = fields.String(metadata={"description": "last characters of the write key"})
+    rate_limit_per_second = fields.Float(allow_none=True)
+    created_at = fields.DateTime()
+    key_rotated_at = fields.DateTime(allow_none=True)
+    disabled_at = fields.DateTime(allow_none=True)
+
+
+class SourceWithKey(SourceOut):
+    write_key = fields.String(metadata={"description": "shown once; stored only hashed"})
+
+
+class SourceList(ma.Schema):
+    items = fields.List(fields.Nested(SourceOut))
+
+
+class FailedEventQuery(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    kind = fields.String(validate=validate.OneOf(["schema_violation", "size_violation"]))
+    pending = fields.Boolean(metadata={"description": "only those not resubmitted"})
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class FailedEventOut(ma.Schema):
+    id = fields.Integer()
+    received_at = fields.DateTime()
+    source = fields.String()
+    path = fields.String()
+    call_type = fields.String(allow_none=True)
+    batch_index = fields.Integer(allow_none=True)
+    kind = fields.String()
+    reason = fields.String()
+    field_errors = fields.Dict(data_key="fields")
+    body = fields.String(metadata={"description": "the event as received (UTF-8)"})
+    resubmitted_at = fields.DateTime(allow_none=True)
+    resubmitted_event_id = fields.String(allow_none=True)
+
+
+class FailedEventPage(ma.Schema):
+    items = fields.List(fields.Nested(FailedEventOut))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class ResubmitIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    event = fields.Dict(load_default=None, metadata={"description": "corrected event"})
+
+
+class ResubmitOut(ma.Schema):
+    event_id = fields.String()
+    accepted = fields.Boolean(metadata={"description": "false: accepted before, not re-sent"})
+
+
 class AcceptedResponse(ma.Schema):
     success = fields.Boolean(required=True)
     accepted = fields.Integer(metadata={"description": "events made durable by this call"})

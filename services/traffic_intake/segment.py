@@ -1,6 +1,7 @@
 """Pure mapping from a validated Segment call to a Funnel event envelope.
 
-Enrichment done here: ``receivedAt``; ``occurred_at`` corrected for client clock skew
+Enrichment done here: ``receivedAt``; ``context.traffic_source`` (the channel, see
+:mod:`channels`); ``occurred_at`` corrected for client clock skew
 (``receivedAt - (sentAt - originalTimestamp)``, as Segment does) when the client sent
 ``originalTimestamp``, else the client's ``timestamp``, else ``receivedAt``; the client IP
 in ``context.ip`` when the client did not set one; a messageId when the client sent none.
@@ -12,6 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from services.traffic_intake.channels import classify
 from shared.events import Envelope, new_event
 
 
@@ -56,6 +58,7 @@ def to_envelope(
     context = {**(batch_context or {}), **call["context"]}
     if client_ip and "ip" not in context:
         context["ip"] = client_ip
+    context["traffic_source"] = classify(context).as_dict()
     return new_event(
         call_type,
         _payload(call_type, call),

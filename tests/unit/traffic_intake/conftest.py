@@ -34,9 +34,12 @@ def client(intake_app: Flask) -> FlaskClient:
     return intake_app.test_client()
 
 
-def outbox_rows(app: Flask) -> list[Any]:
+def outbox_rows(app: Flask, topic: str = "funnel.traffic") -> list[Any]:
+    """The outbox rows bound for ``topic`` (rejected events go to the dead-letter topic)."""
     from sqlalchemy import select
 
     state = app.extensions["intake"]
     with state.engine.connect() as conn:
-        return list(conn.execute(select(state.outbox).order_by(state.outbox.c.id)))
+        return list(
+            conn.execute(select(state.outbox).where(state.outbox.c.topic == topic).order_by("id"))
+        )

@@ -44,7 +44,11 @@ def test_integer_ids_are_accepted_as_strings() -> None:
 def test_envelope_keeps_client_context_and_adds_ip_and_message_id() -> None:
     call = TrackCall().load({"anonymousId": "a", "event": "X", "context": {"locale": "zh-TW"}})
     env = to_envelope("track", call, source="web", received_at=RECEIVED, client_ip="10.1.2.3")
-    assert env.context == {"locale": "zh-TW", "ip": "10.1.2.3"}
+    assert env.context == {
+        "locale": "zh-TW",
+        "ip": "10.1.2.3",
+        "traffic_source": {"channel": "direct"},
+    }
     assert env.event_id.startswith("srv-")
     assert env.payload == {"event": "X", "properties": {}}
     given = TrackCall().load(

@@ -1,0 +1,186 @@
+"""traffic-intake admin API (bearer token of role ``admin``): sources and their write
+keys, and the failed events intake kept."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import RAISE, ValidationError
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.traffic_intake import failed
+from services.traffic_intake.models import failed_events, sources
+from services.traffic_intake.schemas import (
+    FailedEventPage,
+    FailedEventQuery,
+    ResubmitIn,
+    ResubmitOut,
+    SourceIn,
+    SourceList,
+    SourceOut,
+    SourceWithKey,
+)
+from services.traffic_intake.sources import hash_key, new_write_key
+from shared.http import fail, require_role
+
+blp = Blueprint("admin", __name__, url_prefix="/admin", description="Sources, keys, failures")
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _state() -> Any:
+    return current_app.extensions["intake"]
+
+
+def _source(conn: Any, source_id: int) -> Any:
+    row = conn.execute(select(sources).where(sources.c.id == source_id)).first()
+    if row is None:
+        fail(404, f"no source {source_id}")
+    return row
+
+
+def _with_key(row: Any, key: str) -> dict[str, Any]:
+    return {**row._mapping, "write_key": key}
+
+
+@blp.route("/sources")
+class SourcesView(MethodView):
+    @require_role("admin")
+    @blp.response(200, SourceList)
+    @blp.doc(security=SECURED)
+    def get(self) -> dict[str, Any]:
+        """Every source; keys are never shown again after creation or rotation."""
+        with _state().engine.connect() as conn:
+            return {"items": [r._mapping for r in conn.execute(select(sources).order_by("id"))]}
+
+    @require_role("admin")
+    @blp.arguments(SourceIn)
+    @blp.response(201, SourceWithKey)
+    @blp.doc(security=SECURED)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create a source and its write key (returned once; stored hashed)."""
+        key = new_write_key()
+        try:
+            with _state().engine.begin() as conn:
+                new_id = conn.execute(
+                    insert(sources).values(
+                        name=data["name"],
+                        write_key_hash=hash_key(key),
+                        key_hint=key[-4:],
+                        enabled=True,
+                        rate_limit_per_second=data["rate_limit_per_second"],
+                    )
+                ).inserted_primary_key[0]
+                row = _source(conn, new_id)
+        except IntegrityError:
+            fail(409, f"a source named {data['name']!r} exists", errors={"name": ["already taken"]})
+        return _with_key(row, key)
+
+
+def _set_enabled(source_id: int, enabled: bool) -> Any:
+    with _state().engine.begin() as conn:
+        _source(conn, source_id)
+        conn.execute(
+            update(sources)
+            .where(sources.c.id == source_id)
+            .values(enabled=enabled, disabled_at=None if enabled else datetime.now(UTC))
+        )
+        row = _source(conn, source_id)
+    _state().sources.invalidate()
+    return row._mapping
+
+
+@blp.route("/sources/<int:source_id>/disable")
+class DisableView(MethodView):
+    @require_role("admin")
+    @blp.response(200, SourceOut)
+    @blp.doc(security=SECURED)
+    def post(self, source_id: int) -> Any:
+        """Stop accepting events from this source (403); its key is kept."""
+        return _set_enabled(source_id, False)
+
+
+@blp.route("/sources/<int:source_id>/enable")
+class EnableView(MethodView):
+    @require_role("admin")
+    @blp.response(200, SourceOut)
+    @blp.doc(security=SECURED)
+    def post(self, source_id: int) -> Any:
+        """Accept events from this source again."""
+        return _set_enabled(source_id, True)
+
+
+@blp.route("/sources/<int:source_id>/rotate-key")
+class RotateView(MethodView):
+    @require_role("admin")
+    @blp.response(200, SourceWithKey)
+    @blp.doc(security=SECURED)
+    def post(self, source_id: int) -> dict[str, Any]:
+        """Issue a new write key; the old one stops working at once."""
+        key = new_write_key()
+        with _state().engine.begin() as conn:
+            _source(conn, source_id)
+            conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id)
+                .values(
+                    write_key_hash=hash_key(key),
+                    key_hint=key[-4:],
+                    key_rotated_at=datetime.now(UTC),
+                )
+            )
+            row = _source(conn, source_id)
+        _state().sources.invalidate()
+        return _with_key(row, key)
+
+
+@blp.route("/failed-events")
+class FailedEventsView(MethodView):
+    @require_role("admin")
+    @blp.arguments(FailedEventQuery, location="query", unknown=RAISE)
+    @blp.response(200, FailedEventPage)
+    @blp.doc(security=SECURED)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Rejected events, newest first, with their typed reason and body."""
+        stmt = select(failed_events)
+        if "kind" in query:
+            stmt = stmt.where(failed_events.c.kind == query["kind"])
+        if query.get("pending"):
+            stmt = stmt.where(failed_events.c.resubmitted_at.is_(None))
+        page, size = query["page"], query["page_size"]
+        with _state().engine.connect() as conn:
+            total = conn.scalar(select(func.count()).select_from(stmt.subquery()))
+            rows = conn.execute(
+                stmt.order_by(failed_events.c.id.desc()).offset((page - 1) * size).limit(size)
+            ).all()
+        items = [{**r._mapping, "body": bytes(r.body).decode(errors="replace")} for r in rows]
+        return {"items": items, "total": total, "page": page, "page_size": size}
+
+
+@blp.route("/failed-events/<int:failed_id>/resubmit")
+class ResubmitView(MethodView):
+    @require_role("admin")
+    @blp.arguments(ResubmitIn)
+    @blp.response(200, ResubmitOut)
+    @blp.doc(security=SECURED)
+    def post(self, data: dict[str, Any], failed_id: int) -> dict[str, Any]:
+        """Accept a failed event, as stored or as corrected in ``event``. Still invalid →
+        422 naming the fields. Never publishes the same event twice."""
+        try:
+            with _state().engine.begin() as conn:
+                result = failed.resubmit(
+                    conn,
+                    failed_id,
+                    data["event"],
+                    received_at=datetime.now(UTC),
+                    max_event_bytes=_state().config.max_event_bytes,
+                )
+        except failed.NotFound:
+            fail(404, f"no failed event {failed_id}")
+        except ValidationError as exc:
+            fail(422, "the event is still invalid", errors=exc.messages)
+        return {"event_id": result.event_id, "accepted": result.accepted}
