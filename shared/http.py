@@ -222,7 +222,22 @@ class DecompressRequest:
         import io
         import zlib
 
-        compressed = environ["wsgi.input"].read(self.max_bytes + 1)
+        # Never read past Content-Length (WSGI forbids it; on some servers it blocks);
+        # without one, only a stream the server marks terminated may be read to the end.
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isdigit():
+            if int(length) > self.max_bytes:
+                return self._error(
+                    start_response,
+                    "413 REQUEST ENTITY TOO LARGE",
+                    "payload_too_large",
+                    f"body exceeds {self.max_bytes} bytes",
+                )
+            compressed = environ["wsgi.input"].read(int(length))
+        elif environ.get("wsgi.input_terminated"):
+            compressed = environ["wsgi.input"].read(self.max_bytes + 1)
+        else:
+            compressed = b""
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             body = inflater.decompress(compressed, self.max_bytes + 1)

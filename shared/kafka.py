@@ -85,3 +85,13 @@ def ensure_topics(
         raise
     finally:
         admin.close()
+
+
+def make_tail_reader(config: KafkaConfig) -> KafkaConsumer:
+    """A group-less consumer for reading back recent records (no offsets committed)."""
+    return KafkaConsumer(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"{config.client_id_prefix}-tail-reader",
+        group_id=None,
+        enable_auto_commit=False,
+    )

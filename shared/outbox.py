@@ -10,14 +10,17 @@ with the same ``event_id``, which every consumer skips.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
 from sqlalchemy import Connection, CursorResult, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -99,6 +102,14 @@ def enqueue(
     return int(result.rowcount or 0)
 
 
+def _event_id_of(value: bytes | None) -> str | None:
+    try:
+        data = json.loads(value or b"")
+    except ValueError:
+        return None
+    return data.get("event_id") if isinstance(data, dict) else None
+
+
 class OutboxRelay:
     """Publishes a service's outbox. One relay per outbox table at a time.
 
@@ -106,6 +117,14 @@ class OutboxRelay:
     kafka-python's idempotent producer can enter a fatal state (e.g. after the broker
     restarts, InitProducerId fails) from which it never recovers, so the next call starts
     a fresh one.
+
+    Exactly once on the topic: rows are stamped only after Kafka acked them, so after a
+    crash or a failed send some unstamped rows may already be on Kafka. While that is
+    possible (at start-up, after any Kafka error) the relay first *reconciles*: it reads
+    back the tail of the topics the oldest unsent rows go to (``reader_factory``) and
+    stamps the rows it finds there, then sends the rest. Without a ``reader_factory`` a
+    crash can re-send one batch (consumers skip it by ``event_id``). Dead letters are not
+    reconciled (their values carry no event id).
     """
 
     def __init__(
@@ -116,13 +135,16 @@ class OutboxRelay:
         *,
         batch_size: int = 1000,
         flush_timeout_s: float = 30.0,
+        reader_factory: Callable[[], KafkaConsumer] | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
         self.producer_factory = producer_factory
         self.batch_size = batch_size
         self.flush_timeout_s = flush_timeout_s
+        self.reader_factory = reader_factory
         self._producer: KafkaProducer | None = None
+        self._uncertain = True  # a previous process may have died mid-send
 
     @property
     def producer(self) -> KafkaProducer:
@@ -145,6 +167,8 @@ class OutboxRelay:
 
     def publish_pending(self, max_batches: int | None = None) -> int:
         """Send unsent rows until none are left (or ``max_batches``); returns rows sent."""
+        if self._uncertain:
+            self.reconcile()
         sent = 0
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -162,6 +186,7 @@ class OutboxRelay:
                 self._send_all(rows)
             except KafkaError:
                 self._discard_producer()
+                self._uncertain = True  # some of these may have been written
                 raise
             with self.engine.begin() as conn:
                 conn.execute(
@@ -172,6 +197,68 @@ class OutboxRelay:
         if sent:
             log.debug("relayed %d events", sent)
         return sent
+
+    def reconcile(self, *, window: int | None = None, max_seconds: float = 30.0) -> int:
+        """Stamp unsent rows that are already on Kafka; returns how many. Raises
+        ``KafkaError`` if the topics cannot be read (the relay retries later)."""
+        if self.reader_factory is None:
+            self._uncertain = False
+            return 0
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.id, t.c.event_id, t.c.topic)
+                .where(t.c.sent_at.is_(None), t.c.topic != DEADLETTER)
+                .order_by(t.c.id)
+                .limit(self.batch_size)
+            ).all()
+        if not rows:
+            self._uncertain = False
+            return 0
+        wanted = {r.event_id: r.id for r in rows}
+        found = self._read_back(
+            {r.topic for r in rows}, wanted, window or 2 * self.batch_size, max_seconds
+        )
+        if found:
+            with self.engine.begin() as conn:
+                conn.execute(update(t).where(t.c.id.in_(found)).values(sent_at=utcnow()))
+            log.warning("reconciled %d events already on Kafka (not re-sent)", len(found))
+        self._uncertain = False
+        return len(found)
+
+    def _read_back(
+        self, topics: set[str], wanted: dict[str, int], window: int, max_seconds: float
+    ) -> list[int]:
+        assert self.reader_factory is not None
+        reader = self.reader_factory()
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in sorted(reader.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:
+                return []
+            reader.assign(partitions)
+            ends = reader.end_offsets(partitions)
+            starts = reader.beginning_offsets(partitions)
+            for tp in partitions:
+                # Read past the reported end: some brokers under-report it by a batch.
+                reader.seek(tp, max(starts[tp], ends[tp] - window))
+            found: list[int] = []
+            deadline = time.monotonic() + max_seconds
+            empty_polls = 0
+            while empty_polls < 2 and time.monotonic() < deadline:
+                polled = reader.poll(timeout_ms=300)
+                empty_polls = 0 if polled else empty_polls + 1
+                for records in polled.values():
+                    for record in records:
+                        event_id = _event_id_of(record.value)
+                        if event_id in wanted:
+                            found.append(wanted[event_id])
+            return found
+        finally:
+            reader.close()
 
     def _send_all(self, rows: Sequence[Any]) -> None:
         producer = self.producer

@@ -41,7 +41,7 @@ from shared.config import KafkaConfig
 from shared.db import make_sessionmaker, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_consumer, make_producer, make_tail_reader
 from shared.outbox import OutboxRelay, Outgoing, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
@@ -309,5 +309,10 @@ def build_runner(
             processed_table=processed_table,
             outbox_table=outbox_table,
         ),
-        relay=OutboxRelay(engine, outbox_table, lambda: make_producer(kafka, f"{service}-relay")),
+        relay=OutboxRelay(
+            engine,
+            outbox_table,
+            lambda: make_producer(kafka, f"{service}-relay"),
+            reader_factory=lambda: make_tail_reader(kafka),
+        ),
     )

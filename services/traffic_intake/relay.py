@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 from services.traffic_intake.config import SERVICE, IntakeConfig
 from services.traffic_intake.models import outbox
 from shared.db import make_engine, utcnow
-from shared.kafka import make_producer
+from shared.kafka import make_producer, make_tail_reader
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def main(config: IntakeConfig | None = None) -> None:
             outbox,
             lambda: make_producer(config.kafka, f"{SERVICE}-relay"),
             batch_size=config.relay_batch_size,
+            reader_factory=lambda: make_tail_reader(config.kafka),
         ),
         dedupe_window=timedelta(days=config.dedupe_window_days),
     )
