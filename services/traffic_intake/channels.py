@@ -23,6 +23,7 @@ referrer without a click id or paid medium is organic.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -140,10 +141,30 @@ def _social(host: str) -> str | None:
     return None
 
 
+_PAGE_KEYS = ("referrer", "url", "search")
+_CAMPAIGN_KEYS = ("source", "medium", "name")
+
+
 def classify(context: dict[str, Any]) -> TrafficSource:
+    """The traffic source of an event's context. Memoised on the few strings it reads:
+    one visit's events repeat them, and intake classifies every event."""
     raw_page, raw_campaign = context.get("page"), context.get("campaign")
     page: dict[str, Any] = raw_page if isinstance(raw_page, dict) else {}
     campaign: dict[str, Any] = raw_campaign if isinstance(raw_campaign, dict) else {}
+    key = tuple(page.get(k) for k in _PAGE_KEYS) + tuple(campaign.get(k) for k in _CAMPAIGN_KEYS)
+    if all(v is None or isinstance(v, str) for v in key):
+        return _classify_cached(key)
+    return _classify(page, campaign)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_cached(key: tuple[str | None, ...]) -> TrafficSource:
+    page = {k: v for k, v in zip(_PAGE_KEYS, key[:3], strict=True) if v is not None}
+    campaign = {k: v for k, v in zip(_CAMPAIGN_KEYS, key[3:], strict=True) if v is not None}
+    return _classify(page, campaign)
+
+
+def _classify(page: dict[str, Any], campaign: dict[str, Any]) -> TrafficSource:
     query = _query(page)
     utm_source = str(campaign.get("source") or query.get("utm_source") or "").lower() or None
     medium = str(campaign.get("medium") or query.get("utm_medium") or "").lower() or None
