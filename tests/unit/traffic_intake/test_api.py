@@ -214,3 +214,47 @@ def test_openapi_and_docs_are_served_without_a_cdn(client: FlaskClient) -> None:
     assert "/_static/swagger-ui/swagger-ui-bundle.js" in docs
     assert "cdn" not in docs.lower()
     assert client.get("/_static/swagger-ui/swagger-ui-bundle.js").status_code == 200
+
+
+def test_dedupe_window_ends_when_sent_rows_are_pruned(
+    client: FlaskClient, intake_app: Flask
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from shared.outbox import OutboxRelay
+
+    state = intake_app.extensions["intake"]
+    body = {**CALLS["track"], "messageId": "m-window"}
+    client.post("/v1/track", json=body, headers=basic())
+    relay = OutboxRelay(state.engine, state.outbox, lambda: None)  # type: ignore[arg-type,return-value]
+    now = datetime.now(UTC)
+    assert relay.prune(now - timedelta(days=7)) == 0  # unsent rows are never pruned
+    with state.engine.begin() as conn:
+        conn.execute(update(state.outbox).values(sent_at=now, created_at=now - timedelta(days=8)))
+    assert client.post("/v1/track", json=body, headers=basic()).json["duplicates"] == 1
+    assert relay.prune(now - timedelta(days=7)) == 1
+    assert client.post("/v1/track", json=body, headers=basic()).json["accepted"] == 1
+
+
+def test_client_ip_respects_the_configured_trusted_proxies(sqlite_url: str) -> None:
+    from dataclasses import replace
+
+    def ip_seen(proxies: int) -> str:
+        config = IntakeConfig(database_url=sqlite_url, write_keys=(WRITE_KEY,))
+        app = create_app(replace(config, trusted_proxies=proxies))
+        from services.traffic_intake.app import init_db
+
+        init_db(app.extensions["intake"].engine)
+        app.test_client().post(
+            "/v1/track",
+            json=CALLS["track"],
+            environ_base={"REMOTE_ADDR": "10.0.0.2"},
+            headers={**basic(), "X-Forwarded-For": "198.51.100.7, 10.0.0.1"},
+        )
+        return decode(outbox_rows(app)[-1].value).context["ip"]
+
+    assert ip_seen(0) == "10.0.0.2"  # nobody trusted: a client cannot spoof its address
+    assert ip_seen(1) == "10.0.0.1"
+    assert ip_seen(2) == "198.51.100.7"
