@@ -4,6 +4,10 @@
 * ``raw_kafka_produce``: kafka-python, 300-byte values, acks=all, idempotent (msg/s).
 * ``intake_single_event``: ``POST /v1/track``, durable (outbox commit) before the 200.
 * ``intake_batch``: ``POST /v1/batch`` of 100 events, durable; counted in events/s.
+* ``raw_kafka_consume_decode``: a group consumer reading and JSON-decoding (msg/s).
+* ``scoring_consumer_sqlite`` / ``_postgres``: lead-scoring applying page events
+  (events/s); PostgreSQL from ``FUNNEL_BENCH_POSTGRES_URL`` or the local server, skipped
+  with a note when unreachable.
 
 Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
 ``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
@@ -20,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import KafkaProducer
 
+from bench.consumers import produce_traffic, raw_consume, scoring_consume
 from bench.load import post_load
 from services.traffic_intake.app import init_db
 from shared.broker import EmbeddedBroker, free_port, port_open
@@ -37,7 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 WRITE_KEY = "bench-write-key"
 # Targets come from the issue that asked for each figure (issue 3); None where none asked.
-TARGETS = {"intake_single_event": 0.6, "intake_batch_vs_raw_produce": 0.8}
+TARGETS = {
+    "intake_single_event": 0.6,
+    "intake_batch_vs_raw_produce": 0.8,
+    "scoring_consumer_sqlite": 0.3,  # issue 4
+    "scoring_consumer_postgres": 0.3,
+}
+CONSUMER_EVENTS = 5000
 
 
 @contextmanager
@@ -71,6 +83,39 @@ def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def temporary_postgres(admin_url: str) -> Iterator[Iterator[str] | None]:
+    """Yields an endless supply of fresh database URLs (each dropped afterwards), or None
+    when the server is unreachable."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        admin.dispose()
+        yield None
+        return
+    created: list[str] = []
+
+    def urls() -> Iterator[str]:
+        while True:
+            name = f"funnel_bench_{uuid.uuid4().hex[:12]}"
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            created.append(name)
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    try:
+        yield urls()
+    finally:
+        with admin.connect() as conn:
+            for name in created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def median_of(repeats: int, run: Callable[[], float]) -> float:
@@ -146,10 +191,41 @@ def main(argv: list[str] | None = None) -> int:
         single = median_of(args.repeats, load(port, single_body))
         batch = 100 * median_of(args.repeats, load(port, batch_body))
     broker = EmbeddedBroker(free_port(), out_dir / "broker.log").start()
+    consumer_rows = []
     try:
         kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(kafka)
         produce = median_of(args.repeats, lambda: raw_produce(kafka, args.seconds))
+        produce_traffic(kafka, CONSUMER_EVENTS)
+        raw = median_of(args.repeats, lambda: raw_consume(kafka, CONSUMER_EVENTS))
+        sqlite = median_of(
+            args.repeats,
+            lambda: scoring_consume(
+                kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS
+            ),
+        )
+        consumer_rows.append(
+            ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw)
+        )
+        pg_admin = env.text(
+            "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        )
+        with temporary_postgres(pg_admin) as pg_urls:
+            if pg_urls is None:
+                print("PostgreSQL unreachable: scoring_consumer_postgres not measured")
+            else:
+                postgres = median_of(
+                    args.repeats, lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS)
+                )
+                consumer_rows.append(
+                    (
+                        "scoring_consumer_postgres",
+                        postgres,
+                        "events/s",
+                        "raw_kafka_consume_decode",
+                        raw,
+                    )
+                )
     finally:
         broker.stop()
 
@@ -157,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         ("intake_single_event", single, "req/s", "bare_flask_post", bare),
         ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
         ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce),
+        *consumer_rows,
     ]
     results = [
         {
@@ -177,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = f"{r['baseline_value']:.0f} {r['baseline_name']}"
         print(
             f"{r['name']:30} {r['value']:>8.0f} {r['unit']:<8}{baseline:>24} "
-            f"{r['ratio']:>7.2f} {target:>7}"
+            f"{r['ratio']:>7.3f} {target:>7}"
         )
     print(f"\nwritten to {out_dir / 'latest.json'}")
     return 0
