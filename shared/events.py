@@ -131,6 +131,8 @@ class LeadSnapshotV1(Schema):
     user_id = fields.String(load_default=None, allow_none=True)
     anonymous_ids = fields.List(fields.String(), load_default=list)
     traits = fields.Dict(load_default=dict)
+    # Added compatibly (optional): who in sales owns the lead.
+    owner_id = fields.Integer(load_default=None, allow_none=True)
 
 
 class PointV1(Schema):
@@ -155,12 +157,28 @@ class LeadStageChangedV1(_Payload):
     to_stage = fields.String(required=True, validate=validate.OneOf(STAGES))
     reason = fields.String(required=True)
     changed_by = fields.String(required=True)
+    # Added compatibly (optional): a sales rejection's code, for marketing's reports.
+    reason_code = fields.String(load_default=None, allow_none=True)
 
 
 class LeadMergedV1(_Payload):
     lead = fields.Nested(LeadSnapshotV1, required=True)
     merged_lead_id = fields.String(required=True)
     reason = fields.String(required=True)
+
+
+class LeadAssignedV1(_Payload):
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    owner_id = fields.Integer(required=True)
+    owner_name = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class LeadSlaBreachedV1(_Payload):
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    mql_at = fields.AwareDateTime(required=True, default_timezone=UTC)
+    sla_hours = fields.Float(required=True)
+    owner_id = fields.Integer(load_default=None, allow_none=True)
 
 
 # Dispatch: one message per recipient of a campaign run, for the senders (email, ads …).
@@ -185,6 +203,8 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("lead.scored", 1): LeadScoredV1,
     ("lead.stage_changed", 1): LeadStageChangedV1,
     ("lead.merged", 1): LeadMergedV1,
+    ("lead.assigned", 1): LeadAssignedV1,
+    ("lead.sla_breached", 1): LeadSlaBreachedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,
 }
 

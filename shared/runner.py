@@ -193,6 +193,17 @@ class BatchProcessor:
         return result
 
 
+@dataclass
+class Timer:
+    """Work a service does every ``interval_s`` between batches (e.g. SLA escalation). It
+    runs in the consumer process, never in an API worker; an exception propagates like
+    any infrastructure error."""
+
+    interval_s: float
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
 class ConsumerRunner:
     """Polls, applies batches through a :class:`BatchProcessor`, publishes, commits."""
 
@@ -205,7 +216,9 @@ class ConsumerRunner:
         relay: OutboxRelay,
         poll_timeout_ms: int = 500,
         max_records: int = 500,
+        timers: Sequence[Timer] = (),
     ) -> None:
+        self.timers = list(timers)
         self.consumer = consumer
         self.producer = producer
         self.processor = processor
@@ -262,6 +275,11 @@ class ConsumerRunner:
             result = self.processor.process(records)
             if result.dead_letters:
                 self._publish_dead_letters(result.dead_letters)
+        now = time.monotonic()
+        for timer in self.timers:
+            if now >= timer.next_at:
+                timer.run()
+                timer.next_at = now + timer.interval_s
         self._relay()
         if records:
             self._commit(records)
@@ -296,6 +314,7 @@ def build_runner(
     processed_table: Table,
     outbox_table: Table,
     group_id: str | None = None,
+    timers: Sequence[Timer] = (),
 ) -> ConsumerRunner:
     """The standard runner of a service: group ``service`` (unless ``group_id``), one
     producer for dead letters, a separate, replaceable one for the outbox relay."""
@@ -315,4 +334,5 @@ def build_runner(
             lambda: make_producer(kafka, f"{service}-relay"),
             reader_factory=lambda: make_tail_reader(kafka),
         ),
+        timers=timers,
     )

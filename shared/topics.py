@@ -51,7 +51,15 @@ REGISTRY: dict[str, Topic] = {
     LEADS: Topic(
         name=LEADS,
         key="lead_id",
-        event_types=frozenset({"lead.scored", "lead.stage_changed", "lead.merged"}),
+        event_types=frozenset(
+            {
+                "lead.scored",
+                "lead.stage_changed",
+                "lead.merged",
+                "lead.assigned",
+                "lead.sla_breached",
+            }
+        ),
         producers=(LEAD_SCORING,),
         consumers=(MEMBER_RETARGETING,),
     ),

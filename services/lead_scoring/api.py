@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
@@ -9,17 +10,43 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from services.lead_scoring.handoff import (
+    HandoffError,
+    accept,
+    actor_name,
+    move,
+    overdue_query,
+    reject,
+)
 from services.lead_scoring.models import (
     Identity,
     Lead,
     LeadEvent,
     LeadMerge,
+    Rep,
     ScoreEntry,
     StageChange,
+    outbox,
 )
-from services.lead_scoring.schemas import LeadDetail, LeadPage, LeadQuery
+from services.lead_scoring.schemas import (
+    AcceptIn,
+    LeadDetail,
+    LeadPage,
+    LeadQuery,
+    OverdueList,
+    RejectIn,
+    RepIn,
+    RepList,
+    RepOut,
+    RepPatch,
+    StageMoveIn,
+)
+from shared.db import utcnow
 from shared.http import fail, require_role
+from shared.outbox import Outgoing, enqueue
 
 blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored leads for sales")
 
@@ -46,6 +73,8 @@ def summary(lead: Lead) -> dict[str, Any]:
         "company": lead.account_traits.get("name") or lead.traits.get("company"),
         "last_event_at": lead.last_event_at,
         "updated_at": lead.updated_at,
+        "owner_id": lead.owner_id,
+        "mql_at": lead.mql_at,
     }
 
 
@@ -105,6 +134,7 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
                 "from_stage": c.from_stage,
                 "to_stage": c.to_stage,
                 "reason": c.reason,
+                "reason_code": c.reason_code,
                 "changed_by": c.changed_by,
                 "changed_at": c.changed_at,
             }
@@ -137,6 +167,10 @@ def list_leads(session: Any, query: dict[str, Any]) -> dict[str, Any]:
         stmt = stmt.where(Lead.stage == query["stage"])
     if "min_score" in query:
         stmt = stmt.where(Lead.score >= query["min_score"])
+    if "owner_id" in query:
+        stmt = stmt.where(Lead.owner_id == query["owner_id"])
+    if query.get("unassigned"):
+        stmt = stmt.where(Lead.owner_id.is_(None))
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
     page, size = query["page"], query["page_size"]
     leads = session.scalars(
@@ -169,3 +203,153 @@ class LeadView(MethodView):
         if detail is None:
             fail(404, f"no lead {lead_id!r}")
         return detail
+
+
+def _act(lead_id: str, action: Callable[[Session, str], list[Outgoing]]) -> dict[str, Any]:
+    """Run a sales action and queue its events in one transaction; answer the lead."""
+    state = current_app.extensions["lead_scoring"]
+    try:
+        with state.sessions.begin() as session:
+            enqueue(session, outbox, action(session, lead_id))
+    except HandoffError as exc:
+        fail(exc.status, exc.message)
+    with state.sessions() as session:
+        detail = lead_detail(session, lead_id)
+    assert detail is not None
+    return detail
+
+
+@blp.route("/overdue")
+class OverdueView(MethodView):
+    @require_role("sales")
+    @blp.response(200, OverdueList)
+    @blp.doc(security=[{"bearer": []}])
+    def get(self) -> dict[str, Any]:
+        """MQLs neither accepted nor rejected within the follow-up SLA, oldest first."""
+        sla = current_app.extensions["lead_scoring"].config.sla_hours
+        now = utcnow()
+        with _session() as session:
+            leads = session.scalars(overdue_query(now, sla)).all()
+            items = [
+                {
+                    **summary(x),
+                    "overdue_hours": round((now - x.mql_at).total_seconds() / 3600 - sla, 2),
+                }
+                for x in leads
+            ]
+        return {"items": items, "sla_hours": sla}
+
+
+@blp.route("/<string:lead_id>/accept")
+class AcceptView(MethodView):
+    @require_role("sales")
+    @blp.arguments(AcceptIn)
+    @blp.response(200, LeadDetail)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
+        """Accept an MQL: it becomes an SQL. 409 unless the lead is an MQL."""
+        return _act(
+            lead_id,
+            lambda session, lid: accept(
+                session,
+                lid,
+                actor=actor_name(session, data["rep_id"]),
+                note=data["note"],
+                now=utcnow(),
+            ),
+        )
+
+
+@blp.route("/<string:lead_id>/reject")
+class RejectView(MethodView):
+    @require_role("sales")
+    @blp.arguments(RejectIn)
+    @blp.response(200, LeadDetail)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
+        """Reject an MQL or SQL with a reason code: recycled (nurture) or disqualified.
+        The code is published with the stage change so marketing sees why leads bounce."""
+        return _act(
+            lead_id,
+            lambda session, lid: reject(
+                session,
+                lid,
+                data["reason_code"],
+                actor=actor_name(session, data["rep_id"]),
+                note=data["note"],
+                now=utcnow(),
+            ),
+        )
+
+
+@blp.route("/<string:lead_id>/stage")
+class StageView(MethodView):
+    @require_role("sales")
+    @blp.arguments(StageMoveIn)
+    @blp.response(200, LeadDetail)
+    @blp.doc(security=[{"bearer": []}])
+    def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
+        """Move a lead to any stage, forwards or back, with a reason (e.g. SQL →
+        opportunity). The only way a lead moves backwards besides a rejection."""
+        return _act(
+            lead_id,
+            lambda session, lid: move(
+                session,
+                lid,
+                data["to_stage"],
+                data["reason"],
+                actor=actor_name(session, data["rep_id"]),
+                now=utcnow(),
+            ),
+        )
+
+
+reps_blp = Blueprint("reps", __name__, url_prefix="/admin/reps", description="Sales reps")
+
+
+@reps_blp.route("")
+class RepsView(MethodView):
+    @require_role("admin", "sales")
+    @reps_blp.response(200, RepList)
+    @reps_blp.doc(security=[{"bearer": []}])
+    def get(self) -> dict[str, Any]:
+        """Every rep, with territory and availability."""
+        with _session() as session:
+            return {"items": list(session.scalars(select(Rep).order_by(Rep.id)))}
+
+    @require_role("admin")
+    @reps_blp.arguments(RepIn)
+    @reps_blp.response(201, RepOut)
+    @reps_blp.doc(security=[{"bearer": []}])
+    def post(self, data: dict[str, Any]) -> Rep:
+        """Add a rep; new MQLs in their territory are routed to them round robin."""
+        try:
+            with current_app.extensions["lead_scoring"].sessions.begin() as session:
+                rep = Rep(**data)
+                session.add(rep)
+                session.flush()
+                return rep
+        except IntegrityError:
+            fail(
+                409,
+                f"a rep with email {data['email']!r} exists",
+                errors={"email": ["already taken"]},
+            )
+
+
+@reps_blp.route("/<int:rep_id>")
+class RepView(MethodView):
+    @require_role("admin")
+    @reps_blp.arguments(RepPatch)
+    @reps_blp.response(200, RepOut)
+    @reps_blp.doc(security=[{"bearer": []}])
+    def patch(self, data: dict[str, Any], rep_id: int) -> Rep:
+        """Change availability (holidays) or territory. Owned leads keep their owner."""
+        with current_app.extensions["lead_scoring"].sessions.begin() as session:
+            rep = session.get(Rep, rep_id)
+            if rep is None:
+                fail(404, f"no rep {rep_id}")
+            for key, value in data.items():
+                setattr(rep, key, value)
+            session.flush()
+            return rep

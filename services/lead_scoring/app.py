@@ -36,5 +36,6 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.extensions["lead_scoring"] = ScoringState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel lead-scoring")
     api.register_blueprint(leads_api.blp)
+    api.register_blueprint(leads_api.reps_blp)
     register_health(app)
     return app

@@ -16,6 +16,9 @@ class ScoringConfig:
     tokens: Tokens = field(default_factory=Tokens)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     mql_threshold: int = 50
+    # An MQL neither accepted nor rejected within this many hours is overdue.
+    sla_hours: float = 24.0
+    sla_check_seconds: float = 30.0
     log_level: str = "INFO"
 
     @classmethod
@@ -29,5 +32,7 @@ class ScoringConfig:
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
             mql_threshold=env.integer("SCORING_MQL_THRESHOLD", cls.mql_threshold),
+            sla_hours=env.number("SCORING_SLA_HOURS", cls.sla_hours),
+            sla_check_seconds=env.number("SCORING_SLA_CHECK_SECONDS", cls.sla_check_seconds),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 
+from sqlalchemy.orm import sessionmaker
+
 from services.lead_scoring.config import SERVICE, ScoringConfig
 from services.lead_scoring.handlers import ScoringSettings, handle_traffic
+from services.lead_scoring.handoff import escalate_overdue
 from services.lead_scoring.models import outbox, processed_events
-from shared.db import make_engine
-from shared.runner import ConsumerRunner, Handler, build_runner
+from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.outbox import enqueue
+from shared.runner import ConsumerRunner, Handler, Timer, build_runner
 from shared.topics import TRAFFIC
 
 log = logging.getLogger(__name__)
@@ -20,15 +24,26 @@ def handlers(config: ScoringConfig) -> dict[str, Handler]:
     return {TRAFFIC: functools.partial(handle_traffic, settings=settings)}
 
 
+def escalate(sessions: sessionmaker, config: ScoringConfig) -> int:
+    """The SLA timer: mark overdue MQLs and queue one escalation event each."""
+    with sessions.begin() as session:
+        outgoing = escalate_overdue(session, utcnow(), config.sla_hours)
+        enqueue(session, outbox, outgoing)
+    return len(outgoing)
+
+
 def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerRunner:
+    engine = make_engine(config.database_url)
+    sessions = make_sessionmaker(engine)
     return build_runner(
         service=SERVICE,
         kafka=config.kafka,
-        engine=make_engine(config.database_url),
+        engine=engine,
         handlers=handlers(config),
         processed_table=processed_events,
         outbox_table=outbox,
         group_id=group_id,
+        timers=[Timer(config.sla_check_seconds, lambda: escalate(sessions, config))],
     )
 
 

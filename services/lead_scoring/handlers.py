@@ -7,19 +7,20 @@ never process (they go to the dead-letter topic).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.lead_scoring.handoff import assign_if_unowned
 from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.models import Lead
+from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
 from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
 from services.lead_scoring.store import IdentityKey, LeadStore
-from shared.events import Envelope, InvalidEvent, new_event
+from shared.db import utcnow
+from shared.events import Envelope, InvalidEvent
 from shared.outbox import Outgoing
-from shared.topics import LEAD_SCORING, LEADS
 
 
 @dataclass(frozen=True)
@@ -51,39 +52,16 @@ def identities_of(event: Envelope) -> list[IdentityKey]:
     return keys
 
 
-def _child_event_id(event: Envelope, kind: str) -> str:
-    """Deterministic: reprocessing an input yields the same output ids, which consumers
-    then deduplicate."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:{event.event_id}:{kind}").hex
-
-
-def snapshot(store: LeadStore, lead: Lead) -> dict[str, Any]:
-    identities = store.identities_of(lead.id)
-    return {
-        "lead_id": lead.id,
-        "stage": lead.stage,
-        "score": lead.score,
-        "email": lead.email,
-        "user_id": lead.user_id,
-        "anonymous_ids": [v for k, v in identities if k == "anonymous_id"],
-        "traits": dict(lead.traits),
-    }
-
-
 def _lead_event(
     event: Envelope, kind: str, event_type: str, payload: dict[str, Any], lead: Lead
 ) -> Outgoing:
-    anonymous = payload["lead"]["anonymous_ids"]
-    envelope = new_event(
+    return lead_event(
         event_type,
         payload,
-        source=LEAD_SCORING,
-        event_id=_child_event_id(event, kind),
+        lead,
+        event_id=derived_event_id(event.event_id, kind),
         occurred_at=event.occurred_at,
-        user_id=lead.user_id,
-        anonymous_id=anonymous[0] if anonymous else None,
     )
-    return Outgoing(LEADS, lead.id, envelope)
 
 
 def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings) -> list[Outgoing]:
@@ -138,6 +116,7 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
         score=lead.score,
         mql_threshold=settings.mql_threshold,
         purchased=is_purchase(event),
+        earned_points=sum(a.points for a in awards),
     )
     # A second pass lets one event move subscriber → lead → MQL (identify with a form).
     steps = []
@@ -153,6 +132,9 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
         )
     lead.updated_at = event.received_at
     session.flush()
+    assigned = None
+    if lead.stage == "mql":
+        assigned = assign_if_unowned(session, store, lead, cause_id=event.event_id, now=utcnow())
 
     snap = snapshot(store, lead)
     for merged_id, reason in merged_ids:
@@ -195,4 +177,6 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
                 lead,
             )
         )
+    if assigned is not None:  # after the stage change that caused it
+        out.append(assigned)
     return out

@@ -19,16 +19,26 @@ class Transition:
 
 
 def automatic_transition(
-    stage: str, *, known: bool, score: int, mql_threshold: int, purchased: bool
+    stage: str,
+    *,
+    known: bool,
+    score: int,
+    mql_threshold: int,
+    purchased: bool,
+    earned_points: int = 0,
 ) -> Transition | None:
     """The forward move the facts justify, or None.
 
     ``known``: we can reach the person (an email). Anonymous visitors stay subscribers:
-    sales cannot call someone without a name, whatever the score.
+    sales cannot call someone without a name, whatever the score. A recycled lead
+    qualifies again only on new engagement (``earned_points`` > 0) at the threshold; a
+    disqualified one never moves automatically, except to customer when it buys.
     """
     if purchased and stage != "customer":
         return Transition("customer", "completed an order")
-    if stage not in RANK:  # recycled / disqualified: only sales moves them (issue 4)
+    if stage == "recycled" and known and earned_points > 0 and score >= mql_threshold:
+        return Transition("mql", f"re-engaged: score {score} reached {mql_threshold} again")
+    if stage not in RANK:
         return None
     if known and RANK[stage] < RANK["mql"] and score >= mql_threshold:
         return Transition("mql", f"score {score} reached the MQL threshold {mql_threshold}")

@@ -41,9 +41,28 @@ class Lead(Base):
     account_id: Mapped[str | None] = mapped_column(String(200))
     account_traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     merged_into: Mapped[str | None] = mapped_column(String(32), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mql_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sla_breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Rep(Base):
+    """A salesperson who can own leads. Empty territory lists mean "anywhere"."""
+
+    __tablename__ = "reps"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    available: Mapped[bool] = mapped_column(default=True)
+    countries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    industries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Identity(Base):
@@ -92,6 +111,7 @@ class StageChange(Base):
     from_stage: Mapped[str | None] = mapped_column(String(20))
     to_stage: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(500))
+    reason_code: Mapped[str | None] = mapped_column(String(40), index=True)
     changed_by: Mapped[str] = mapped_column(String(100))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from services.lead_scoring.handoff import REJECTION_CODES
 from shared.events import STAGES
 
 
@@ -17,6 +18,8 @@ class LeadQuery(ma.Schema):
     sort = fields.String(
         load_default="-score", validate=validate.OneOf(["-score", "score", "-updated_at"])
     )
+    owner_id = fields.Integer(metadata={"description": "a rep's queue"})
+    unassigned = fields.Boolean(metadata={"description": "only leads without an owner"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     page_size = fields.Integer(load_default=25, validate=validate.Range(min=1, max=200))
 
@@ -31,6 +34,8 @@ class LeadSummary(ma.Schema):
     company = fields.String(allow_none=True)
     last_event_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime()
+    owner_id = fields.Integer(allow_none=True)
+    mql_at = fields.DateTime(allow_none=True)
 
 
 class LeadPage(ma.Schema):
@@ -59,6 +64,7 @@ class StageChangeOut(ma.Schema):
     from_stage = fields.String(allow_none=True)
     to_stage = fields.String()
     reason = fields.String()
+    reason_code = fields.String(allow_none=True)
     changed_by = fields.String()
     changed_at = fields.DateTime()
 
@@ -87,3 +93,75 @@ class LeadDetail(LeadSummary):
     stage_history = fields.List(fields.Nested(StageChangeOut))
     recent_events = fields.List(fields.Nested(EventOut))
     merges = fields.List(fields.Nested(MergeOut))
+
+
+class _SalesAction(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    rep_id = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "the rep acting (recorded as who)"},
+    )
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class AcceptIn(_SalesAction):
+    pass
+
+
+class RejectIn(_SalesAction):
+    reason_code = fields.String(required=True, validate=validate.OneOf(sorted(REJECTION_CODES)))
+
+
+class StageMoveIn(_SalesAction):
+    to_stage = fields.String(required=True, validate=validate.OneOf(STAGES))
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+
+
+class OverdueLead(LeadSummary):
+    overdue_hours = fields.Float()
+
+
+class OverdueList(ma.Schema):
+    items = fields.List(fields.Nested(OverdueLead))
+    sla_hours = fields.Float()
+
+
+class RepIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.Email(required=True)
+    available = fields.Boolean(load_default=True)
+    countries = fields.List(
+        fields.String(validate=validate.Length(min=2, max=60)), load_default=list
+    )
+    industries = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)), load_default=list
+    )
+
+
+class RepPatch(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    available = fields.Boolean()
+    countries = fields.List(fields.String(validate=validate.Length(min=2, max=60)))
+    industries = fields.List(fields.String(validate=validate.Length(min=1, max=100)))
+
+
+class RepOut(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String()
+    email = fields.String()
+    available = fields.Boolean()
+    countries = fields.List(fields.String())
+    industries = fields.List(fields.String())
+    last_assigned_at = fields.DateTime(allow_none=True)
+
+
+class RepList(ma.Schema):
+    items = fields.List(fields.Nested(RepOut))

@@ -43,7 +43,8 @@ class LeadStore:
                 ids.add(found)
         if not ids:
             return []
-        leads = self.session.scalars(select(Lead).where(Lead.id.in_(ids))).all()
+        # Locked: the sales API changes leads too (SQLite's IMMEDIATE lock covers it there).
+        leads = self.session.scalars(select(Lead).where(Lead.id.in_(ids)).with_for_update()).all()
         return sorted(leads, key=lambda lead: (lead.created_at, lead.id))
 
     def create_lead(self, at: datetime) -> Lead:
@@ -162,17 +163,33 @@ class LeadStore:
             )
         lead.score += sum(a.points for a in awards)
 
-    def change_stage(self, lead: Lead, to_stage: str, reason: str, changed_by: str) -> str:
+    def change_stage(
+        self,
+        lead: Lead,
+        to_stage: str,
+        reason: str,
+        changed_by: str,
+        *,
+        at: datetime | None = None,
+        reason_code: str | None = None,
+    ) -> str:
+        """Record the move with who and why; returns the stage it left. Becoming MQL
+        starts the follow-up SLA clock afresh."""
+        at = at or utcnow()
         from_stage = lead.stage
         lead.stage = to_stage
-        lead.updated_at = utcnow()
+        lead.updated_at = at
+        if to_stage == "mql":
+            lead.mql_at, lead.sla_breached_at = at, None
         self.session.add(
             StageChange(
                 lead_id=lead.id,
                 from_stage=from_stage,
                 to_stage=to_stage,
                 reason=reason,
+                reason_code=reason_code,
                 changed_by=changed_by,
+                changed_at=at,
             )
         )
         return from_stage

@@ -1,0 +1,58 @@
+"""What lead-scoring tells the rest of the funnel: lead snapshots and ``lead.*`` events.
+
+Shared by the event handler, the sales API and the SLA timer so every lead event carries
+the same snapshot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from services.lead_scoring.models import Lead
+from services.lead_scoring.store import LeadStore
+from shared.events import new_event
+from shared.outbox import Outgoing
+from shared.topics import LEAD_SCORING, LEADS
+
+
+def snapshot(store: LeadStore, lead: Lead) -> dict[str, Any]:
+    identities = store.identities_of(lead.id)
+    return {
+        "lead_id": lead.id,
+        "stage": lead.stage,
+        "score": lead.score,
+        "email": lead.email,
+        "user_id": lead.user_id,
+        "anonymous_ids": [v for k, v in identities if k == "anonymous_id"],
+        "traits": dict(lead.traits),
+        "owner_id": lead.owner_id,
+    }
+
+
+def derived_event_id(cause_id: str, kind: str) -> str:
+    """Deterministic: reprocessing the same cause yields the same id, which consumers
+    then deduplicate."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:{cause_id}:{kind}").hex
+
+
+def lead_event(
+    event_type: str,
+    payload: dict[str, Any],
+    lead: Lead,
+    *,
+    event_id: str,
+    occurred_at: datetime,
+) -> Outgoing:
+    anonymous = payload["lead"]["anonymous_ids"]
+    envelope = new_event(
+        event_type,
+        payload,
+        source=LEAD_SCORING,
+        event_id=event_id,
+        occurred_at=occurred_at,
+        user_id=lead.user_id,
+        anonymous_id=anonymous[0] if anonymous else None,
+    )
+    return Outgoing(LEADS, lead.id, envelope)
