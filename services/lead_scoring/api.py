@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.lead_scoring.engagement import decayed, priority
+from services.lead_scoring.fit import grade
 from services.lead_scoring.handoff import (
     HandoffError,
     accept,
@@ -52,6 +54,7 @@ blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored lead
 
 RECENT_EVENTS = 50
 SORTS = {
+    "priority": (Lead.fit_grade.asc(), Lead.engagement_raw.desc(), Lead.score.desc()),
     "-score": (Lead.score.desc(), Lead.updated_at.desc()),
     "score": (Lead.score.asc(), Lead.updated_at.desc()),
     "-updated_at": (Lead.updated_at.desc(),),
@@ -63,7 +66,14 @@ def _session() -> Any:
 
 
 def summary(lead: Lead) -> dict[str, Any]:
+    settings = current_app.extensions["lead_scoring"].settings
+    engagement = decayed(lead.engagement_raw, utcnow(), settings.half_life_days)
     return {
+        "fit_grade": lead.fit_grade,
+        "fit_score": lead.fit_score,
+        "engagement": round(engagement, 1),
+        "priority": priority(lead.fit_grade, engagement),
+        "intent": dict(lead.intent),
         "id": lead.id,
         "stage": lead.stage,
         "score": lead.score,
@@ -114,6 +124,14 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
         "account_id": lead.account_id,
         "account_traits": lead.account_traits,
         "created_at": lead.created_at,
+        "fit_reasons": [
+            {"label": label, "points": points}
+            for label, points in grade(
+                lead.traits,
+                lead.account_traits,
+                current_app.extensions["lead_scoring"].settings.fit_criteria,
+            ).reasons
+        ],
         "score_explained": {
             "total": lead.score,
             "points": [
@@ -167,6 +185,8 @@ def list_leads(session: Any, query: dict[str, Any]) -> dict[str, Any]:
         stmt = stmt.where(Lead.stage == query["stage"])
     if "min_score" in query:
         stmt = stmt.where(Lead.score >= query["min_score"])
+    if "fit_grade" in query:
+        stmt = stmt.where(Lead.fit_grade == query["fit_grade"])
     if "owner_id" in query:
         stmt = stmt.where(Lead.owner_id == query["owner_id"])
     if query.get("unassigned"):

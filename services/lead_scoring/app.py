@@ -10,6 +10,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring import api as leads_api
 from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.models import metadata
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
@@ -20,6 +21,7 @@ class ScoringState:
     config: ScoringConfig
     engine: Engine
     sessions: sessionmaker
+    settings: ScoringSettings
 
 
 def init_db(engine: Engine) -> None:
@@ -33,7 +35,9 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     engine = make_engine(config.database_url)
-    app.extensions["lead_scoring"] = ScoringState(config, engine, make_sessionmaker(engine))
+    app.extensions["lead_scoring"] = ScoringState(
+        config, engine, make_sessionmaker(engine), ScoringSettings.from_config(config)
+    )
     api = init_api(app, title="Funnel lead-scoring")
     api.register_blueprint(leads_api.blp)
     api.register_blueprint(leads_api.reps_blp)

@@ -16,6 +16,7 @@ class ScoringConfig:
     tokens: Tokens = field(default_factory=Tokens)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     mql_threshold: int = 50
+    half_life_days: float = 30.0
     # An MQL neither accepted nor rejected within this many hours is overdue.
     sla_hours: float = 24.0
     sla_check_seconds: float = 30.0
@@ -32,6 +33,7 @@ class ScoringConfig:
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
             mql_threshold=env.integer("SCORING_MQL_THRESHOLD", cls.mql_threshold),
+            half_life_days=env.number("SCORING_HALF_LIFE_DAYS", cls.half_life_days),
             sla_hours=env.number("SCORING_SLA_HOURS", cls.sla_hours),
             sla_check_seconds=env.number("SCORING_SLA_CHECK_SECONDS", cls.sla_check_seconds),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),

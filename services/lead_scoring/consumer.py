@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def handlers(config: ScoringConfig) -> dict[str, Handler]:
-    settings = ScoringSettings(mql_threshold=config.mql_threshold)
+    settings = ScoringSettings.from_config(config)
     return {TRAFFIC: functools.partial(handle_traffic, settings=settings)}
 
 

@@ -35,6 +35,11 @@ class Lead(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     stage: Mapped[str] = mapped_column(String(20), default="subscriber", index=True)
     score: Mapped[int] = mapped_column(default=0, index=True)
+    fit_score: Mapped[int] = mapped_column(default=0)
+    fit_grade: Mapped[str] = mapped_column(String(1), default="D", index=True)
+    # Decayed engagement, stored so that ORDER BY ranks by engagement now (see engagement.py).
+    engagement_raw: Mapped[float] = mapped_column(default=0.0, index=True)
+    intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     email: Mapped[str | None] = mapped_column(String(320))
     user_id: Mapped[str | None] = mapped_column(String(200))
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

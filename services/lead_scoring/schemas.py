@@ -16,8 +16,11 @@ class LeadQuery(ma.Schema):
     stage = fields.String(validate=validate.OneOf(STAGES))
     min_score = fields.Integer()
     sort = fields.String(
-        load_default="-score", validate=validate.OneOf(["-score", "score", "-updated_at"])
+        load_default="priority",
+        validate=validate.OneOf(["priority", "-score", "score", "-updated_at"]),
+        metadata={"description": "priority: fit grade, then engagement now (A1 first)"},
     )
+    fit_grade = fields.String(validate=validate.OneOf(["A", "B", "C", "D"]))
     owner_id = fields.Integer(metadata={"description": "a rep's queue"})
     unassigned = fields.Boolean(metadata={"description": "only leads without an owner"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
@@ -36,6 +39,11 @@ class LeadSummary(ma.Schema):
     updated_at = fields.DateTime()
     owner_id = fields.Integer(allow_none=True)
     mql_at = fields.DateTime(allow_none=True)
+    fit_grade = fields.String()
+    fit_score = fields.Integer()
+    engagement = fields.Float(metadata={"description": "decayed points, now"})
+    priority = fields.String(metadata={"description": "fit grade x engagement bucket, A1-D4"})
+    intent = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
 class LeadPage(ma.Schema):
@@ -83,7 +91,13 @@ class MergeOut(ma.Schema):
     merged_at = fields.DateTime()
 
 
+class FitReason(ma.Schema):
+    label = fields.String()
+    points = fields.Integer()
+
+
 class LeadDetail(LeadSummary):
+    fit_reasons = fields.List(fields.Nested(FitReason))
     anonymous_ids = fields.List(fields.String())
     traits = fields.Dict()
     account_id = fields.String(allow_none=True)

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
 from services.lead_scoring.lifecycle import RANK
 from services.lead_scoring.models import (
     Identity,
@@ -54,6 +55,10 @@ class LeadStore:
             score=0,
             traits={},
             account_traits={},
+            fit_score=0,
+            fit_grade="D",
+            engagement_raw=0.0,
+            intent={},
             created_at=at,
             updated_at=at,
         )
@@ -111,6 +116,23 @@ class LeadStore:
             )
         )
 
+    def recompute_totals(self, lead: Lead, half_life_days: float) -> None:
+        """Score, engagement and intent from the lead's score entries (after a merge)."""
+        score, raw = 0, 0.0
+        intent: dict[str, int] = {}
+        rows = self.session.execute(
+            select(ScoreEntry.rule_id, ScoreEntry.points, ScoreEntry.occurred_at).where(
+                ScoreEntry.lead_id == lead.id
+            )
+        )
+        for rule_id, points, at in rows:
+            score += points
+            raw += raw_increment(points, at, half_life_days)
+            if rule_id.startswith("intent:"):
+                topic = rule_id.removeprefix("intent:")
+                intent[topic] = intent.get(topic, 0) + points
+        lead.score, lead.engagement_raw, lead.intent = score, raw, intent
+
     def total_score(self, lead_id: str) -> int:
         total = self.session.scalar(
             select(func.coalesce(func.sum(ScoreEntry.points), 0)).where(
@@ -119,12 +141,15 @@ class LeadStore:
         )
         return int(total or 0)
 
-    def awarded_rules(self, lead_id: str) -> set[str]:
-        return set(
-            self.session.scalars(
-                select(ScoreEntry.rule_id).where(ScoreEntry.lead_id == lead_id).distinct()
-            )
+    def award_history(self, lead_id: str) -> dict[str, list[datetime]]:
+        """Rule id → when it awarded this lead (for one-time rules and period caps)."""
+        history: dict[str, list[datetime]] = {}
+        rows = self.session.execute(
+            select(ScoreEntry.rule_id, ScoreEntry.occurred_at).where(ScoreEntry.lead_id == lead_id)
         )
+        for rule_id, at in rows:
+            history.setdefault(rule_id, []).append(at)
+        return history
 
     def add_event(
         self,
@@ -149,7 +174,13 @@ class LeadStore:
         if lead.last_event_at is None or occurred_at > lead.last_event_at:
             lead.last_event_at = occurred_at
 
-    def add_awards(self, lead: Lead, awards: Sequence[Award], occurred_at: datetime) -> None:
+    def add_awards(
+        self,
+        lead: Lead,
+        awards: Sequence[Award],
+        occurred_at: datetime,
+        half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    ) -> None:
         for award in awards:
             self.session.add(
                 ScoreEntry(
@@ -161,7 +192,15 @@ class LeadStore:
                     occurred_at=occurred_at,
                 )
             )
-        lead.score += sum(a.points for a in awards)
+        earned = sum(a.points for a in awards)
+        lead.score += earned
+        lead.engagement_raw += raw_increment(earned, occurred_at, half_life_days)
+        intent = dict(lead.intent)
+        for award in awards:
+            if award.rule_id.startswith("intent:"):
+                topic = award.rule_id.removeprefix("intent:")
+                intent[topic] = intent.get(topic, 0) + award.points
+        lead.intent = intent
 
     def change_stage(
         self,

@@ -82,7 +82,7 @@ def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Fee
         rules = sorted(s.scalars(select(ScoreEntry.rule_id)))
     assert owners == {survivor.id}
     # both one-time "identified" awards existed; after the merge it counts once
-    assert rules == ["identified", "page-view", "pricing-page"]
+    assert rules == ["identified", "intent:pricing", "page-view"]
     assert survivor.score == 16
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
 from shared.events import new_event
@@ -21,24 +22,25 @@ def track(name: str):
     return new_event("track", {"event": name}, source="w", anonymous_id="a")
 
 
-def test_page_view_and_pricing_page_award_with_reasons() -> None:
-    awards = evaluate(DEFAULT_RULES, page("/pricing/enterprise"))
-    assert {(a.rule_id, a.points) for a in awards} == {("page-view", 1), ("pricing-page", 10)}
+SETTINGS = ScoringSettings()
+
+
+def test_page_view_and_pricing_intent_award_with_reasons() -> None:
+    awards = SETTINGS.awards(page("/pricing/enterprise"), {})
+    assert {(a.rule_id, a.points) for a in awards} == {("page-view", 1), ("intent:pricing", 10)}
     assert all(a.reason for a in awards)
 
 
 def test_path_falls_back_to_context_page() -> None:
     assert page_path(page("/pricing", in_context=True)) == "/pricing"
-    assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing", in_context=True))] == [
-        "page-view",
-        "pricing-page",
-    ]
+    awards = SETTINGS.awards(page("/pricing", in_context=True), {})
+    assert [a.rule_id for a in awards] == ["page-view", "intent:pricing"]
 
 
 def test_one_time_rules_award_once_repeatable_rules_every_time() -> None:
-    assert [a.rule_id for a in evaluate(DEFAULT_RULES, page("/pricing"), {"pricing-page"})] == [
-        "page-view"
-    ]
+    signed_up = track("Signed Up")
+    assert [a.rule_id for a in evaluate(DEFAULT_RULES, signed_up, {"signed-up"})] == []
+    assert [a.rule_id for a in evaluate(DEFAULT_RULES, signed_up)] == ["signed-up"]
     assert [
         a.points for a in evaluate(DEFAULT_RULES, track("Form Submitted"), {"form-submitted"})
     ] == [50]
