@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint bench replay-deadletters clean
+.PHONY: help install run test test-unit browser lint bench replay-deadletters clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,16 @@ install: $(STAMP) ## Create .venv and install Funnel with its dev tools
 run: $(STAMP) ## Start the whole funnel: broker, databases, 3 APIs, relay and consumers
 	$(BIN)/python -m deploy.run
 
-test: $(STAMP) ## Run every test against a real broker, SQLite and PostgreSQL
+test: $(STAMP) browser ## Run every test against a real broker, SQLite and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+browser: ## Install headless Chromium + chromedriver (Debian) for the page tests, if missing
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (page tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the page tests will skip"; fi
 
 test-unit: $(STAMP) ## Run only the unit and contract tests (no broker, no PostgreSQL)
 	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)

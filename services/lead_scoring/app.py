@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from flask import Flask
@@ -9,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring import api as leads_api
+from services.lead_scoring import pages
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.models import metadata
@@ -34,6 +36,14 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
+    app.config["SECRET_KEY"] = (
+        config.secret_key
+        or hashlib.sha256(
+            ("funnel-pages:" + "|".join(config.tokens.by_role().values())).encode()
+        ).hexdigest()
+    )
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
     engine = make_engine(config.database_url)
     app.extensions["lead_scoring"] = ScoringState(
         config, engine, make_sessionmaker(engine), ScoringSettings.from_config(config)
@@ -41,5 +51,6 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     api = init_api(app, title="Funnel lead-scoring")
     api.register_blueprint(leads_api.blp)
     api.register_blueprint(leads_api.reps_blp)
+    app.register_blueprint(pages.bp)
     register_health(app)
     return app

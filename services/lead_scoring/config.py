@@ -20,6 +20,9 @@ class ScoringConfig:
     # An MQL neither accepted nor rejected within this many hours is overdue.
     sla_hours: float = 24.0
     sla_check_seconds: float = 30.0
+    # Signs the sales pages' session cookie; derived from the tokens when unset so every
+    # worker agrees without another secret to manage in development.
+    secret_key: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -36,5 +39,6 @@ class ScoringConfig:
             half_life_days=env.number("SCORING_HALF_LIFE_DAYS", cls.half_life_days),
             sla_hours=env.number("SCORING_SLA_HOURS", cls.sla_hours),
             sla_check_seconds=env.number("SCORING_SLA_CHECK_SECONDS", cls.sla_check_seconds),
+            secret_key=env.text("SCORING_SECRET_KEY", ""),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

@@ -1,0 +1,279 @@
+"""Server-rendered sales pages: my queue, all leads by priority, lead detail (score
+explanation, score over time, timeline) with accept/reject, overdue MQLs.
+
+Browsers cannot send bearer headers from links and forms, so a salesperson signs in once
+with the sales token; the role then lives in Flask's signed session cookie. Every form
+carries a CSRF token bound to the session. Nothing is loaded from a CDN: styles are inline
+and the chart is inline SVG.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from services.lead_scoring.api import lead_detail, list_leads, summary
+from services.lead_scoring.handoff import (
+    REJECTION_CODES,
+    HandoffError,
+    accept,
+    actor_name,
+    overdue_query,
+    reject,
+)
+from services.lead_scoring.models import Rep, ScoreEntry, outbox
+from shared.db import utcnow
+from shared.events import STAGES
+from shared.http import role_for_token
+from shared.outbox import Outgoing, enqueue
+
+bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
+PAGE_ROLES = ("sales",)
+
+
+def _state() -> Any:
+    return current_app.extensions["lead_scoring"]
+
+
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if session.get("role") not in PAGE_ROLES:
+            return redirect(url_for("pages.login", next=request.full_path))
+        if request.method == "POST" and not hmac.compare_digest(
+            request.form.get("csrf", ""), session.get("csrf", "")
+        ):
+            abort(400, "invalid form token; reload the page")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {
+        "csrf": session.get("csrf", ""),
+        "stages": STAGES,
+        "rejection_codes": sorted(REJECTION_CODES),
+    }
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        role = role_for_token(request.form.get("token", ""), current_app.config["FUNNEL_TOKENS"])
+        if role in PAGE_ROLES:
+            session.clear()
+            session.update(role=role, csrf=secrets.token_urlsafe(24))
+            target = request.args.get("next", "")
+            # Only local paths: never an open redirect.
+            return redirect(target if target.startswith("/app/") else url_for("pages.queue"))
+        error = "That token does not belong to sales."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+@signed_in
+def logout() -> Response:
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+def _reps(db: Session) -> list[Rep]:
+    return list(db.scalars(select(Rep).order_by(Rep.name)))
+
+
+@bp.get("/")
+@signed_in
+def queue() -> Any:
+    """My queue: my leads by priority, then unassigned MQLs."""
+    if "rep_id" in request.args:
+        rep_id = request.args.get("rep_id", type=int)
+        session["rep_id"] = rep_id
+    rep_id = session.get("rep_id")
+    with _state().sessions() as db:
+        mine = (
+            list_leads(db, {"owner_id": rep_id, "sort": "priority", "page": 1, "page_size": 100})[
+                "items"
+            ]
+            if rep_id
+            else []
+        )
+        unassigned = list_leads(
+            db,
+            {"stage": "mql", "unassigned": True, "sort": "priority", "page": 1, "page_size": 100},
+        )["items"]
+        reps = _reps(db)
+    return render_template("queue.html", mine=mine, unassigned=unassigned, reps=reps, rep_id=rep_id)
+
+
+@bp.get("/leads")
+@signed_in
+def leads() -> Any:
+    query: dict[str, Any] = {
+        "sort": "priority",
+        "page": max(1, request.args.get("page", 1, int)),
+        "page_size": 50,
+    }
+    stage = request.args.get("stage") or None
+    if stage in STAGES:
+        query["stage"] = stage
+    fit_grade = request.args.get("fit_grade") or None
+    if fit_grade in ("A", "B", "C", "D"):
+        query["fit_grade"] = fit_grade
+    min_score = request.args.get("min_score", type=int)
+    if min_score is not None:
+        query["min_score"] = min_score
+    with _state().sessions() as db:
+        page = list_leads(db, query)
+    filters = {
+        k: v
+        for k, v in (("stage", stage), ("fit_grade", fit_grade), ("min_score", min_score))
+        if v is not None
+    }
+    return render_template(
+        "leads.html",
+        page=page,
+        filters=filters,
+        next_url="?" + urlencode({**filters, "page": query["page"] + 1}),
+    )
+
+
+def score_chart(
+    points: list[tuple[datetime, int]], width: int = 640, height: int = 160
+) -> dict[str, Any]:
+    """An inline-SVG step line of the cumulative score over time."""
+    if not points:
+        return {"points": "", "width": width, "height": height, "max": 0, "min": 0}
+    total, series = 0, []
+    for at, delta in points:
+        total += delta
+        series.append((at.timestamp(), total))
+    t0, t1 = series[0][0], series[-1][0]
+    lo, hi = min(0, *(s for _, s in series)), max(1, *(s for _, s in series))
+    pad = 8
+
+    def x(t: float) -> float:
+        return pad + (width - 2 * pad) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+    def y(v: float) -> float:
+        return height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
+
+    # A step line: the score holds until the next award changes it.
+    coords = [(x(series[0][0]), y(0))]
+    for t, v in series:
+        coords += [(x(t), coords[-1][1]), (x(t), y(v))]
+    return {
+        "points": " ".join(f"{a:.1f},{b:.1f}" for a, b in coords),
+        "width": width,
+        "height": height,
+        "max": hi,
+        "min": lo,
+    }
+
+
+@bp.get("/leads/<string:lead_id>")
+@signed_in
+def lead(lead_id: str) -> Any:
+    with _state().sessions() as db:
+        detail = lead_detail(db, lead_id)
+        if detail is None:
+            abort(404)
+        entries = db.execute(
+            select(ScoreEntry.occurred_at, ScoreEntry.points)
+            .where(ScoreEntry.lead_id == detail["id"])
+            .order_by(ScoreEntry.occurred_at, ScoreEntry.id)
+        ).all()
+        reps = {r.id: r.name for r in _reps(db)}
+    timeline = sorted(
+        [("event", e["occurred_at"], e) for e in detail["recent_events"]]
+        + [("stage", c["changed_at"], c) for c in detail["stage_history"]],
+        key=lambda item: item[1],
+        reverse=True,
+    )
+    return render_template(
+        "lead.html",
+        lead=detail,
+        chart=score_chart(list(entries)),
+        timeline=timeline,
+        owner=reps.get(detail["owner_id"]),
+    )
+
+
+def _act(lead_id: str, action: Callable[[Session, str], list[Outgoing]], done: str) -> Response:
+    try:
+        with _state().sessions.begin() as db:
+            enqueue(db, outbox, action(db, lead_id))
+        flash(done, "ok")
+    except HandoffError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("pages.lead", lead_id=lead_id))
+
+
+@bp.post("/leads/<string:lead_id>/accept")
+@signed_in
+def accept_lead(lead_id: str) -> Response:
+    note = request.form.get("note") or None
+    return _act(
+        lead_id,
+        lambda db, lid: accept(
+            db, lid, actor=actor_name(db, session.get("rep_id")), note=note, now=utcnow()
+        ),
+        "Accepted: the lead is now an SQL.",
+    )
+
+
+@bp.post("/leads/<string:lead_id>/reject")
+@signed_in
+def reject_lead(lead_id: str) -> Response:
+    code = request.form.get("reason_code", "")
+    if code not in REJECTION_CODES:
+        flash("Choose a reason.", "error")
+        return redirect(url_for("pages.lead", lead_id=lead_id))
+    note = request.form.get("note") or None
+    return _act(
+        lead_id,
+        lambda db, lid: reject(
+            db, lid, code, actor=actor_name(db, session.get("rep_id")), note=note, now=utcnow()
+        ),
+        f"Rejected ({code}).",
+    )
+
+
+@bp.get("/overdue")
+@signed_in
+def overdue() -> Any:
+    sla = _state().config.sla_hours
+    now = utcnow()
+    with _state().sessions() as db:
+        rows = [
+            {
+                **summary(x),
+                "overdue_hours": round((now - x.mql_at).total_seconds() / 3600 - sla, 1)
+                if x.mql_at
+                else 0,
+            }
+            for x in db.scalars(overdue_query(now, sla))
+        ]
+    return render_template("overdue.html", leads=rows, sla=sla)
