@@ -1,4 +1,4 @@
-"""``python -m services.lead_scoring init-db|consume``"""
+"""``python -m services.lead_scoring init-db|consume|rescore``"""
 
 from __future__ import annotations
 
@@ -7,10 +7,28 @@ from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import main as consume
 from shared.cli import service_main
 
+
+def rescore_now(config: ScoringConfig) -> None:
+    """Run pending rescores to the end in this process, printing progress (the consumer's
+    timer does the same in the background, a slice at a time)."""
+    from services.lead_scoring.consumer import rescore
+    from services.lead_scoring.rulesets import ActiveSettings
+    from services.lead_scoring.settings import ScoringSettings
+    from shared.db import make_engine, make_sessionmaker
+
+    sessions = make_sessionmaker(make_engine(config.database_url))
+    active = ActiveSettings(ScoringSettings.from_config(config), ttl=0)
+    total = 0
+    while done := rescore(sessions, active, budget_s=10.0):
+        total += done
+        print(f"rescored {total} leads", flush=True)
+    print(f"done: {total} leads rescored")
+
+
 if __name__ == "__main__":
     service_main(
         "python -m services.lead_scoring",
         load_config=ScoringConfig.from_env,
         init_db=init_db,
-        commands={"consume": consume},
+        commands={"consume": consume, "rescore": rescore_now},
     )

@@ -29,10 +29,13 @@ from services.lead_scoring.models import (
     LeadEvent,
     LeadMerge,
     Rep,
+    RescoreJob,
+    RuleSet,
     ScoreEntry,
     StageChange,
     outbox,
 )
+from services.lead_scoring.rulesets import document_from_settings
 from services.lead_scoring.schemas import (
     AcceptIn,
     LeadDetail,
@@ -44,6 +47,9 @@ from services.lead_scoring.schemas import (
     RepList,
     RepOut,
     RepPatch,
+    RescoreJobOut,
+    RuleSetIn,
+    RuleSetOut,
     StageMoveIn,
 )
 from shared.db import utcnow
@@ -96,6 +102,7 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
         lead, hops = session.get(Lead, lead.merged_into), hops + 1
     if lead is None:
         return None
+    _, active = current_app.extensions["lead_scoring"].active.current(session)
     events = session.scalars(
         select(LeadEvent)
         .where(LeadEvent.lead_id == lead.id)
@@ -127,9 +134,7 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
         "fit_reasons": [
             {"label": label, "points": points}
             for label, points in grade(
-                lead.traits,
-                lead.account_traits,
-                current_app.extensions["lead_scoring"].settings.fit_criteria,
+                lead.traits, lead.account_traits, active.fit_criteria, active.grades
             ).reasons
         ],
         "score_explained": {
@@ -373,3 +378,73 @@ class RepView(MethodView):
                 setattr(rep, key, value)
             session.flush()
             return rep
+
+
+rules_blp = Blueprint(
+    "scoring-rules", __name__, url_prefix="/admin/scoring", description="Scoring rule sets"
+)
+
+
+def _job_out(job: RescoreJob) -> dict[str, Any]:
+    progress = 1.0 if job.status == "done" else (job.done / job.total if job.total else 0.0)
+    return {
+        **{
+            c: getattr(job, c)
+            for c in ("id", "version", "total", "done", "status", "created_at", "finished_at")
+        },
+        "progress": round(progress, 4),
+    }
+
+
+@rules_blp.route("/rules")
+class RulesView(MethodView):
+    @require_role("admin")
+    @rules_blp.response(200, RuleSetOut)
+    @rules_blp.doc(security=[{"bearer": []}])
+    def get(self) -> dict[str, Any]:
+        """The active rule set (version 0 is the built-in default)."""
+        state = current_app.extensions["lead_scoring"]
+        with state.sessions() as session:
+            version, settings = state.active.current(session)
+        return {"version": version, "document": document_from_settings(settings)}
+
+    @require_role("admin")
+    @rules_blp.arguments(RuleSetIn)
+    @rules_blp.response(202, RescoreJobOut)
+    @rules_blp.doc(security=[{"bearer": []}])
+    def put(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Store a new version and start rescoring every lead from its history; follow
+        the returned job for progress. New events use the new version at once."""
+        note = document.pop("note", None)
+        state = current_app.extensions["lead_scoring"]
+        with state.sessions.begin() as session:
+            version = (session.scalar(select(func.max(RuleSet.version))) or 0) + 1
+            session.add(RuleSet(version=version, document=document, note=note))
+            total = (
+                session.scalar(
+                    select(func.count()).select_from(Lead).where(Lead.merged_into.is_(None))
+                )
+                or 0
+            )
+            job = RescoreJob(
+                version=version, total=total, done=0, status="pending" if total else "done"
+            )
+            session.add(job)
+            session.flush()
+            out = _job_out(job)
+        state.active.invalidate()
+        return out
+
+
+@rules_blp.route("/rescores/<int:job_id>")
+class RescoreView(MethodView):
+    @require_role("admin")
+    @rules_blp.response(200, RescoreJobOut)
+    @rules_blp.doc(security=[{"bearer": []}])
+    def get(self, job_id: int) -> dict[str, Any]:
+        """Progress of a rescore (done / total leads)."""
+        with _session() as session:
+            job = session.get(RescoreJob, job_id)
+            if job is None:
+                fail(404, f"no rescore job {job_id}")
+            return _job_out(job)

@@ -12,8 +12,9 @@ from sqlalchemy.orm import sessionmaker
 from services.lead_scoring import api as leads_api
 from services.lead_scoring import pages
 from services.lead_scoring.config import ScoringConfig
-from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.models import metadata
+from services.lead_scoring.rulesets import ActiveSettings
+from services.lead_scoring.settings import ScoringSettings
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
 
@@ -24,6 +25,7 @@ class ScoringState:
     engine: Engine
     sessions: sessionmaker
     settings: ScoringSettings
+    active: ActiveSettings
 
 
 def init_db(engine: Engine) -> None:
@@ -45,12 +47,14 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     engine = make_engine(config.database_url)
+    settings = ScoringSettings.from_config(config)
     app.extensions["lead_scoring"] = ScoringState(
-        config, engine, make_sessionmaker(engine), ScoringSettings.from_config(config)
+        config, engine, make_sessionmaker(engine), settings, ActiveSettings(settings)
     )
     api = init_api(app, title="Funnel lead-scoring")
     api.register_blueprint(leads_api.blp)
     api.register_blueprint(leads_api.reps_blp)
+    api.register_blueprint(leads_api.rules_blp)
     app.register_blueprint(pages.bp)
     register_health(app)
     return app

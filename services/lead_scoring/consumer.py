@@ -8,9 +8,11 @@ import logging
 from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring.config import SERVICE, ScoringConfig
-from services.lead_scoring.handlers import ScoringSettings, handle_traffic
+from services.lead_scoring.handlers import handle_traffic
 from services.lead_scoring.handoff import escalate_overdue
 from services.lead_scoring.models import outbox, processed_events
+from services.lead_scoring.rulesets import ActiveSettings, rescore_step
+from services.lead_scoring.settings import ScoringSettings
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.outbox import enqueue
 from shared.runner import ConsumerRunner, Handler, Timer, build_runner
@@ -19,9 +21,19 @@ from shared.topics import TRAFFIC
 log = logging.getLogger(__name__)
 
 
-def handlers(config: ScoringConfig) -> dict[str, Handler]:
-    settings = ScoringSettings.from_config(config)
-    return {TRAFFIC: functools.partial(handle_traffic, settings=settings)}
+def handlers(config: ScoringConfig, active: ActiveSettings | None = None) -> dict[str, Handler]:
+    active = active or ActiveSettings(ScoringSettings.from_config(config))
+    return {TRAFFIC: functools.partial(handle_traffic, active=active)}
+
+
+def rescore(sessions: sessionmaker, active: ActiveSettings, budget_s: float = 2.0) -> int:
+    """The rescore timer: advance the newest rule-set rescore by a bounded slice."""
+    return rescore_step(
+        sessions,
+        active,
+        budget_s=budget_s,
+        enqueue_into=lambda session, outgoing: enqueue(session, outbox, outgoing),
+    )
 
 
 def escalate(sessions: sessionmaker, config: ScoringConfig) -> int:
@@ -35,15 +47,19 @@ def escalate(sessions: sessionmaker, config: ScoringConfig) -> int:
 def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerRunner:
     engine = make_engine(config.database_url)
     sessions = make_sessionmaker(engine)
+    active = ActiveSettings(ScoringSettings.from_config(config))
     return build_runner(
         service=SERVICE,
         kafka=config.kafka,
         engine=engine,
-        handlers=handlers(config),
+        handlers=handlers(config, active),
         processed_table=processed_events,
         outbox_table=outbox,
         group_id=group_id,
-        timers=[Timer(config.sla_check_seconds, lambda: escalate(sessions, config))],
+        timers=[
+            Timer(config.sla_check_seconds, lambda: escalate(sessions, config)),
+            Timer(1.0, lambda: rescore(sessions, active)),
+        ],
     )
 
 

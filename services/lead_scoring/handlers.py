@@ -7,61 +7,23 @@ never process (they go to the dead-letter topic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.lead_scoring.config import ScoringConfig
-from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS
-from services.lead_scoring.fit import DEFAULT_CRITERIA, FitCriterion, grade
+from services.lead_scoring.fit import grade
 from services.lead_scoring.handoff import assign_if_unowned
-from services.lead_scoring.intent import DEFAULT_TAXONOMY, Topic, intent_rules, topics_of
 from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.models import Lead
 from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
+from services.lead_scoring.rulesets import ActiveSettings, rescore_leads
 from services.lead_scoring.scoring import (
-    DEFAULT_RULES,
-    Award,
-    Rule,
-    evaluate,
     is_purchase,
-    page_path,
 )
 from services.lead_scoring.store import IdentityKey, LeadStore
 from shared.db import utcnow
 from shared.events import Envelope, InvalidEvent
 from shared.outbox import Outgoing
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    """Everything that decides a score; data, so it can come from configuration."""
-
-    rules: tuple[Rule, ...] = DEFAULT_RULES
-    mql_threshold: int = 50
-    fit_criteria: tuple[FitCriterion, ...] = DEFAULT_CRITERIA
-    taxonomy: tuple[Topic, ...] = DEFAULT_TAXONOMY
-    half_life_days: float = DEFAULT_HALF_LIFE_DAYS
-
-    @classmethod
-    def from_config(cls, config: ScoringConfig) -> ScoringSettings:
-        return cls(mql_threshold=config.mql_threshold, half_life_days=config.half_life_days)
-
-    @property
-    def one_time_rules(self) -> list[str]:
-        return [r.id for r in self.rules if not r.repeatable]
-
-    def awards(self, event: Envelope, history: dict[str, list[datetime]]) -> list[Award]:
-        """Behaviour awards plus intent awards (per topic, capped per day)."""
-        awards = evaluate(self.rules, event, history)
-        topic_rules = intent_rules(self.taxonomy)
-        for topic in topics_of(event, self.taxonomy):
-            rule = topic_rules[f"intent:{topic.id}"]
-            if rule.allows(event, history.get(rule.id, ())):
-                awards.append(Award(rule.id, rule.points, rule.description, event.event_id))
-        return awards
 
 
 def _email(value: Any) -> str | None:
@@ -99,15 +61,16 @@ def _lead_event(
     )
 
 
-def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings) -> list[Outgoing]:
+def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) -> list[Outgoing]:
     """Apply one traffic event: resolve (and merge) the lead, update the profile, score,
     move the stage, and return one ``lead.*`` event per change."""
     identities = identities_of(event)
     if not identities:
         raise InvalidEvent("event names no person (no user_id, anonymous_id or email)")
+    version, settings = active.current(session)
     store = LeadStore(session)
     leads = store.leads_for(identities)
-    lead = leads[0] if leads else store.create_lead(event.occurred_at)
+    lead = leads[0] if leads else store.create_lead(event.occurred_at, version)
     score_before = lead.score
     out: list[Outgoing] = []
 
@@ -117,9 +80,6 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
         score_before += other.score
         store.merge(lead, other, reason)
         merged_ids.append((other.id, reason))
-    if merged_ids:
-        store.drop_duplicate_one_time_awards(lead.id, settings.one_time_rules)
-        store.recompute_totals(lead, settings.half_life_days)
     store.attach(lead, identities)
 
     if event.user_id and not lead.user_id:
@@ -132,17 +92,15 @@ def handle_traffic(event: Envelope, session: Session, settings: ScoringSettings)
         lead.account_id = event.payload["group_id"]
         lead.account_traits = {**lead.account_traits, **event.payload.get("traits", {})}
 
-    store.add_event(
-        lead,
-        event_id=event.event_id,
-        type_=event.type,
-        name=event.payload.get("event") or event.payload.get("name"),
-        path=page_path(event) if event.type in ("page", "screen") else None,
-        occurred_at=event.occurred_at,
-    )
-    if event.type in ("identify", "group") or merged_ids:
-        fit = grade(lead.traits, lead.account_traits, settings.fit_criteria)
+    if merged_ids or lead.rules_version != version:
+        # One history under one rule set: a merge joins two histories (one-time awards
+        # must count once), a new rule set changes what each event is worth.
+        session.flush()
+        rescore_leads(session, [lead], version, settings, utcnow(), publish=False)
+    elif event.type in ("identify", "group"):
+        fit = grade(lead.traits, lead.account_traits, settings.fit_criteria, settings.grades)
         lead.fit_score, lead.fit_grade = fit.score, fit.grade
+    store.add_event(lead, event)
     awards = settings.awards(event, store.award_history(lead.id))
     store.add_awards(lead, awards, event.occurred_at, settings.half_life_days)
 

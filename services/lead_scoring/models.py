@@ -40,6 +40,8 @@ class Lead(Base):
     # Decayed engagement, stored so that ORDER BY ranks by engagement now (see engagement.py).
     engagement_raw: Mapped[float] = mapped_column(default=0.0, index=True)
     intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    # The rule-set version this lead's points were computed with (0: built-in defaults).
+    rules_version: Mapped[int] = mapped_column(default=0, index=True)
     email: Mapped[str | None] = mapped_column(String(320))
     user_id: Mapped[str | None] = mapped_column(String(200))
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -89,6 +91,10 @@ class LeadEvent(Base):
     type: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(200))
     path: Mapped[str | None] = mapped_column(String(2000))
+    # Enough of the event to evaluate any rule again (rescoring): its properties and page
+    # context. Person data: erased with the lead.
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    page_context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_lead_events_lead_time", "lead_id", "occurred_at"),)
@@ -131,3 +137,29 @@ class LeadMerge(Base):
     merged_lead_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RuleSet(Base):
+    """A version of the scoring model (rules, intent taxonomy, fit criteria, thresholds).
+    The highest version is active; older ones stay for audit."""
+
+    __tablename__ = "rule_sets"
+
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RescoreJob(Base):
+    """Rescoring every lead for a new rule-set version, with progress."""
+
+    __tablename__ = "rescore_jobs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(index=True)
+    total: Mapped[int] = mapped_column(default=0)
+    done: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

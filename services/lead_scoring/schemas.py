@@ -179,3 +179,113 @@ class RepOut(ma.Schema):
 
 class RepList(ma.Schema):
     items = fields.List(fields.Nested(RepOut))
+
+
+EVENT_TYPES = ["track", "page", "screen", "identify", "group", "alias", "intent"]
+RULE_ID = validate.Regexp(
+    r"^[a-z0-9][a-z0-9:_-]{0,99}$", error="lower-case letters, digits, ':', '_' and '-'"
+)
+
+
+class RuleIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    id = fields.String(required=True, validate=RULE_ID)
+    description = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    points = fields.Integer(required=True, validate=validate.Range(min=-1000, max=1000))
+    event_type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    event_name = fields.String(load_default=None, allow_none=True)
+    path_pattern = fields.String(load_default=None, allow_none=True)
+    properties = fields.Dict(keys=fields.String(), load_default=dict)
+    repeatable = fields.Boolean(load_default=True)
+    cap = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    cap_period_days = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False)
+    )
+
+
+class TopicIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    id = fields.String(required=True, validate=RULE_ID)
+    label = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    keywords = fields.List(
+        fields.String(validate=validate.Length(min=1, max=100)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    weight = fields.Integer(required=True, validate=validate.Range(min=-100, max=1000))
+    daily_cap = fields.Integer(load_default=2, validate=validate.Range(min=1))
+
+
+class CriterionIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    id = fields.String(required=True, validate=RULE_ID)
+    label = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    trait = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    op = fields.String(
+        required=True, validate=validate.OneOf(["eq", "in", "gte", "lte", "contains_any"])
+    )
+    value = fields.Raw(required=True)
+    points = fields.Integer(required=True, validate=validate.Range(min=-1000, max=1000))
+
+    @ma.validates_schema
+    def _value_fits_op(self, data: dict, **_: object) -> None:
+        value, op = data.get("value"), data.get("op")
+        if op in ("in", "contains_any") and not (isinstance(value, list) and value):
+            raise ma.ValidationError("must be a non-empty list for this op", "value")
+        if op in ("gte", "lte") and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ma.ValidationError("must be a number for this op", "value")
+
+
+class GradesIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    A = fields.Integer(required=True)
+    B = fields.Integer(required=True)
+    C = fields.Integer(required=True)
+
+    @ma.validates_schema
+    def _descending(self, data: dict, **_: object) -> None:
+        if not data["A"] > data["B"] > data["C"]:
+            raise ma.ValidationError("floors must descend: A > B > C", "A")
+
+
+class RuleSetIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    rules = fields.List(fields.Nested(RuleIn), required=True)
+    taxonomy = fields.List(fields.Nested(TopicIn), required=True)
+    fit_criteria = fields.List(fields.Nested(CriterionIn), required=True)
+    grades = fields.Nested(GradesIn, required=True)
+    mql_threshold = fields.Integer(required=True, validate=validate.Range(min=1))
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+    @ma.validates_schema
+    def _unique_ids(self, data: dict, **_: object) -> None:
+        for name in ("rules", "taxonomy", "fit_criteria"):
+            ids = [item["id"] for item in data.get(name, [])]
+            if len(ids) != len(set(ids)):
+                raise ma.ValidationError("ids must be unique", name)
+
+
+class RuleSetOut(ma.Schema):
+    version = fields.Integer()
+    document = fields.Dict()
+
+
+class RescoreJobOut(ma.Schema):
+    id = fields.Integer()
+    version = fields.Integer()
+    total = fields.Integer()
+    done = fields.Integer()
+    progress = fields.Float(metadata={"description": "0..1"})
+    status = fields.String()
+    created_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)

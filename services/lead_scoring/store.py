@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
+from services.lead_scoring.history import history_fields
 from services.lead_scoring.lifecycle import RANK
 from services.lead_scoring.models import (
     Identity,
@@ -22,6 +23,7 @@ from services.lead_scoring.models import (
 )
 from services.lead_scoring.scoring import Award
 from shared.db import utcnow
+from shared.events import Envelope
 
 IdentityKey = tuple[str, str]
 
@@ -48,7 +50,7 @@ class LeadStore:
         leads = self.session.scalars(select(Lead).where(Lead.id.in_(ids)).with_for_update()).all()
         return sorted(leads, key=lambda lead: (lead.created_at, lead.id))
 
-    def create_lead(self, at: datetime) -> Lead:
+    def create_lead(self, at: datetime, rules_version: int = 0) -> Lead:
         lead = Lead(
             id=uuid.uuid4().hex,
             stage="subscriber",
@@ -59,6 +61,7 @@ class LeadStore:
             fit_grade="D",
             engagement_raw=0.0,
             intent={},
+            rules_version=rules_version,
             created_at=at,
             updated_at=at,
         )
@@ -100,47 +103,6 @@ class LeadStore:
         self.session.add(LeadMerge(lead_id=survivor.id, merged_lead_id=merged.id, reason=reason))
         self.session.flush()
 
-    def drop_duplicate_one_time_awards(self, lead_id: str, one_time_rules: Sequence[str]) -> None:
-        if not one_time_rules:
-            return
-        keep = (
-            select(func.min(ScoreEntry.id))
-            .where(ScoreEntry.lead_id == lead_id, ScoreEntry.rule_id.in_(one_time_rules))
-            .group_by(ScoreEntry.rule_id)
-        )
-        self.session.execute(
-            delete(ScoreEntry).where(
-                ScoreEntry.lead_id == lead_id,
-                ScoreEntry.rule_id.in_(one_time_rules),
-                ScoreEntry.id.not_in(keep),
-            )
-        )
-
-    def recompute_totals(self, lead: Lead, half_life_days: float) -> None:
-        """Score, engagement and intent from the lead's score entries (after a merge)."""
-        score, raw = 0, 0.0
-        intent: dict[str, int] = {}
-        rows = self.session.execute(
-            select(ScoreEntry.rule_id, ScoreEntry.points, ScoreEntry.occurred_at).where(
-                ScoreEntry.lead_id == lead.id
-            )
-        )
-        for rule_id, points, at in rows:
-            score += points
-            raw += raw_increment(points, at, half_life_days)
-            if rule_id.startswith("intent:"):
-                topic = rule_id.removeprefix("intent:")
-                intent[topic] = intent.get(topic, 0) + points
-        lead.score, lead.engagement_raw, lead.intent = score, raw, intent
-
-    def total_score(self, lead_id: str) -> int:
-        total = self.session.scalar(
-            select(func.coalesce(func.sum(ScoreEntry.points), 0)).where(
-                ScoreEntry.lead_id == lead_id
-            )
-        )
-        return int(total or 0)
-
     def award_history(self, lead_id: str) -> dict[str, list[datetime]]:
         """Rule id → when it awarded this lead (for one-time rules and period caps)."""
         history: dict[str, list[datetime]] = {}
@@ -151,26 +113,10 @@ class LeadStore:
             history.setdefault(rule_id, []).append(at)
         return history
 
-    def add_event(
-        self,
-        lead: Lead,
-        *,
-        event_id: str,
-        type_: str,
-        name: str | None,
-        path: str | None,
-        occurred_at: datetime,
-    ) -> None:
-        self.session.add(
-            LeadEvent(
-                lead_id=lead.id,
-                event_id=event_id,
-                type=type_,
-                name=name,
-                path=(path or None) and path[:2000],
-                occurred_at=occurred_at,
-            )
-        )
+    def add_event(self, lead: Lead, event: Envelope) -> None:
+        """Keep the event in the lead's history, with what rescoring needs."""
+        self.session.add(LeadEvent(lead_id=lead.id, **history_fields(event)))
+        occurred_at = event.occurred_at
         if lead.last_event_at is None or occurred_at > lead.last_event_at:
             lead.last_event_at = occurred_at
 

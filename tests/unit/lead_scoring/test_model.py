@@ -10,9 +10,9 @@ from flask import Flask
 
 from services.lead_scoring.engagement import bucket, decayed, priority, raw_increment
 from services.lead_scoring.fit import FitCriterion, grade
-from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.intent import topics_of
 from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate
+from services.lead_scoring.settings import ScoringSettings
 from shared.events import new_event
 from tests.unit.lead_scoring.conftest import Feeder
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from services.lead_scoring.handlers import ScoringSettings
 from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
+from services.lead_scoring.settings import ScoringSettings
 from shared.events import new_event
 
 

@@ -1,0 +1,109 @@
+"""A lead's event history as stored, and scoring it again from scratch. Pure.
+
+``history_fields`` decides what of an event is kept (type, name, path, properties, page
+context: everything a behaviour rule or an intent topic can look at); ``as_event``
+rebuilds an envelope from a stored row; ``score_history`` replays a whole history under a
+rule set, giving the same awards the live handler gives event by event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from services.lead_scoring.engagement import raw_increment
+from services.lead_scoring.fit import grade
+from services.lead_scoring.scoring import Award, page_path
+from shared.events import Envelope
+
+if TYPE_CHECKING:
+    from services.lead_scoring.settings import ScoringSettings
+
+MAX_KEPT_BYTES = 8 * 1024  # properties beyond this are cut to their scalar fields
+PAGE_KEYS = ("path", "title", "search", "url", "referrer")
+
+
+def _bounded(properties: Mapping[str, Any]) -> dict[str, Any]:
+    kept = dict(properties)
+    if len(json.dumps(kept, default=str)) > MAX_KEPT_BYTES:
+        kept = {k: v for k, v in kept.items() if isinstance(v, str | int | float | bool)}
+        kept = {k: v[:500] if isinstance(v, str) else v for k, v in kept.items()}
+    return kept
+
+
+def history_fields(event: Envelope) -> dict[str, Any]:
+    page = event.context.get("page")
+    page_context = (
+        {k: page[k] for k in PAGE_KEYS if isinstance(page.get(k), str)}
+        if isinstance(page, dict)
+        else {}
+    )
+    path = page_path(event) if event.type in ("page", "screen") else None
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "name": event.payload.get("event") or event.payload.get("name"),
+        "path": path[:2000] if path else None,
+        "properties": _bounded(event.payload.get("properties") or {}),
+        "page_context": page_context,
+        "occurred_at": event.occurred_at,
+    }
+
+
+def as_event(row: Any) -> Envelope:
+    """An envelope equivalent, for scoring, to the one the row was kept from."""
+    if row.type == "track":
+        payload: dict[str, Any] = {"event": row.name, "properties": dict(row.properties)}
+    elif row.type in ("page", "screen"):
+        payload = {"name": row.name, "properties": dict(row.properties)}
+    else:
+        payload = {}
+    context = {"page": dict(row.page_context)} if row.page_context else {}
+    return Envelope(
+        event_id=row.event_id,
+        type=row.type,
+        schema_version=1,
+        occurred_at=row.occurred_at,
+        received_at=row.occurred_at,
+        source="history",
+        payload=payload,
+        context=context,
+    )
+
+
+@dataclass(frozen=True)
+class Rescored:
+    awards: list[tuple[Award, datetime]]
+    score: int
+    engagement_raw: float
+    intent: dict[str, int]
+    fit_score: int
+    fit_grade: str
+
+
+def score_history(
+    settings: ScoringSettings,
+    rows: Iterable[Any],
+    traits: Mapping[str, Any],
+    account: Mapping[str, Any],
+) -> Rescored:
+    """Replay ``rows`` (oldest first) under ``settings``."""
+    history: dict[str, list[datetime]] = {}
+    awards: list[tuple[Award, datetime]] = []
+    score, raw = 0, 0.0
+    intent: dict[str, int] = {}
+    for row in rows:
+        event = as_event(row)
+        for award in settings.awards(event, history):
+            history.setdefault(award.rule_id, []).append(event.occurred_at)
+            awards.append((award, event.occurred_at))
+            score += award.points
+            raw += raw_increment(award.points, event.occurred_at, settings.half_life_days)
+            if award.rule_id.startswith("intent:"):
+                topic = award.rule_id.removeprefix("intent:")
+                intent[topic] = intent.get(topic, 0) + award.points
+    fit = grade(traits, account, settings.fit_criteria, settings.grades)
+    return Rescored(awards, score, raw, intent, fit.score, fit.grade)

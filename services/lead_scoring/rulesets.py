@@ -1,0 +1,274 @@
+"""Scoring rule sets as versioned data, and rescoring leads when they change.
+
+A rule-set *document* (JSON, validated by the HTTP schema) holds the behaviour rules, the
+intent taxonomy, the fit criteria and grades, and the MQL threshold. Version 0 is the
+built-in default. The consumer always scores with the newest version; a lead whose points
+were computed with an older one is rescored from its stored history before its next event
+is applied, and a background job (the consumer's timer) sweeps all remaining leads in
+chunks, with progress in ``rescore_jobs``. Rescoring only moves stages forward (like any
+automatic move); it never takes a stage away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.lead_scoring.fit import FitCriterion
+from services.lead_scoring.history import score_history
+from services.lead_scoring.intent import Topic
+from services.lead_scoring.lifecycle import automatic_transition
+from services.lead_scoring.models import Lead, LeadEvent, RescoreJob, RuleSet, ScoreEntry
+from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
+from services.lead_scoring.scoring import Rule
+from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.store import LeadStore
+from shared.db import utcnow
+from shared.outbox import Outgoing
+
+
+def document_from_settings(settings: ScoringSettings) -> dict[str, Any]:
+    def rule(r: Rule) -> dict[str, Any]:
+        data = asdict(r)
+        data["properties"] = {k: list(v) if isinstance(v, tuple) else v for k, v in r.properties}
+        return data
+
+    return {
+        "rules": [rule(r) for r in settings.rules],
+        "taxonomy": [{**asdict(t), "keywords": list(t.keywords)} for t in settings.taxonomy],
+        "fit_criteria": [
+            {**asdict(c), "value": list(c.value) if isinstance(c.value, tuple) else c.value}
+            for c in settings.fit_criteria
+        ],
+        "grades": {letter: floor for letter, floor in settings.grades if letter != "D"},
+        "mql_threshold": settings.mql_threshold,
+    }
+
+
+def settings_from_document(document: dict[str, Any], base: ScoringSettings) -> ScoringSettings:
+    rules = tuple(
+        Rule(
+            **{
+                **r,
+                "properties": tuple(
+                    (k, tuple(v) if isinstance(v, list) else v)
+                    for k, v in (r.get("properties") or {}).items()
+                ),
+            }
+        )
+        for r in document["rules"]
+    )
+    taxonomy = tuple(Topic(**{**t, "keywords": tuple(t["keywords"])}) for t in document["taxonomy"])
+    criteria = tuple(
+        FitCriterion(
+            **{**c, "value": tuple(c["value"]) if isinstance(c["value"], list) else c["value"]}
+        )
+        for c in document["fit_criteria"]
+    )
+    grades = (*sorted(document["grades"].items()), ("D", -(10**9)))
+    return replace(
+        base,
+        rules=rules,
+        taxonomy=taxonomy,
+        fit_criteria=criteria,
+        grades=grades,
+        mql_threshold=document["mql_threshold"],
+    )
+
+
+class ActiveSettings:
+    """The newest rule set, re-read at most every ``ttl`` seconds."""
+
+    def __init__(self, base: ScoringSettings, ttl: float = 2.0) -> None:
+        self.base = base
+        self.ttl = ttl
+        self._cached: tuple[int, ScoringSettings] = (0, base)
+        self._read_at = -1e9
+
+    def current(self, session: Session) -> tuple[int, ScoringSettings]:
+        if time.monotonic() - self._read_at < self.ttl:
+            return self._cached
+        version = session.scalar(select(func.max(RuleSet.version))) or 0
+        if version != self._cached[0]:
+            document = session.get(RuleSet, version)
+            settings = (
+                self.base
+                if document is None
+                else settings_from_document(document.document, self.base)
+            )
+            self._cached = (version, settings)
+        self._read_at = time.monotonic()
+        return self._cached
+
+    def invalidate(self) -> None:
+        self._read_at = -1e9
+
+
+def rescore_leads(
+    session: Session,
+    leads: Sequence[Lead],
+    version: int,
+    settings: ScoringSettings,
+    now: datetime,
+    *,
+    publish: bool = True,
+) -> list[Outgoing]:
+    """Replace the leads' points with their history scored under ``settings``; returns
+    one ``lead.scored`` per changed score and any forward stage moves. ``publish=False``
+    (the live handler, which moves stages and publishes for the whole event itself) only
+    rebuilds the points."""
+    if not leads:
+        return []
+    ids = [lead.id for lead in leads]
+    rows = session.scalars(
+        select(LeadEvent)
+        .where(LeadEvent.lead_id.in_(ids))
+        .order_by(LeadEvent.lead_id, LeadEvent.occurred_at, LeadEvent.id)
+    ).all()
+    by_lead = {lead_id: list(group) for lead_id, group in groupby(rows, key=lambda r: r.lead_id)}
+    session.execute(delete(ScoreEntry).where(ScoreEntry.lead_id.in_(ids)))
+    entries: list[dict[str, Any]] = []
+    out: list[Outgoing] = []
+    store = LeadStore(session)
+    for lead in leads:
+        result = score_history(settings, by_lead.get(lead.id, []), lead.traits, lead.account_traits)
+        entries += [
+            {
+                "lead_id": lead.id,
+                "event_id": a.event_id,
+                "rule_id": a.rule_id,
+                "points": a.points,
+                "reason": a.reason,
+                "occurred_at": at,
+            }
+            for a, at in result.awards
+        ]
+        before = lead.score
+        lead.score, lead.engagement_raw, lead.intent = (
+            result.score,
+            result.engagement_raw,
+            result.intent,
+        )
+        lead.fit_score, lead.fit_grade, lead.rules_version = (
+            result.fit_score,
+            result.fit_grade,
+            version,
+        )
+        if not publish:
+            continue
+        moves = []
+        step = automatic_transition(
+            lead.stage,
+            known=lead.email is not None,
+            score=lead.score,
+            mql_threshold=settings.mql_threshold,
+            purchased=False,
+        )
+        while step is not None:
+            moves.append(
+                (
+                    store.change_stage(
+                        lead, step.to_stage, step.reason, f"rescore:v{version}", at=now
+                    ),
+                    step,
+                )
+            )
+            step = automatic_transition(
+                lead.stage,
+                known=lead.email is not None,
+                score=lead.score,
+                mql_threshold=settings.mql_threshold,
+                purchased=False,
+            )
+        if lead.score == before and not moves:
+            continue
+        cause = f"rescore:{version}:{lead.id}"
+        snap = snapshot(store, lead)
+        if lead.score != before:
+            out.append(
+                lead_event(
+                    "lead.scored",
+                    {"lead": snap, "delta": lead.score - before, "points": []},
+                    lead,
+                    event_id=derived_event_id(cause, "scored"),
+                    occurred_at=now,
+                )
+            )
+        for i, (from_stage, step) in enumerate(moves):
+            out.append(
+                lead_event(
+                    "lead.stage_changed",
+                    {
+                        "lead": snap,
+                        "from_stage": from_stage,
+                        "to_stage": step.to_stage,
+                        "reason": f"{step.reason} (rules v{version})",
+                        "changed_by": f"rescore:v{version}",
+                    },
+                    lead,
+                    event_id=derived_event_id(cause, f"stage:{i}"),
+                    occurred_at=now,
+                )
+            )
+    if entries:
+        session.execute(insert(ScoreEntry), entries)
+    session.flush()
+    return out
+
+
+def rescore_step(
+    sessions: sessionmaker,
+    active: ActiveSettings,
+    *,
+    chunk: int = 1000,
+    budget_s: float = 2.0,
+    enqueue_into: Any = None,
+) -> int:
+    """Advance the newest unfinished rescore job by chunks for up to ``budget_s``;
+    returns leads rescored. Superseded jobs (an even newer version exists) finish at once."""
+    done = 0
+    started = time.monotonic()
+    while time.monotonic() - started < budget_s:
+        with sessions.begin() as session:
+            job = session.scalar(
+                select(RescoreJob)
+                .where(RescoreJob.status != "done")
+                .order_by(RescoreJob.version.desc())
+                .limit(1)
+                .with_for_update()
+            )
+            if job is None:
+                return done
+            version, settings = active.current(session)
+            if job.version < version:
+                job.status, job.finished_at = "done", utcnow()
+                continue
+            leads = session.scalars(
+                select(Lead)
+                .where(Lead.rules_version < job.version, Lead.merged_into.is_(None))
+                .order_by(Lead.id)
+                .limit(chunk)
+                .with_for_update()
+            ).all()
+            if not leads:
+                session.execute(
+                    update(RescoreJob)
+                    .where(RescoreJob.version <= job.version, RescoreJob.status != "done")
+                    .values(status="done", finished_at=utcnow())
+                )
+                job.done = job.total
+                return done
+            job.status = "running"
+            outgoing = rescore_leads(session, leads, job.version, settings, utcnow())
+            if enqueue_into is not None:
+                enqueue_into(session, outgoing)
+            job.done = min(job.total, job.done + len(leads))
+            done += len(leads)
+    return done
