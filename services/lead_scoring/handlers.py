@@ -23,6 +23,7 @@ from services.lead_scoring.scoring import (
 from services.lead_scoring.store import IdentityKey, LeadStore
 from shared.db import utcnow
 from shared.events import Envelope, InvalidEvent
+from shared.identity import is_junk_id
 from shared.outbox import Outgoing
 
 
@@ -33,7 +34,13 @@ def _email(value: Any) -> str | None:
 
 
 def identities_of(event: Envelope) -> list[IdentityKey]:
-    """Every identifier the event names, most specific first."""
+    """Every usable identifier the event names, most specific first. Junk ids ("null",
+    "undefined", "0" …) are dropped here too, not only at intake: a replayed or foreign
+    event must never merge strangers."""
+    return [(kind, value) for kind, value in _named_identities(event) if not is_junk_id(value)]
+
+
+def _named_identities(event: Envelope) -> list[IdentityKey]:
     keys: list[IdentityKey] = []
     if event.user_id:
         keys.append(("user_id", event.user_id))

@@ -12,9 +12,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
 
-# Values SDKs and broken templates send when they have no id. They are never an identity:
-# accepting them would merge strangers into one lead.
-JUNK_IDS = frozenset({"", "null", "undefined", "0", "nan", "[object object]", "none", "-1"})
+from shared.identity import is_junk_id
+
 MAX_ID_LENGTH = 200
 
 
@@ -31,7 +30,7 @@ class Identifier(fields.Field):
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise self.make_error("invalid")
         text = str(value).strip()
-        if text.lower() in JUNK_IDS:
+        if is_junk_id(text):
             raise self.make_error("junk", value=value)
         if len(text) > MAX_ID_LENGTH:
             raise self.make_error("too_long")

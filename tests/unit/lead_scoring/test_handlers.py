@@ -109,3 +109,13 @@ def test_poison_messages_become_dead_letters_and_others_still_apply(
         (2, "unknown_type"),
     ]
     assert all(d.source == "funnel.traffic" and d.reason for d in result.dead_letters)
+
+
+def test_junk_ids_never_merge_strangers(scoring_app: Flask, feed: Feeder) -> None:
+    feed(identify("undefined", "u1", "one@x.co"), identify("undefined", "u2", "two@x.co"))
+    feed(new_event("alias", {"previous_id": "null"}, source="web", user_id="u3"))
+    assert sorted(lead.email or "" for lead in leads(scoring_app)) == ["", "one@x.co", "two@x.co"]
+    result = feed(new_event("page", {"properties": {}}, source="web", anonymous_id="0"))
+    assert [d.reason for d in result.dead_letters] == [
+        "event names no person (no user_id, anonymous_id or email)"
+    ]

@@ -1,0 +1,11 @@
+"""Person identifiers every service agrees on."""
+
+from __future__ import annotations
+
+# Values SDKs and broken templates send when they have no id. They are never an identity:
+# accepting one would merge strangers into one person.
+JUNK_IDS = frozenset({"", "null", "undefined", "0", "nan", "[object object]", "none", "-1"})
+
+
+def is_junk_id(value: object) -> bool:
+    return not isinstance(value, str) or value.strip().lower() in JUNK_IDS
