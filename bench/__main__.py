@@ -5,6 +5,8 @@
 * ``intake_single_event``: ``POST /v1/track``, durable (outbox commit) before the 200.
 * ``intake_batch``: ``POST /v1/batch`` of 100 events, durable; counted in events/s.
 * ``raw_kafka_consume_decode``: a group consumer reading and JSON-decoding (msg/s).
+* ``rescore_100k_leads``: seconds to rescore 100,000 leads (3 events each) from history
+  after a rule change, against ``read_history`` (one query reading those rows).
 * ``scoring_consumer_sqlite`` / ``_postgres``: lead-scoring applying page events
   (events/s); PostgreSQL from ``FUNNEL_BENCH_POSTGRES_URL`` or the local server, skipped
   with a note when unreachable.
@@ -33,6 +35,7 @@ from kafka import KafkaProducer
 
 from bench.consumers import produce_traffic, raw_consume, scoring_consume
 from bench.load import post_load
+from bench.rescoring import build, read_history, rescore_all
 from services.traffic_intake.app import init_db
 from shared.broker import EmbeddedBroker, free_port, port_open
 from shared.config import Env, KafkaConfig
@@ -50,6 +53,7 @@ TARGETS = {
     "scoring_consumer_postgres": 0.3,
 }
 CONSUMER_EVENTS = 5000
+RESCORE_LEADS = 100_000
 
 
 @contextmanager
@@ -229,11 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         broker.stop()
 
+    rescore_db = build(work / "rescore.db", RESCORE_LEADS)
+    read_s = median_of(args.repeats, lambda: read_history(rescore_db))
+    rescore_s = rescore_all(rescore_db, RESCORE_LEADS)  # once: it rewrites the database
+
     rows = [
         ("intake_single_event", single, "req/s", "bare_flask_post", bare),
         ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
         ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce),
         *consumer_rows,
+        ("rescore_100k_leads", rescore_s, "s", "read_history", read_s),
     ]
     results = [
         {

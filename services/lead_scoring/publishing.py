@@ -17,8 +17,12 @@ from shared.outbox import Outgoing
 from shared.topics import LEAD_SCORING, LEADS
 
 
-def snapshot(store: LeadStore, lead: Lead) -> dict[str, Any]:
-    identities = store.identities_of(lead.id)
+def snapshot(
+    store: LeadStore, lead: Lead, identities: list[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The lead as events describe it; pass ``identities`` when already loaded."""
+    if identities is None:
+        identities = store.identities_of(lead.id)
     return {
         "lead_id": lead.id,
         "stage": lead.stage,

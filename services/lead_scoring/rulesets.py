@@ -25,7 +25,14 @@ from services.lead_scoring.fit import FitCriterion
 from services.lead_scoring.history import score_history
 from services.lead_scoring.intent import Topic
 from services.lead_scoring.lifecycle import automatic_transition
-from services.lead_scoring.models import Lead, LeadEvent, RescoreJob, RuleSet, ScoreEntry
+from services.lead_scoring.models import (
+    Identity,
+    Lead,
+    LeadEvent,
+    RescoreJob,
+    RuleSet,
+    ScoreEntry,
+)
 from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
 from services.lead_scoring.scoring import Rule
 from services.lead_scoring.settings import ScoringSettings
@@ -133,6 +140,14 @@ def rescore_leads(
         .order_by(LeadEvent.lead_id, LeadEvent.occurred_at, LeadEvent.id)
     ).all()
     by_lead = {lead_id: list(group) for lead_id, group in groupby(rows, key=lambda r: r.lead_id)}
+    identities: dict[str, list[tuple[str, str]]] = {}
+    if publish:  # one query for the whole chunk, before anything is dirty
+        for lead_id, kind, value in session.execute(
+            select(Identity.lead_id, Identity.kind, Identity.value)
+            .where(Identity.lead_id.in_(ids))
+            .order_by(Identity.kind, Identity.value)
+        ):
+            identities.setdefault(lead_id, []).append((kind, value))
     session.execute(delete(ScoreEntry).where(ScoreEntry.lead_id.in_(ids)))
     entries: list[dict[str, Any]] = []
     out: list[Outgoing] = []
@@ -190,7 +205,7 @@ def rescore_leads(
         if lead.score == before and not moves:
             continue
         cause = f"rescore:{version}:{lead.id}"
-        snap = snapshot(store, lead)
+        snap = snapshot(store, lead, identities.get(lead.id, []))
         if lead.score != before:
             out.append(
                 lead_event(
