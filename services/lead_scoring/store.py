@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
@@ -37,13 +37,12 @@ class LeadStore:
         keys = list(identities)
         if not keys:
             return []
-        ids: set[str] = set()
-        for kind, value in keys:
-            found = self.session.scalar(
-                select(Identity.lead_id).where(Identity.kind == kind, Identity.value == value)
+        # One query for all identifiers (row values work on SQLite and PostgreSQL).
+        ids = set(
+            self.session.scalars(
+                select(Identity.lead_id).where(tuple_(Identity.kind, Identity.value).in_(keys))
             )
-            if found:
-                ids.add(found)
+        )
         if not ids:
             return []
         # Locked: the sales API changes leads too (SQLite's IMMEDIATE lock covers it there).
