@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 
-from kafka import KafkaConsumer
 from sqlalchemy import func, select
 
 from services.lead_scoring.app import init_db
@@ -16,7 +15,7 @@ from services.lead_scoring.consumer import make_runner
 from services.lead_scoring.models import processed_events
 from shared.config import KafkaConfig
 from shared.events import encode, new_event
-from shared.kafka import make_producer
+from shared.kafka import make_consumer, make_producer
 from shared.topics import TRAFFIC
 
 
@@ -39,15 +38,7 @@ def produce_traffic(kafka: KafkaConfig, count: int, people: int = 1000) -> None:
 def raw_consume(kafka: KafkaConfig, count: int, max_seconds: float = 120) -> float:
     """msg/s of a fresh group reading ``count`` records and decoding each as JSON; the
     clock starts at the first record (group join excluded)."""
-    consumer = KafkaConsumer(
-        TRAFFIC,
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=f"bench-raw-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
+    consumer = make_consumer(kafka, f"bench-raw-{uuid.uuid4().hex}", [TRAFFIC])
     seen = 0
     started = None
     deadline = time.monotonic() + max_seconds

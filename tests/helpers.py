@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer
+from werkzeug.serving import make_server
 
+from shared.broker import free_port
 from shared.config import KafkaConfig
+from shared.kafka import make_consumer
 
 
 @dataclass
@@ -25,19 +30,24 @@ class FakeRecord:
     headers: list[tuple[str, bytes]] | None = None
 
 
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve a WSGI app on a real HTTP server (a thread) at a free port; yields its URL."""
+    port = free_port()
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+
+
 class TopicReader:
     """Reads a topic from the beginning in a throwaway group and accumulates records."""
 
     def __init__(self, config: KafkaConfig, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=config.bootstrap_servers,
-            group_id=f"test-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-        )
+        self.consumer = make_consumer(config, f"test-reader-{uuid.uuid4().hex}", [topic])
         self.records: list[Any] = []
 
     def poll(self) -> list[Any]:

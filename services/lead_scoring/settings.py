@@ -29,10 +29,6 @@ class ScoringSettings:
     def from_config(cls, config: ScoringConfig) -> ScoringSettings:
         return cls(mql_threshold=config.mql_threshold, half_life_days=config.half_life_days)
 
-    @property
-    def one_time_rules(self) -> list[str]:
-        return [r.id for r in self.rules if not r.repeatable]
-
     def awards(self, event: Envelope, history: dict[str, list[datetime]]) -> list[Award]:
         """Behaviour awards plus intent awards (per topic, capped per day)."""
         awards = evaluate(self.rules, event, history)

@@ -8,19 +8,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from services.lead_scoring.app import create_app, init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.models import Lead
-from shared.broker import free_port
 from shared.events import new_event
+from tests.helpers import serving
 from tests.unit.lead_scoring.conftest import TOKENS, Feeder
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +37,8 @@ def _browser_or_skip() -> tuple[str, str]:
 
 @pytest.fixture
 def server(scoring_app: Flask) -> Iterator[str]:
-    port = free_port()
-    httpd = make_server("127.0.0.1", port, scoring_app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    with serving(scoring_app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from flask import Flask
 from kafka import KafkaProducer
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
@@ -24,7 +23,7 @@ from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
-from tests.helpers import TopicReader
+from tests.helpers import TopicReader, serving
 from tests.unit.traffic_intake.conftest import basic
 
 WRITE_KEY = "wk-test"
@@ -54,12 +53,8 @@ def unsent(app: Flask) -> int:
 
 @pytest.fixture
 def server(intake: Flask) -> Iterator[str]:
-    port = free_port()
-    httpd = make_server("127.0.0.1", port, intake, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    with serving(intake) as url:
+        yield url
 
 
 def run_relay(app: Flask, producer: KafkaProducer) -> tuple[RelayLoop, threading.Thread]:
