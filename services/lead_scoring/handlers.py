@@ -99,7 +99,13 @@ def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) ->
         lead.account_id = event.payload["group_id"]
         lead.account_traits = {**lead.account_traits, **event.payload.get("traits", {})}
 
-    if merged_ids or lead.rules_version != version:
+    if lead.rules_version > version:
+        # Our cached rule set is older than the one this lead was scored with (the rescore
+        # job or another process saw a newer version first): read it again. Versions only
+        # ever move forward.
+        active.invalidate()
+        version, settings = active.current(session)
+    if merged_ids or lead.rules_version < version:
         # One history under one rule set: a merge joins two histories (one-time awards
         # must count once), a new rule set changes what each event is worth.
         session.flush()

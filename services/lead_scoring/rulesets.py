@@ -262,6 +262,11 @@ def rescore_step(
             if job is None:
                 return done
             version, settings = active.current(session)
+            if version < job.version:  # the cache predates the job's rule set
+                active.invalidate()
+                version, settings = active.current(session)
+            if version < job.version:  # the job's rule set is not visible yet
+                return done
             if job.version < version:
                 job.status, job.finished_at = "done", utcnow()
                 continue

@@ -146,3 +146,20 @@ def test_rule_sets_are_admin_only(scoring_app: Flask) -> None:
     assert client.get("/admin/scoring/rules", headers=SALES).status_code == 403
     assert client.put("/admin/scoring/rules", headers=SALES, json=defaults()).status_code == 403
     assert client.get("/admin/scoring/rescores/1", headers=ADMIN).status_code == 404
+
+
+def test_a_stale_rule_cache_never_moves_a_lead_back_to_older_rules(
+    scoring_app: Flask, feed: Feeder
+) -> None:
+    feed(new_event("identify", {"traits": {"email": "q@x.co"}}, source="w", user_id="q"))
+    handler_cache = feed.processor.handlers["funnel.traffic"].keywords["active"]
+    assert handler_cache.current(scoring_app.extensions["lead_scoring"].sessions())[0] == 0
+    document = defaults()
+    next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 3
+    scoring_app.test_client().put("/admin/scoring/rules", headers=ADMIN, json=document)
+    state = scoring_app.extensions["lead_scoring"]
+    rescore(state.sessions, state.active)  # the job, with a fresh cache: lead at v1
+    assert scores(scoring_app)["q@x.co"] == (5, "lead", 1)
+    # the consumer's cache still says v0 (its TTL has not passed)
+    feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="q"))
+    assert scores(scoring_app)["q@x.co"] == (8, "lead", 1)  # scored under v1: 5 + 3
