@@ -9,6 +9,7 @@ and the chart is inline SVG.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -55,10 +56,22 @@ def _state() -> Any:
     return current_app.extensions["lead_scoring"]
 
 
+def _token_fingerprint(role: str) -> str | None:
+    """Binds a page session to the role's current token: rotating the token signs every
+    session out, and with no token configured no session is valid."""
+    token = current_app.config["FUNNEL_TOKENS"].get(role) or ""
+    if not token:
+        return None
+    return hashlib.sha256(f"funnel-page-session:{token}".encode()).hexdigest()[:32]
+
+
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if session.get("role") not in PAGE_ROLES:
+        role = session.get("role")
+        expected = _token_fingerprint(role) if role in PAGE_ROLES else None
+        if expected is None or not hmac.compare_digest(session.get("token_fp", ""), expected):
+            session.clear()
             return redirect(url_for("pages.login", next=request.full_path))
         if request.method == "POST" and not hmac.compare_digest(
             request.form.get("csrf", ""), session.get("csrf", "")
@@ -85,7 +98,9 @@ def login() -> Any:
         role = role_for_token(request.form.get("token", ""), current_app.config["FUNNEL_TOKENS"])
         if role in PAGE_ROLES:
             session.clear()
-            session.update(role=role, csrf=secrets.token_urlsafe(24))
+            session.update(
+                role=role, csrf=secrets.token_urlsafe(24), token_fp=_token_fingerprint(role)
+            )
             target = request.args.get("next", "")
             # Only local paths: never an open redirect.
             return redirect(target if target.startswith("/app/") else url_for("pages.queue"))

@@ -80,3 +80,33 @@ def test_unknown_lead_is_404(scoring_app: Flask) -> None:
     response = scoring_app.test_client().get("/leads/nope", headers=SALES)
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
+
+
+def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url: str) -> None:
+    from services.lead_scoring.app import create_app, init_db
+    from services.lead_scoring.config import ScoringConfig
+    from shared.config import Tokens
+
+    def app_with(sales: str):
+        app = create_app(
+            ScoringConfig(
+                database_url=database_url,
+                tokens=Tokens(sales=sales),
+                secret_key="fixed-for-the-test",
+            )
+        )
+        init_db(app.extensions["lead_scoring"].engine)
+        return app
+
+    first = app_with("old-token").test_client()
+    assert first.post("/app/login", data={"token": "old-token"}).status_code == 302
+    assert first.get("/app/leads").status_code == 200
+    cookie = first.get_cookie("session")
+    assert cookie is not None
+    rotated = app_with("new-token").test_client()  # same secret, the sales token rotated
+    rotated.set_cookie("session", cookie.value)
+    assert rotated.get("/app/leads").status_code == 302  # back to sign-in
+    nobody = app_with("").test_client()  # no sales token: nobody may use the pages
+    nobody.set_cookie("session", cookie.value)
+    assert nobody.get("/app/leads").status_code == 302
+    assert nobody.post("/app/login", data={"token": ""}).status_code == 401
