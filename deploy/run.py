@@ -215,6 +215,7 @@ def main() -> int:
 Funnel is running (logs in {log_dir}).
   traffic-intake      {base}:{config.intake_port}   docs {base}:{config.intake_port}/docs
   lead-scoring        {base}:{config.scoring_port}   docs {base}:{config.scoring_port}/docs
+                      sales pages {base}:{config.scoring_port}/app/ (sign in: sales token)
   member-retargeting  {base}:{config.retargeting_port}   docs {base}:{config.retargeting_port}/docs
   Kafka               {child_env["KAFKA_BOOTSTRAP_SERVERS"]}{" (embedded)" if broker else ""}
 

@@ -132,7 +132,7 @@ def test_make_run_prints_urls_and_the_configured_credentials(funnel: Funnel) -> 
         lambda: "Ctrl-C stops everything" in funnel.log.read_text() and funnel.log.read_text(),
         message="banner",
     )
-    assert funnel.intake in str(text) and funnel.scoring in str(text)
+    assert funnel.intake in str(text) and f"{funnel.scoring}/app/" in str(text)
     for value in CREDENTIALS.values():
         assert value in str(text)
 
