@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from services.lead_scoring.fit import grade
 from services.lead_scoring.handoff import assign_if_unowned
-from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.models import Lead
 from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
 from services.lead_scoring.rulesets import ActiveSettings, rescore_leads
@@ -117,26 +116,13 @@ def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) ->
     awards = settings.awards(event, store.award_history(lead.id))
     store.add_awards(lead, awards, event.occurred_at, settings.half_life_days)
 
-    transition = automatic_transition(
-        lead.stage,
-        known=lead.email is not None,
-        score=lead.score,
+    steps = store.advance(
+        lead,
         mql_threshold=settings.mql_threshold,
+        changed_by="system",
         purchased=is_purchase(event),
         earned_points=sum(a.points for a in awards),
     )
-    # A second pass lets one event move subscriber → lead → MQL (identify with a form).
-    steps = []
-    while transition is not None:
-        steps.append((lead.stage, transition))
-        store.change_stage(lead, transition.to_stage, transition.reason, "system")
-        transition = automatic_transition(
-            lead.stage,
-            known=lead.email is not None,
-            score=lead.score,
-            mql_threshold=settings.mql_threshold,
-            purchased=False,
-        )
     lead.updated_at = event.received_at
     session.flush()
     assigned = None

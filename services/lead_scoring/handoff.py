@@ -199,9 +199,7 @@ def escalate_overdue(
                     "owner_id": lead.owner_id,
                 },
                 lead,
-                event_id=uuid.uuid5(
-                    uuid.NAMESPACE_URL, f"funnel:sla:{lead.id}:{lead.mql_at.isoformat()}"
-                ).hex,
+                event_id=derived_event_id(f"sla:{lead.id}", lead.mql_at.isoformat()),
                 occurred_at=now,
             )
         )

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.lead_scoring.fit import FitCriterion
 from services.lead_scoring.history import score_history
 from services.lead_scoring.intent import Topic
-from services.lead_scoring.lifecycle import automatic_transition
 from services.lead_scoring.models import (
     Identity,
     Lead,
@@ -178,30 +177,9 @@ def rescore_leads(
         )
         if not publish:
             continue
-        moves = []
-        step = automatic_transition(
-            lead.stage,
-            known=lead.email is not None,
-            score=lead.score,
-            mql_threshold=settings.mql_threshold,
-            purchased=False,
+        moves = store.advance(
+            lead, mql_threshold=settings.mql_threshold, changed_by=f"rescore:v{version}", at=now
         )
-        while step is not None:
-            moves.append(
-                (
-                    store.change_stage(
-                        lead, step.to_stage, step.reason, f"rescore:v{version}", at=now
-                    ),
-                    step,
-                )
-            )
-            step = automatic_transition(
-                lead.stage,
-                known=lead.email is not None,
-                score=lead.score,
-                mql_threshold=settings.mql_threshold,
-                purchased=False,
-            )
         if lead.score == before and not moves:
             continue
         cause = f"rescore:{version}:{lead.id}"

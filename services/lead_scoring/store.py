@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
 from services.lead_scoring.history import history_fields
-from services.lead_scoring.lifecycle import RANK
+from services.lead_scoring.lifecycle import RANK, Transition, automatic_transition
 from services.lead_scoring.models import (
     Identity,
     Lead,
@@ -146,6 +146,39 @@ class LeadStore:
                 topic = award.rule_id.removeprefix("intent:")
                 intent[topic] = intent.get(topic, 0) + award.points
         lead.intent = intent
+
+    def advance(
+        self,
+        lead: Lead,
+        *,
+        mql_threshold: int,
+        changed_by: str,
+        purchased: bool = False,
+        earned_points: int = 0,
+        at: datetime | None = None,
+    ) -> list[tuple[str, Transition]]:
+        """Apply every automatic forward move the lead's facts justify (one event can move
+        subscriber → lead → MQL); returns ``(from_stage, transition)`` per move."""
+        moves: list[tuple[str, Transition]] = []
+        step = automatic_transition(
+            lead.stage,
+            known=lead.email is not None,
+            score=lead.score,
+            mql_threshold=mql_threshold,
+            purchased=purchased,
+            earned_points=earned_points,
+        )
+        while step is not None:
+            from_stage = self.change_stage(lead, step.to_stage, step.reason, changed_by, at=at)
+            moves.append((from_stage, step))
+            step = automatic_transition(
+                lead.stage,
+                known=lead.email is not None,
+                score=lead.score,
+                mql_threshold=mql_threshold,
+                purchased=False,
+            )
+        return moves
 
     def change_stage(
         self,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.models import Campaign, CampaignRun, Dispatch
 from services.member_retargeting.segments import audience_query
 from shared.events import new_event
-from shared.outbox import Outgoing, outbox_rows
+from shared.outbox import Outgoing, enqueue
 from shared.topics import DISPATCH, MEMBER_RETARGETING
 
 
@@ -23,7 +23,7 @@ class RunResult:
     audience_size: int
 
 
-def trigger(session: Session, campaign: Campaign, outbox_table: object, trigger: str) -> RunResult:
+def trigger(session: Session, campaign: Campaign, outbox_table: Table, trigger: str) -> RunResult:
     recipients = session.scalars(audience_query(campaign.segment, campaign.channel)).all()
     run = CampaignRun(campaign_id=campaign.id, trigger=trigger, audience_size=len(recipients))
     session.add(run)
@@ -56,5 +56,5 @@ def trigger(session: Session, campaign: Campaign, outbox_table: object, trigger:
         outgoing.append(Outgoing(DISPATCH, contact.lead_id, envelope))
     if dispatches:
         session.execute(insert(Dispatch), dispatches)
-        session.execute(insert(outbox_table), outbox_rows(outgoing))  # type: ignore[arg-type]
+        enqueue(session, outbox_table, outgoing)
     return RunResult(run_id=run.id, audience_size=len(recipients))

@@ -95,15 +95,6 @@ def _rate_limit(source: Source) -> None:
         )
 
 
-def _keep_rejections(rejections: list[failed.Rejection]) -> None:
-    """Commit rejected events to failed_events and the dead-letter outbox."""
-    try:
-        with _state().engine.begin() as conn:
-            failed.record(conn, g.source.name, rejections)
-    except SQLAlchemyError:
-        _store_unavailable()
-
-
 def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> int:
     """Commit accepted events (and the rejected ones, kept) in one transaction; returns
     how many accepted events were new. A store that cannot take the write answers 503
@@ -228,7 +219,7 @@ class BatchView(MethodView):
                 )
             )
         if not envelopes:
-            _keep_rejections(kept)
+            _persist([], kept)  # keep them, then answer 422
             fail(
                 422,
                 "no event in the batch is valid",
