@@ -52,7 +52,8 @@ TARGETS = {
     "scoring_consumer_sqlite": 0.3,  # issue 4
     "scoring_consumer_postgres": 0.3,
 }
-CONSUMER_EVENTS = 5000
+GROUPS = ("intake", "consumers", "rescore")
+CONSUMER_EVENTS = 20_000
 RESCORE_LEADS = 100_000
 
 
@@ -151,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--only",
+        choices=GROUPS,
+        action="append",
+        help="measure only this group (repeatable); default: all",
+    )
     args = parser.parse_args(argv)
+    groups = set(args.only or GROUPS)
     env = Env()
     out_dir = ROOT / "var" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,61 +197,37 @@ def main(argv: list[str] | None = None) -> int:
     init_db(make_engine(child["TRAFFIC_INTAKE_DATABASE_URL"]))
 
     print(f"measuring: {args.repeats} x {args.seconds:.0f}s per figure …", flush=True)
-    with gunicorn("bench.bare_app:app", child, log) as port:
-        bare = median_of(args.repeats, load(port, single_body))
-    with gunicorn("services.traffic_intake.wsgi:app", child, log) as port:
-        single = median_of(args.repeats, load(port, single_body))
-        batch = 100 * median_of(args.repeats, load(port, batch_body))
+    rows: list[tuple[str, float, str, str, float]] = []
+    if "intake" in groups:
+        with gunicorn("bench.bare_app:app", child, log) as port:
+            bare = median_of(args.repeats, load(port, single_body))
+        with gunicorn("services.traffic_intake.wsgi:app", child, log) as port:
+            single = median_of(args.repeats, load(port, single_body))
+            batch = 100 * median_of(args.repeats, load(port, batch_body))
+        rows += [
+            ("intake_single_event", single, "req/s", "bare_flask_post", bare),
+            ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
+        ]
     broker = EmbeddedBroker(free_port(), out_dir / "broker.log").start()
-    consumer_rows = []
     try:
         kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(kafka)
-        produce = median_of(args.repeats, lambda: raw_produce(kafka, args.seconds))
-        produce_traffic(kafka, CONSUMER_EVENTS)
-        raw = median_of(args.repeats, lambda: raw_consume(kafka, CONSUMER_EVENTS))
-        sqlite = median_of(
-            args.repeats,
-            lambda: scoring_consume(
-                kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS
-            ),
-        )
-        consumer_rows.append(
-            ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw)
-        )
-        pg_admin = env.text(
-            "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-        )
-        with temporary_postgres(pg_admin) as pg_urls:
-            if pg_urls is None:
-                print("PostgreSQL unreachable: scoring_consumer_postgres not measured")
-            else:
-                postgres = median_of(
-                    args.repeats, lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS)
-                )
-                consumer_rows.append(
-                    (
-                        "scoring_consumer_postgres",
-                        postgres,
-                        "events/s",
-                        "raw_kafka_consume_decode",
-                        raw,
-                    )
-                )
+        if "intake" in groups:
+            produce = median_of(args.repeats, lambda: raw_produce(kafka, args.seconds))
+            rows.append(
+                ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce)
+            )
+        if "consumers" in groups:
+            rows += consumer_rows(kafka, env, work, args.repeats)
     finally:
         broker.stop()
 
-    rescore_db = build(work / "rescore.db", RESCORE_LEADS)
-    read_s = median_of(args.repeats, lambda: read_history(rescore_db))
-    rescore_s = rescore_all(rescore_db, RESCORE_LEADS)  # once: it rewrites the database
+    if "rescore" in groups:
+        rescore_db = build(work / "rescore.db", RESCORE_LEADS)
+        read_s = median_of(args.repeats, lambda: read_history(rescore_db))
+        rescore_s = rescore_all(rescore_db, RESCORE_LEADS)  # once: it rewrites the database
+        rows.append(("rescore_100k_leads", rescore_s, "s", "read_history", read_s))
 
-    rows = [
-        ("intake_single_event", single, "req/s", "bare_flask_post", bare),
-        ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
-        ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce),
-        *consumer_rows,
-        ("rescore_100k_leads", rescore_s, "s", "read_history", read_s),
-    ]
     results = [
         {
             "name": name,
@@ -267,6 +251,40 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nwritten to {out_dir / 'latest.json'}")
     return 0
+
+
+def consumer_rows(
+    kafka: KafkaConfig, env: Env, work: Path, repeats: int
+) -> list[tuple[str, float, str, str, float]]:
+    """The scoring consumer on SQLite and PostgreSQL against raw consume + decode."""
+    rows = []
+    produce_traffic(kafka, CONSUMER_EVENTS)
+    raw = median_of(repeats, lambda: raw_consume(kafka, CONSUMER_EVENTS))
+    sqlite = median_of(
+        repeats,
+        lambda: scoring_consume(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
+    )
+    rows.append(("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw))
+    pg_admin = env.text(
+        "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    )
+    with temporary_postgres(pg_admin) as pg_urls:
+        if pg_urls is None:
+            print("PostgreSQL unreachable: scoring_consumer_postgres not measured")
+        else:
+            postgres = median_of(
+                repeats, lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS)
+            )
+            rows.append(
+                (
+                    "scoring_consumer_postgres",
+                    postgres,
+                    "events/s",
+                    "raw_kafka_consume_decode",
+                    raw,
+                )
+            )
+    return rows
 
 
 if __name__ == "__main__":

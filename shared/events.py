@@ -17,6 +17,7 @@ topic); the runner turns that into a dead letter. :func:`encode` raises
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping
@@ -260,7 +261,9 @@ def new_event(
     )
 
 
+@functools.cache
 def _payload_schema(event_type: str, version: int) -> Schema:
+    """One instance per schema, reused: building one costs more than loading a payload."""
     try:
         return PAYLOAD_SCHEMAS[(event_type, version)]()
     except KeyError:

@@ -1,11 +1,18 @@
 """The consumer runner shared by every service.
 
-Loop: poll a batch → decode each message → call the service's pure handler for it inside
-one database transaction (a savepoint per message) → record processed event ids and the
-outgoing events in the outbox in that same transaction → commit → publish dead letters →
-relay the outbox → commit offsets. Auto-commit is off; a message's offset is committed
-only after its effects are durable, so a crash anywhere redelivers, and the processed-id
-table makes redelivery harmless.
+Loop: poll a batch → decode each message → hand the new ones to the service's pure
+handler, a whole run of one topic at a time, inside one database transaction → record
+processed event ids and the outgoing events in the outbox in that same transaction →
+commit → publish dead letters → relay the outbox → commit offsets. Auto-commit is off; a
+message's offset is committed only after its effects are durable, so a crash anywhere
+redelivers, and the processed-id table makes redelivery harmless.
+
+Batches first, one by one on failure (as arroyo's "retry the batch message by message"):
+the batch is applied in one savepoint, which lets handlers read once and write with bulk
+statements. Only if a handler raises a data error is that savepoint rolled back and the
+batch applied again one message per savepoint, so the bad message is found, dead-lettered
+and the rest still applied; the first attempt leaves nothing behind, so handlers need no
+care of their own for this.
 
 Error policy (the only place it is decided):
 * ``InvalidEvent`` / ``marshmallow.ValidationError`` from decoding or from a handler are
@@ -27,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from types import FrameType
 from typing import Any, Protocol
 
@@ -48,8 +56,22 @@ from shared.topics import DEADLETTER, REGISTRY
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, Session], Sequence[Outgoing]]
-"""A service's handler: one event and an open session in, events to publish out. It may
-read and write through the session; it never commits, and knows nothing of Kafka."""
+"""A handler of one event: the event and an open session in, events to publish out. It
+may read and write through the session; it never commits, and knows nothing of Kafka."""
+
+BatchHandler = Callable[[Sequence[Envelope], Session], Sequence[Outgoing]]
+"""What the runner calls: events of one topic, in topic order, and an open session in;
+the events to publish for all of them out. It applies all of them or raises (a data error
+for any one makes the runner retry them one per call, see the module docstring)."""
+
+
+def each(handler: Handler) -> BatchHandler:
+    """A batch handler that applies the events one at a time with ``handler``."""
+
+    def apply(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
+        return [out for event in events for out in handler(event, session)]
+
+    return apply
 
 
 class Record(Protocol):
@@ -105,7 +127,7 @@ class BatchProcessor:
         *,
         consumer_name: str,
         sessions: sessionmaker,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, BatchHandler],
         processed_table: Table,
         outbox_table: Table,
         dead_letter_limit: DeadLetterLimit | None = None,
@@ -146,58 +168,91 @@ class BatchProcessor:
     def process(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         decoded: list[tuple[Record, Envelope]] = []
-        outcomes: list[bool] = []
         for record in records:
             try:
-                decoded.append(
-                    (
-                        record,
-                        decode(record.value, allowed_types=self.allowed_types.get(record.topic)),
-                    )
-                )
-                outcomes.append(False)
+                envelope = decode(record.value, allowed_types=self.allowed_types.get(record.topic))
             except InvalidEvent as exc:
                 result.dead_letters.append(self._dead_letter(record, exc))
-                outcomes.append(True)
+                continue
+            decoded.append((record, envelope))
 
         with self.sessions.begin() as session:
-            ids = [env.event_id for _, env in decoded]
-            seen: set[str] = set()
-            if ids:
-                seen.update(
-                    session.scalars(
-                        select(self.processed.c.event_id).where(self.processed.c.event_id.in_(ids))
-                    )
-                )
-            processed_rows: list[dict[str, Any]] = []
-            for record, envelope in decoded:
-                if envelope.event_id in seen:
-                    result.duplicates += 1
-                    continue
-                seen.add(envelope.event_id)
-                handler = self.handlers[record.topic]
-                try:
-                    with session.begin_nested():
-                        outgoing = list(handler(envelope, session))
-                except (InvalidEvent, ValidationError) as exc:
-                    result.dead_letters.append(self._dead_letter(record, exc))
-                    outcomes.append(True)
-                    continue
-                result.applied += 1
-                result.outgoing.extend(outgoing)
-                processed_rows.append(
-                    {"event_id": envelope.event_id, "topic": record.topic, "processed_at": utcnow()}
-                )
+            fresh = self._unseen(session, decoded, result)
+            try:
+                with session.begin_nested():
+                    outgoing = self._apply_runs(fresh, session)
+                applied = fresh
+            except (InvalidEvent, ValidationError):
+                # One of them is bad data: find it, applying each alone.
+                applied, outgoing = self._apply_one_by_one(fresh, session, result)
+            result.applied = len(applied)
+            result.outgoing = outgoing
             # Checked before commit: a tripped limit rolls the whole batch back.
-            self.limit.check(outcomes)
-            if processed_rows:
-                session.execute(insert(self.processed), processed_rows)
-            if result.outgoing:
+            invalid = len(result.dead_letters)
+            self.limit.check([True] * invalid + [False] * (len(records) - invalid))
+            if applied:
+                now = utcnow()
+                session.execute(
+                    insert(self.processed),
+                    [
+                        {"event_id": env.event_id, "topic": record.topic, "processed_at": now}
+                        for record, env in applied
+                    ],
+                )
+            if outgoing:
                 session.execute(
                     insert(self.outbox),
-                    outbox_rows(result.outgoing, validate_payload=self.validate_outgoing),
+                    outbox_rows(outgoing, validate_payload=self.validate_outgoing),
                 )
         return result
+
+    def _unseen(
+        self, session: Session, decoded: Sequence[tuple[Record, Envelope]], result: BatchResult
+    ) -> list[tuple[Record, Envelope]]:
+        """The messages not processed before (by event id, in the database or earlier in
+        this batch); counts the others as duplicates."""
+        ids = [env.event_id for _, env in decoded]
+        seen: set[str] = set()
+        if ids:
+            seen.update(
+                session.scalars(
+                    select(self.processed.c.event_id).where(self.processed.c.event_id.in_(ids))
+                )
+            )
+        fresh = []
+        for record, envelope in decoded:
+            if envelope.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(envelope.event_id)
+            fresh.append((record, envelope))
+        return fresh
+
+    def _apply_runs(
+        self, messages: Sequence[tuple[Record, Envelope]], session: Session
+    ) -> list[Outgoing]:
+        """Each run of consecutive messages of one topic goes to its handler in one call
+        (poll order is kept, so per-partition order is too)."""
+        outgoing: list[Outgoing] = []
+        for topic, run in groupby(messages, key=lambda m: m[0].topic):
+            outgoing.extend(self.handlers[topic]([env for _, env in run], session))
+        return outgoing
+
+    def _apply_one_by_one(
+        self, messages: Sequence[tuple[Record, Envelope]], session: Session, result: BatchResult
+    ) -> tuple[list[tuple[Record, Envelope]], list[Outgoing]]:
+        applied: list[tuple[Record, Envelope]] = []
+        outgoing: list[Outgoing] = []
+        for record, envelope in messages:
+            try:
+                with session.begin_nested():
+                    out = self.handlers[record.topic]([envelope], session)
+            except (InvalidEvent, ValidationError) as exc:
+                result.dead_letters.append(self._dead_letter(record, exc))
+                continue
+            applied.append((record, envelope))
+            outgoing.extend(out)
+        return applied, outgoing
 
 
 @dataclass
@@ -317,7 +372,7 @@ def build_runner(
     service: str,
     kafka: KafkaConfig,
     engine: Engine,
-    handlers: Mapping[str, Handler],
+    handlers: Mapping[str, BatchHandler],
     processed_table: Table,
     outbox_table: Table,
     group_id: str | None = None,

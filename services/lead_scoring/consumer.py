@@ -8,22 +8,24 @@ import logging
 from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring.config import SERVICE, ScoringConfig
-from services.lead_scoring.handlers import handle_traffic
+from services.lead_scoring.handlers import handle_traffic_batch
 from services.lead_scoring.handoff import escalate_overdue
 from services.lead_scoring.models import outbox, processed_events
 from services.lead_scoring.rulesets import ActiveSettings, rescore_step
 from services.lead_scoring.settings import ScoringSettings
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.outbox import enqueue
-from shared.runner import ConsumerRunner, Handler, Timer, build_runner
+from shared.runner import BatchHandler, ConsumerRunner, Timer, build_runner
 from shared.topics import TRAFFIC
 
 log = logging.getLogger(__name__)
 
 
-def handlers(config: ScoringConfig, active: ActiveSettings | None = None) -> dict[str, Handler]:
+def handlers(
+    config: ScoringConfig, active: ActiveSettings | None = None
+) -> dict[str, BatchHandler]:
     active = active or ActiveSettings(ScoringSettings.from_config(config))
-    return {TRAFFIC: functools.partial(handle_traffic, active=active)}
+    return {TRAFFIC: functools.partial(handle_traffic_batch, active=active)}
 
 
 def rescore(sessions: sessionmaker, active: ActiveSettings, budget_s: float = 2.0) -> int:

@@ -1,12 +1,15 @@
-"""Pure event handlers of lead-scoring: an event and a session in, events to publish out.
+"""Pure event handlers of lead-scoring: events and a session in, events to publish out.
 
 No Kafka, no commits: the shared runner owns the transaction, idempotency on
 ``event_id`` and publishing. A handler raises ``InvalidEvent`` only for events it can
-never process (they go to the dead-letter topic).
+never process (they go to the dead-letter topic). A batch is applied through one
+:class:`TrafficBatch` (a few reads up front, bulk writes at the end); applying events one
+call each gives the same result, which the runner relies on when it retries a batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,7 +22,7 @@ from services.lead_scoring.rulesets import ActiveSettings, rescore_leads
 from services.lead_scoring.scoring import (
     is_purchase,
 )
-from services.lead_scoring.store import IdentityKey, LeadStore
+from services.lead_scoring.store import IdentityKey, TrafficBatch
 from shared.db import utcnow
 from shared.events import Envelope, InvalidEvent
 from shared.identity import is_junk_id
@@ -67,14 +70,39 @@ def _lead_event(
     )
 
 
-def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) -> list[Outgoing]:
-    """Apply one traffic event: resolve (and merge) the lead, update the profile, score,
-    move the stage, and return one ``lead.*`` event per change."""
-    identities = identities_of(event)
-    if not identities:
+def handle_traffic_batch(
+    events: Sequence[Envelope], session: Session, active: ActiveSettings
+) -> list[Outgoing]:
+    """Apply traffic events in order: per event, resolve (and merge) the lead, update the
+    profile, score, move the stage, and return one ``lead.*`` event per change."""
+    if not events:
+        return []
+    named = [identities_of(event) for event in events]
+    if not all(named):
         raise InvalidEvent("event names no person (no user_id, anonymous_id or email)")
+    _, settings = active.current(session)
+    batch = TrafficBatch(
+        session, settings.history_scope, since=min(event.occurred_at for event in events)
+    )
+    batch.preload(key for identities in named for key in identities)
+    out: list[Outgoing] = []
+    for event, identities in zip(events, named, strict=True):
+        out.extend(_apply(event, identities, batch, active))
+    batch.flush()
+    return out
+
+
+def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) -> list[Outgoing]:
+    """One event: the same as a batch of one."""
+    return handle_traffic_batch([event], session, active)
+
+
+def _apply(
+    event: Envelope, identities: list[IdentityKey], store: TrafficBatch, active: ActiveSettings
+) -> list[Outgoing]:
+    session = store.session
     version, settings = active.current(session)
-    store = LeadStore(session)
+    store.rescope(settings.history_scope)
     leads = store.leads_for(identities)
     lead = leads[0] if leads else store.create_lead(event.occurred_at, version)
     score_before = lead.score
@@ -104,11 +132,13 @@ def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) ->
         # ever move forward.
         active.invalidate()
         version, settings = active.current(session)
+        store.rescope(settings.history_scope)
     if merged_ids or lead.rules_version < version:
         # One history under one rule set: a merge joins two histories (one-time awards
         # must count once), a new rule set changes what each event is worth.
-        session.flush()
+        store.flush()
         rescore_leads(session, [lead], version, settings, utcnow(), publish=False)
+        store.forget(lead.id)
     elif event.type in ("identify", "group"):
         fit = grade(lead.traits, lead.account_traits, settings.fit_criteria, settings.grades)
         lead.fit_score, lead.fit_grade = fit.score, fit.grade
@@ -124,7 +154,6 @@ def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) ->
         earned_points=sum(a.points for a in awards),
     )
     lead.updated_at = event.received_at
-    session.flush()
     assigned = None
     if lead.stage == "mql":
         assigned = assign_if_unowned(session, store, lead, cause_id=event.event_id, now=utcnow())

@@ -9,6 +9,7 @@ the rule id ``intent:<topic>`` — explained like every other point — at most
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,18 +89,24 @@ def _text_of(event: Envelope) -> str:
     return " ".join(parts).lower()
 
 
-def _matches(text: str, keyword: str) -> bool:
-    keyword = keyword.lower()
-    if not keyword.isascii():
-        return keyword in text  # CJK has no word boundaries
-    return re.search(rf"(?<![a-z0-9]){re.escape(keyword)}(?![a-z0-9])", text) is not None
+@functools.lru_cache(maxsize=256)
+def _pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for a topic's keywords: latin keywords match whole words only, CJK ones
+    anywhere (CJK has no word boundaries)."""
+    alternatives = []
+    for keyword in (k.lower() for k in keywords):
+        if keyword.isascii():
+            alternatives.append(rf"(?<![a-z0-9]){re.escape(keyword)}(?![a-z0-9])")
+        else:
+            alternatives.append(re.escape(keyword))
+    return re.compile("|".join(alternatives) or r"(?!)")
 
 
 def topics_of(event: Envelope, taxonomy: Sequence[Topic] = DEFAULT_TAXONOMY) -> list[Topic]:
     text = _text_of(event)
     if not text.strip():
         return []
-    return [t for t in taxonomy if any(_matches(text, k) for k in t.keywords)]
+    return [t for t in taxonomy if _pattern(t.keywords).search(text)]
 
 
 def intent_rules(taxonomy: Sequence[Topic] = DEFAULT_TAXONOMY) -> dict[str, Rule]:

@@ -9,14 +9,14 @@ from services.member_retargeting.config import SERVICE, RetargetingConfig
 from services.member_retargeting.handlers import handle_lead, handle_traffic
 from services.member_retargeting.models import outbox, processed_events
 from shared.db import make_engine
-from shared.runner import ConsumerRunner, Handler, build_runner
+from shared.runner import BatchHandler, ConsumerRunner, build_runner, each
 from shared.topics import LEADS, TRAFFIC
 
 log = logging.getLogger(__name__)
 
 
-def handlers() -> dict[str, Handler]:
-    return {LEADS: handle_lead, TRAFFIC: handle_traffic}
+def handlers() -> dict[str, BatchHandler]:
+    return {LEADS: each(handle_lead), TRAFFIC: each(handle_traffic)}
 
 
 def make_runner(config: RetargetingConfig, group_id: str | None = None) -> ConsumerRunner:

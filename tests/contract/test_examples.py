@@ -26,7 +26,7 @@ from services.member_retargeting.models import outbox as retargeting_outbox
 from services.member_retargeting.models import processed_events as retargeting_processed
 from shared.db import make_engine, make_sessionmaker
 from shared.events import PAYLOAD_SCHEMAS, decode
-from shared.runner import BatchProcessor, Handler
+from shared.runner import BatchHandler, BatchProcessor
 from shared.topics import LEAD_SCORING, MEMBER_RETARGETING, REGISTRY, example_payloads
 from tests.helpers import FakeRecord
 
@@ -34,7 +34,7 @@ from tests.helpers import FakeRecord
 def _processor(
     url: str,
     init: Callable,
-    handlers: dict[str, Handler],
+    handlers: dict[str, BatchHandler],
     processed: Table,
     outbox: Table,
     name: str,
