@@ -97,6 +97,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> En
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if url.startswith("postgresql+psycopg2") or url.startswith("postgresql:"):
+        # Batched UPDATEs (consumers update a batch's leads in one executemany): psycopg2
+        # otherwise sends one round trip per row.
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
