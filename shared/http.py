@@ -11,10 +11,11 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import marshmallow as ma
-from flask import Flask, current_app, request, send_from_directory
+from flask import Flask, current_app, g, request, send_from_directory
 from flask_smorest import Api as _SmorestApi
 from flask_smorest import abort
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -84,6 +85,11 @@ def error_body(code: str, message: str, fields: Mapping[str, list[str]] | None =
     return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
 
 
+HTML_ERRORS = "funnel_html_errors"
+"""``app.extensions[HTML_ERRORS]``: URL prefix → renderer of an HTTP error as a page, for
+browser-facing paths (everything else answers in the JSON error shape)."""
+
+
 class Api(_SmorestApi):
     """flask-smorest's Api with Funnel's single error shape."""
 
@@ -95,6 +101,9 @@ class Api(_SmorestApi):
             original = getattr(error, "original_exception", None)
             if original is not None:
                 log.error("unhandled error", exc_info=original)
+        for prefix, render in current_app.extensions.get(HTML_ERRORS, {}).items():
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return render(error)
         data = getattr(error, "data", None) or {}
         headers = dict(data.get("headers") or {})
         fields: dict[str, list[str]] = {}
@@ -167,9 +176,39 @@ def bearer_token() -> str | None:
     return value.strip()
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who a bearer token belongs to: a shared role token (``person_id`` None), or one
+    person's own token (e.g. a sales rep's), which acts with ``role`` as that person."""
+
+    role: str
+    person_id: int | None = None
+    name: str = ""
+
+
+PERSON_TOKENS = "funnel_person_tokens"
+"""``app.extensions[PERSON_TOKENS]``: a callable token → :class:`Principal` or None, asked
+when a token is not one of the role tokens (a service's own per-person tokens)."""
+
+
+def principal_for_token(token: str) -> Principal | None:
+    role = role_for_token(token, current_app.config["FUNNEL_TOKENS"])
+    if role is not None:
+        return Principal(role=role, name=role)
+    resolve = current_app.extensions.get(PERSON_TOKENS)
+    return resolve(token) if resolve is not None else None
+
+
+def current_principal() -> Principal:
+    """The caller of a view behind :func:`require_role`."""
+    principal: Principal = g.funnel_principal
+    return principal
+
+
 def require_role(*roles: str) -> Callable[[F], F]:
     """Allow the view only to bearer tokens of ``roles``: no/unknown token → 401, a valid
-    token of another role → 403. Tokens come from ``app.config["FUNNEL_TOKENS"]``."""
+    token of another role → 403. Role tokens come from ``app.config["FUNNEL_TOKENS"]``,
+    personal ones from the service's resolver (see :data:`PERSON_TOKENS`)."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -178,11 +217,12 @@ def require_role(*roles: str) -> Callable[[F], F]:
             token = bearer_token()
             if token is None:
                 fail(401, "missing bearer token", headers=challenge)
-            role = role_for_token(token, current_app.config["FUNNEL_TOKENS"])
-            if role is None:
+            principal = principal_for_token(token)
+            if principal is None:
                 fail(401, "unknown bearer token", headers=challenge)
-            if role not in roles:
-                fail(403, f"role {role!r} may not do this; needs {' or '.join(roles)}")
+            if principal.role not in roles:
+                fail(403, f"role {principal.role!r} may not do this; needs {' or '.join(roles)}")
+            g.funnel_principal = principal
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.lead_scoring import rep_tokens
 from services.lead_scoring.engagement import decayed, priority
 from services.lead_scoring.fit import grade
 from services.lead_scoring.handoff import (
@@ -47,13 +48,14 @@ from services.lead_scoring.schemas import (
     RepList,
     RepOut,
     RepPatch,
+    RepTokenOut,
     RescoreJobOut,
     RuleSetIn,
     RuleSetOut,
     StageMoveIn,
 )
 from shared.db import utcnow
-from shared.http import fail, require_role
+from shared.http import current_principal, fail, require_role
 from shared.outbox import Outgoing, enqueue
 
 blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored leads for sales")
@@ -265,6 +267,21 @@ class OverdueView(MethodView):
         return {"items": items, "sla_hours": sla}
 
 
+def _actor(session: Session, rep_id: int | None) -> str:
+    """Who is acting: with a rep's own token, that rep (``rep_id`` may only repeat it);
+    with the shared sales token, the rep named by ``rep_id`` or just "sales"."""
+    caller = current_principal()
+    if caller.person_id is None:
+        return actor_name(session, rep_id)
+    if rep_id is not None and rep_id != caller.person_id:
+        fail(
+            403,
+            "a rep's own token acts only as that rep",
+            errors={"rep_id": [f"must be {caller.person_id} or left out"]},
+        )
+    return actor_name(session, caller.person_id)
+
+
 @blp.route("/<string:lead_id>/accept")
 class AcceptView(MethodView):
     @require_role("sales")
@@ -278,7 +295,7 @@ class AcceptView(MethodView):
             lambda session, lid: accept(
                 session,
                 lid,
-                actor=actor_name(session, data["rep_id"]),
+                actor=_actor(session, data["rep_id"]),
                 note=data["note"],
                 now=utcnow(),
             ),
@@ -300,7 +317,7 @@ class RejectView(MethodView):
                 session,
                 lid,
                 data["reason_code"],
-                actor=actor_name(session, data["rep_id"]),
+                actor=_actor(session, data["rep_id"]),
                 note=data["note"],
                 now=utcnow(),
             ),
@@ -323,7 +340,7 @@ class StageView(MethodView):
                 lid,
                 data["to_stage"],
                 data["reason"],
-                actor=actor_name(session, data["rep_id"]),
+                actor=_actor(session, data["rep_id"]),
                 now=utcnow(),
             ),
         )
@@ -378,6 +395,32 @@ class RepView(MethodView):
                 setattr(rep, key, value)
             session.flush()
             return rep
+
+
+@reps_blp.route("/<int:rep_id>/token")
+class RepTokenView(MethodView):
+    @require_role("admin")
+    @reps_blp.response(201, RepTokenOut)
+    @reps_blp.doc(security=[{"bearer": []}])
+    def post(self, rep_id: int) -> dict[str, Any]:
+        """Issue the rep's personal token (shown only in this answer), replacing any
+        earlier one. With it the rep signs in to the pages and calls the API as
+        themselves: their queue, and accept/reject recorded under their name."""
+        with current_app.extensions["lead_scoring"].sessions.begin() as session:
+            try:
+                token = rep_tokens.issue(session, rep_id)
+            except LookupError:
+                fail(404, f"no rep {rep_id}")
+        return {"rep_id": rep_id, "token": token}
+
+    @require_role("admin")
+    @reps_blp.response(204)
+    @reps_blp.doc(security=[{"bearer": []}])
+    def delete(self, rep_id: int) -> None:
+        """Revoke the rep's token: API calls with it fail and page sessions end."""
+        with current_app.extensions["lead_scoring"].sessions.begin() as session:
+            if not rep_tokens.revoke(session, rep_id):
+                fail(404, f"rep {rep_id} has no token")
 
 
 rules_blp = Blueprint(

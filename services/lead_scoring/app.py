@@ -10,13 +10,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring import api as leads_api
-from services.lead_scoring import pages
+from services.lead_scoring import pages, rep_tokens
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.models import metadata
 from services.lead_scoring.rulesets import ActiveSettings
 from services.lead_scoring.settings import ScoringSettings
 from shared.db import make_engine, make_sessionmaker
-from shared.http import init_api, register_health
+from shared.http import PERSON_TOKENS, Principal, init_api, register_health
 
 
 @dataclass
@@ -51,6 +51,13 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.extensions["lead_scoring"] = ScoringState(
         config, engine, make_sessionmaker(engine), settings, ActiveSettings(settings)
     )
+    sessions = app.extensions["lead_scoring"].sessions
+
+    def rep_principal(token: str) -> Principal | None:
+        with sessions() as session:
+            return rep_tokens.principal(session, token)
+
+    app.extensions[PERSON_TOKENS] = rep_principal
     api = init_api(app, title="Funnel lead-scoring")
     api.register_blueprint(leads_api.blp)
     api.register_blueprint(leads_api.reps_blp)

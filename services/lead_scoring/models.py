@@ -72,6 +72,17 @@ class Rep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class RepToken(Base):
+    """A rep's personal sign-in token (API and pages), stored as its SHA-256 only: the
+    token itself is shown once. One per rep; issuing a new one replaces it."""
+
+    __tablename__ = "rep_tokens"
+
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Identity(Base):
     """One identifier of a person: ``anonymous_id``, ``user_id`` or ``email``."""
 

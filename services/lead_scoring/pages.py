@@ -1,10 +1,13 @@
 """Server-rendered sales pages: my queue, all leads by priority, lead detail (score
 explanation, score over time, timeline) with accept/reject, overdue MQLs.
 
-Browsers cannot send bearer headers from links and forms, so a salesperson signs in once
-with the sales token; the role then lives in Flask's signed session cookie. Every form
-carries a CSRF token bound to the session. Nothing is loaded from a CDN: styles are inline
-and the chart is inline SVG.
+Browsers cannot send bearer headers from links and forms, so a salesperson signs in once,
+with their own rep token (then "my queue" is theirs and every accept/reject is recorded
+under their name) or with the shared sales token (then they pick whose queue to show).
+Who signed in lives in Flask's signed session cookie, bound to the token used: rotating
+or revoking it signs the session out. Every form carries a CSRF token bound to the
+session. Nothing is loaded from a CDN: styles are inline and the chart is inline SVG.
+Errors under ``/app`` are answered as pages (``error.html``), not as JSON.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from flask import (
     session,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from services.lead_scoring import rep_tokens
 from services.lead_scoring.api import lead_detail, list_leads, summary
 from services.lead_scoring.handoff import (
     REJECTION_CODES,
@@ -45,7 +51,7 @@ from services.lead_scoring.handoff import (
 from services.lead_scoring.models import Rep, ScoreEntry, outbox
 from shared.db import utcnow
 from shared.events import STAGES
-from shared.http import role_for_token
+from shared.http import HTML_ERRORS, principal_for_token
 from shared.outbox import Outgoing, enqueue
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
@@ -65,11 +71,28 @@ def _token_fingerprint(role: str) -> str | None:
     return hashlib.sha256(f"funnel-page-session:{token}".encode()).hexdigest()[:32]
 
 
+def _rep_fingerprint(rep_id: int) -> str | None:
+    """Binds a rep's page session to the rep's current personal token."""
+    with _state().sessions() as db:
+        current = rep_tokens.current_hash(db, rep_id)
+    if current is None:
+        return None
+    return hashlib.sha256(f"funnel-page-session:{current}".encode()).hexdigest()[:32]
+
+
+def _session_fingerprint() -> str | None:
+    role = session.get("role")
+    if role not in PAGE_ROLES:
+        return None
+    if session.get("personal"):
+        return _rep_fingerprint(int(session.get("rep_id", 0)))
+    return _token_fingerprint(role)
+
+
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        role = session.get("role")
-        expected = _token_fingerprint(role) if role in PAGE_ROLES else None
+        expected = _session_fingerprint()
         if expected is None or not hmac.compare_digest(session.get("token_fp", ""), expected):
             session.clear()
             return redirect(url_for("pages.login", next=request.full_path))
@@ -80,6 +103,17 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def render_error(error: HTTPException) -> tuple[str, int]:
+    """An HTTP error under ``/app`` as a page a salesperson can act on (not JSON)."""
+    status = error.code or 500
+    return render_template("error.html", status=status, error=error), status
+
+
+@bp.record_once
+def _html_errors(state: BlueprintSetupState) -> None:
+    state.app.extensions.setdefault(HTML_ERRORS, {})[bp.url_prefix or ""] = render_error
 
 
 @bp.app_context_processor
@@ -95,16 +129,23 @@ def _globals() -> dict[str, Any]:
 def login() -> Any:
     error = None
     if request.method == "POST":
-        role = role_for_token(request.form.get("token", ""), current_app.config["FUNNEL_TOKENS"])
-        if role in PAGE_ROLES:
+        who = principal_for_token(request.form.get("token", "").strip())
+        if who is not None and who.role in PAGE_ROLES:
             session.clear()
-            session.update(
-                role=role, csrf=secrets.token_urlsafe(24), token_fp=_token_fingerprint(role)
-            )
+            session.update(role=who.role, csrf=secrets.token_urlsafe(24))
+            if who.person_id is not None:
+                session.update(
+                    personal=True,
+                    rep_id=who.person_id,
+                    rep_name=who.name,
+                    token_fp=_rep_fingerprint(who.person_id),
+                )
+            else:
+                session["token_fp"] = _token_fingerprint(who.role)
             target = request.args.get("next", "")
             # Only local paths: never an open redirect.
             return redirect(target if target.startswith("/app/") else url_for("pages.queue"))
-        error = "That token does not belong to sales."
+        error = "That token belongs neither to a rep nor to sales."
     return render_template("login.html", error=error), 401 if error else 200
 
 
@@ -123,7 +164,7 @@ def _reps(db: Session) -> list[Rep]:
 @signed_in
 def queue() -> Any:
     """My queue: my leads by priority, then unassigned MQLs."""
-    if "rep_id" in request.args:
+    if "rep_id" in request.args and not session.get("personal"):
         rep_id = request.args.get("rep_id", type=int)
         session["rep_id"] = rep_id
     rep_id = session.get("rep_id")

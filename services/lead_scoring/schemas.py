@@ -177,6 +177,13 @@ class RepOut(ma.Schema):
     last_assigned_at = fields.DateTime(allow_none=True)
 
 
+class RepTokenOut(ma.Schema):
+    rep_id = ma.fields.Integer(required=True)
+    token = ma.fields.String(
+        required=True, metadata={"description": "shown once; store it like a password"}
+    )
+
+
 class RepList(ma.Schema):
     items = fields.List(fields.Nested(RepOut))
 
