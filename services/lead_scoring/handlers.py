@@ -18,7 +18,12 @@ from services.lead_scoring.fit import grade
 from services.lead_scoring.handoff import assign_if_unowned
 from services.lead_scoring.models import Lead
 from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
-from services.lead_scoring.rulesets import ActiveSettings, rescore_leads
+from services.lead_scoring.rulesets import (
+    ActiveSettings,
+    explain_change,
+    points_by_rule,
+    rescore_leads,
+)
 from services.lead_scoring.scoring import (
     is_purchase,
 )
@@ -133,12 +138,20 @@ def _apply(
         active.invalidate()
         version, settings = active.current(session)
         store.rescope(settings.history_scope)
+    adjustments: list[dict[str, Any]] = []
     if merged_ids or lead.rules_version < version:
         # One history under one rule set: a merge joins two histories (one-time awards
         # must count once), a new rule set changes what each event is worth.
         store.flush()
+        before = points_by_rule(session, [lead.id]).get(lead.id, {})
         rescore_leads(session, [lead], version, settings, utcnow(), publish=False)
         store.forget(lead.id)
+        adjustments = explain_change(
+            before,
+            points_by_rule(session, [lead.id]).get(lead.id, {}),
+            "histories merged" if merged_ids else f"rules v{version}",
+            event.event_id,
+        )
     elif event.type in ("identify", "group"):
         fit = grade(lead.traits, lead.account_traits, settings.fit_criteria, settings.grades)
         lead.fit_score, lead.fit_grade = fit.score, fit.grade
@@ -170,7 +183,7 @@ def _apply(
             )
         )
     if lead.score != score_before or awards:
-        points = [
+        points = adjustments + [
             {"rule_id": a.rule_id, "points": a.points, "reason": a.reason, "event_id": a.event_id}
             for a in awards
         ]

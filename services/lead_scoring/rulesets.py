@@ -33,7 +33,7 @@ from services.lead_scoring.models import (
     ScoreEntry,
 )
 from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
-from services.lead_scoring.scoring import Rule
+from services.lead_scoring.scoring import Award, Rule
 from services.lead_scoring.settings import ScoringSettings
 from services.lead_scoring.store import LeadStore
 from shared.db import utcnow
@@ -117,6 +117,59 @@ class ActiveSettings:
         self._read_at = -1e9
 
 
+RuleTotals = dict[str, tuple[int, str]]
+"""rule id → (points it gave a lead in all, its reason)."""
+
+
+def points_by_rule(session: Session, lead_ids: Sequence[str]) -> dict[str, RuleTotals]:
+    """Each lead's stored points per rule (one grouped query)."""
+    out: dict[str, RuleTotals] = {}
+    if not lead_ids:
+        return out
+    for lead_id, rule_id, points, reason in session.execute(
+        select(
+            ScoreEntry.lead_id,
+            ScoreEntry.rule_id,
+            func.sum(ScoreEntry.points),
+            func.max(ScoreEntry.reason),
+        )
+        .where(ScoreEntry.lead_id.in_(lead_ids))
+        .group_by(ScoreEntry.lead_id, ScoreEntry.rule_id)
+    ):
+        out.setdefault(lead_id, {})[rule_id] = (int(points), reason)
+    return out
+
+
+def totals(awards: Sequence[Award]) -> RuleTotals:
+    out: RuleTotals = {}
+    for award in awards:
+        points, _ = out.get(award.rule_id, (0, award.reason))
+        out[award.rule_id] = (points + award.points, award.reason)
+    return out
+
+
+def explain_change(
+    before: RuleTotals, after: RuleTotals, cause: str, event_id: str
+) -> list[dict[str, Any]]:
+    """The points of a rescore, per rule: what each rule gives now minus what it gave,
+    so ``lead.scored`` points still add up to its delta. ``cause`` says why (a new rule
+    set, merged histories); ``event_id`` is what caused it."""
+    out = []
+    for rule_id in sorted(before.keys() | after.keys()):
+        old, old_reason = before.get(rule_id, (0, ""))
+        new, reason = after.get(rule_id, (0, old_reason))
+        if new != old:
+            out.append(
+                {
+                    "rule_id": rule_id,
+                    "points": new - old,
+                    "reason": f"{reason}: {old} → {new} points ({cause})",
+                    "event_id": event_id,
+                }
+            )
+    return out
+
+
 def rescore_leads(
     session: Session,
     leads: Sequence[Lead],
@@ -147,6 +200,7 @@ def rescore_leads(
             .order_by(Identity.kind, Identity.value)
         ):
             identities.setdefault(lead_id, []).append((kind, value))
+    before = points_by_rule(session, ids) if publish else {}
     session.execute(delete(ScoreEntry).where(ScoreEntry.lead_id.in_(ids)))
     entries: list[dict[str, Any]] = []
     out: list[Outgoing] = []
@@ -164,7 +218,7 @@ def rescore_leads(
             }
             for a, at in result.awards
         ]
-        before = lead.score
+        score_before = lead.score
         lead.score, lead.engagement_raw, lead.intent = (
             result.score,
             result.engagement_raw,
@@ -180,15 +234,24 @@ def rescore_leads(
         moves = store.advance(
             lead, mql_threshold=settings.mql_threshold, changed_by=f"rescore:v{version}", at=now
         )
-        if lead.score == before and not moves:
+        if lead.score == score_before and not moves:
             continue
         cause = f"rescore:{version}:{lead.id}"
         snap = snapshot(store, lead, identities.get(lead.id, []))
-        if lead.score != before:
+        if lead.score != score_before:
             out.append(
                 lead_event(
                     "lead.scored",
-                    {"lead": snap, "delta": lead.score - before, "points": []},
+                    {
+                        "lead": snap,
+                        "delta": lead.score - score_before,
+                        "points": explain_change(
+                            before.get(lead.id, {}),
+                            totals([award for award, _ in result.awards]),
+                            f"rules v{version}",
+                            f"rules:v{version}",
+                        ),
+                    },
                     lead,
                     event_id=derived_event_id(cause, "scored"),
                     occurred_at=now,

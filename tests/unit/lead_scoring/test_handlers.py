@@ -86,6 +86,20 @@ def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Fee
     assert survivor.score == 16
 
 
+def test_a_merge_explains_the_points_it_takes_away(scoring_app: Flask, feed: Feeder) -> None:
+    feed(identify("a1", "u1", "one@x.co"), identify("a2", "u2", "two@x.co"))  # 5 + 5
+    alias = new_event("alias", {"previous_id": "u2"}, source="web", user_id="u1")
+    result = feed(alias)
+    [survivor] = leads(scoring_app)
+    assert survivor.score == 5  # "identified" is one-time: it counts once after the merge
+    scored = next(o for o in result.outgoing if o.envelope.type == "lead.scored").envelope
+    assert scored.payload["delta"] == -5 == sum(p["points"] for p in scored.payload["points"])
+    [adjustment] = scored.payload["points"]
+    assert (adjustment["rule_id"], adjustment["points"]) == ("identified", -5)
+    assert adjustment["reason"] == "Told us who they are: 10 → 5 points (histories merged)"
+    assert adjustment["event_id"] == alias.event_id  # what caused it
+
+
 def test_redelivered_events_are_not_counted_twice(scoring_app: Flask, feed: Feeder) -> None:
     event = page("a1")
     feed(event)

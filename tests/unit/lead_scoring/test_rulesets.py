@@ -103,6 +103,21 @@ def test_changing_rules_rescores_every_lead_from_history(scoring_app: Flask, fee
         if e.type == "lead.stage_changed" and e.payload["changed_by"] == "rescore:v1"
     ]
     assert [(m["lead"]["email"], m["to_stage"]) for m in moved] == [("browser@x.co", "mql")]
+    rescored = {
+        e.payload["lead"]["email"]: e.payload
+        for e in published
+        if e.type == "lead.scored"
+        and e.payload["points"][:1]
+        and e.payload["points"][0]["event_id"] == "rules:v1"
+    }
+    keen = rescored["keen@x.co"]
+    # every point of the rescore explained per rule, adding up to its delta
+    assert keen["delta"] == 19 - 57 == sum(p["points"] for p in keen["points"])
+    assert {p["rule_id"]: p["points"] for p in keen["points"]} == {
+        "form-submitted": 10 - 50,
+        "page-view": 4 - 2,
+    }
+    assert keen["points"][0]["reason"] == "Submitted a form: 50 → 10 points (rules v1)"
     active = client.get("/admin/scoring/rules", headers=ADMIN).json
     assert active["version"] == 1 and active["document"]["mql_threshold"] == 40
 
@@ -116,9 +131,16 @@ def test_a_lead_is_rescored_before_its_next_event_under_new_rules(
     scoring_app.test_client().put("/admin/scoring/rules", headers=ADMIN, json=document)
     scoring_app.extensions["lead_scoring"].active.invalidate()
     feed.processor.handlers["funnel.traffic"].keywords["active"].invalidate()
-    feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="quiet"))
+    result = feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="quiet"))
     # no rescore job ran: quiet was rebuilt (5 + 3) and then scored its new view (+3)
     assert scores(scoring_app)["quiet@x.co"] == (11, "lead", 1)
+    [scored] = [o.envelope.payload for o in result.outgoing if o.envelope.type == "lead.scored"]
+    assert scored["delta"] == 11 - 6 == sum(p["points"] for p in scored["points"])
+    assert [(p["rule_id"], p["points"]) for p in scored["points"]] == [
+        ("page-view", 3 - 1),  # the rebuild, under rules v1
+        ("page-view", 3),  # the new view
+    ]
+    assert scored["points"][0]["reason"].endswith("1 → 3 points (rules v1)")
     assert scores(scoring_app)["keen@x.co"][2] == 0  # untouched until the job or an event
 
 
