@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -302,14 +303,79 @@ def encode(envelope: Envelope, *, validate_payload: bool = True) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
+_ENVELOPE_KEYS = frozenset(EnvelopeSchema().fields)
+# The form ``to_dict`` writes (``datetime.isoformat`` of an aware time); others go the slow way.
+_CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?[+-]\d{2}:\d{2}")
+
+
+def _text(value: Any, max_length: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_length
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, str) and _CANONICAL_TIME.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:  # e.g. month 13: the schema explains it
+            return None
+    return None
+
+
+def _fast_envelope(data: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``EnvelopeSchema().load(data)`` returns, for the envelopes Funnel itself
+    writes, at a tenth of the cost; None for anything else (unusual time formats, missing
+    or wrong fields), which the schema then loads or explains. Consumers decode every
+    message, so this is on their hot path; a test holds it to the schema's answers."""
+    if not data.keys() <= _ENVELOPE_KEYS:
+        return None
+    version = data.get("schema_version")
+    context = data.get("context", {})
+    payload = data.get("payload")
+    anonymous_id = data.get("anonymous_id")
+    user_id = data.get("user_id")
+    if not (
+        _text(data.get("event_id"), 128)
+        and _text(data.get("type"), 64)
+        and _text(data.get("source"), 200)
+        and type(version) is int
+        and version >= 1
+        and isinstance(context, dict)
+        and isinstance(payload, dict)
+        and _optional_text(anonymous_id)
+        and _optional_text(user_id)
+    ):
+        return None
+    occurred_at, received_at = _time(data.get("occurred_at")), _time(data.get("received_at"))
+    if occurred_at is None or received_at is None:
+        return None
+    return {
+        "event_id": data["event_id"],
+        "type": data["type"],
+        "schema_version": version,
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "source": data["source"],
+        "anonymous_id": anonymous_id,
+        "user_id": user_id,
+        "context": dict(context),
+        "payload": dict(payload),
+    }
+
+
 def from_dict(data: Any, *, allowed_types: frozenset[str] | None = None) -> Envelope:
     """Validate a decoded JSON value into an :class:`Envelope` or raise :class:`InvalidEvent`."""
     if not isinstance(data, dict):
         raise InvalidEvent("envelope is not a JSON object")
-    try:
-        loaded = _ENVELOPE.load(data)
-    except ValidationError as exc:
-        raise InvalidEvent(f"envelope: {exc.messages}") from exc
+    loaded = _fast_envelope(data)
+    if loaded is None:
+        try:
+            loaded = _ENVELOPE.load(data)
+        except ValidationError as exc:
+            raise InvalidEvent(f"envelope: {exc.messages}") from exc
     if allowed_types is not None and loaded["type"] not in allowed_types:
         raise InvalidEvent(
             f"event type {loaded['type']!r} is not registered on this topic", kind="unknown_type"

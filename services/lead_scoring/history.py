@@ -26,8 +26,29 @@ MAX_KEPT_BYTES = 8 * 1024  # properties beyond this are cut to their scalar fiel
 PAGE_KEYS = ("path", "title", "search", "url", "referrer")
 
 
+def _surely_small(properties: Mapping[str, Any]) -> bool:
+    """True when flat scalar properties cannot reach MAX_KEPT_BYTES as JSON even if every
+    character were escaped (at most 12 bytes each): spares the hot path a json.dumps."""
+    chars = 0
+    for key, value in properties.items():
+        if isinstance(value, str):
+            chars += len(value)
+        elif (
+            value is None
+            or isinstance(value, float)
+            or (isinstance(value, int) and -(10**18) < value < 10**18)
+        ):
+            chars += 25  # the longest float repr, e.g. -2.2250738585072014e-308
+        else:
+            return False
+        chars += len(key) + 4
+    return 12 * chars + 32 < MAX_KEPT_BYTES
+
+
 def _bounded(properties: Mapping[str, Any]) -> dict[str, Any]:
     kept = dict(properties)
+    if _surely_small(kept):
+        return kept
     if len(json.dumps(kept, default=str)) > MAX_KEPT_BYTES:
         kept = {k: v for k, v in kept.items() if isinstance(v, str | int | float | bool)}
         kept = {k: v[:500] if isinstance(v, str) else v for k, v in kept.items()}

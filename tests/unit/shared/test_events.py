@@ -85,3 +85,46 @@ def test_encoding_an_invalid_payload_is_a_programming_error() -> None:
 def test_partition_key_prefers_the_anonymous_id() -> None:
     assert new_event("identify", {}, source="w", anonymous_id="a", user_id="u").partition_key == "a"
     assert new_event("identify", {}, source="w", user_id="u").partition_key == "u"
+
+
+def _envelope_variants() -> list[dict]:
+    """A canonical envelope, and each field replaced by values of every awkward kind."""
+    from shared.events import _ENVELOPE_KEYS
+
+    base = to_dict(new_event("page", {"properties": {"path": "/"}}, source="web", user_id="u"))
+    odd = [None, 0, 1, -1, True, False, "", "x", "x" * 129, "x" * 201, [], {}, {"a": 1}, 1.5]
+    times = [
+        "2026-11-29T10:00:00+00:00",
+        "2026-11-29T10:00:00.123456+05:30",
+        "2026-11-29T10:00:00Z",
+        "2026-11-29T10:00:00",
+        "2026-11-29 10:00:00+00:00",
+        "2026-11-29",
+        "2026-13-29T10:00:00+00:00",
+        "2026-11-29T10:00:00.1+00:00",
+        "not a time",
+    ]
+    variants = [base, {**base, "extra": 1}]
+    for key in sorted(_ENVELOPE_KEYS):
+        variants.append({k: v for k, v in base.items() if k != key})
+        variants += [{**base, key: value} for value in odd]
+    for key in ("occurred_at", "received_at"):
+        variants += [{**base, key: value} for value in times]
+    return variants
+
+
+def test_the_fast_envelope_path_agrees_with_the_schema() -> None:
+    from shared.events import _ENVELOPE, _fast_envelope
+
+    fast_hits = 0
+    for data in _envelope_variants():
+        fast = _fast_envelope(data)
+        try:
+            slow = _ENVELOPE.load(data)
+        except ValidationError:
+            assert fast is None, data  # only the schema may accept or explain
+            continue
+        if fast is not None:
+            fast_hits += 1
+            assert fast == slow, data
+    assert fast_hits > 20  # the common shapes really take the fast path
