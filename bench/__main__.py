@@ -10,10 +10,14 @@
 * ``scoring_consumer_sqlite`` / ``_postgres``: lead-scoring applying page events
   (events/s); PostgreSQL from ``FUNNEL_BENCH_POSTGRES_URL`` or the local server, skipped
   with a note when unreachable.
+* ``consume_produce_ceiling``: read, JSON-decode and produce one message per record, no
+  database: what any consumer that publishes per event cannot beat here. Its ratio to
+  raw consume + decode bounds the scoring consumer's; ``scoring_sqlite_vs_ceiling`` is
+  the scoring consumer against it.
 
 Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
 ``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
-target_ratio) and prints a table. Bounded: about a minute and a half with the defaults.
+target_ratio) and prints a table. Bounded: about six minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from bench.consumers import produce_traffic, raw_consume, scoring_consume
+from bench.consumers import produce_traffic, raw_consume, raw_consume_produce, scoring_consume
 from bench.load import post_load
 from bench.rescoring import build, read_history, rescore_all
 from services.traffic_intake.app import init_db
@@ -260,11 +264,16 @@ def consumer_rows(
     rows = []
     produce_traffic(kafka, CONSUMER_EVENTS)
     raw = median_of(repeats, lambda: raw_consume(kafka, CONSUMER_EVENTS))
+    pipe = median_of(repeats, lambda: raw_consume_produce(kafka, CONSUMER_EVENTS))
     sqlite = median_of(
         repeats,
         lambda: scoring_consume(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
     )
-    rows.append(("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw))
+    rows += [
+        ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
+        ("consume_produce_ceiling", pipe, "events/s", "raw_kafka_consume_decode", raw),
+        ("scoring_sqlite_vs_ceiling", sqlite, "events/s", "consume_produce_ceiling", pipe),
+    ]
     pg_admin = env.text(
         "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     )

@@ -16,7 +16,7 @@ from services.lead_scoring.models import processed_events
 from shared.config import KafkaConfig
 from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
-from shared.topics import TRAFFIC
+from shared.topics import LEADS, TRAFFIC
 
 
 def produce_traffic(kafka: KafkaConfig, count: int, people: int = 1000) -> None:
@@ -51,6 +51,36 @@ def raw_consume(kafka: KafkaConfig, count: int, max_seconds: float = 120) -> flo
             seen += len(records)
     elapsed = time.monotonic() - (started or time.monotonic())
     consumer.close()
+    return seen / elapsed if elapsed else 0.0
+
+
+def raw_consume_produce(kafka: KafkaConfig, count: int, max_seconds: float = 120) -> float:
+    """msg/s of the least any applying consumer does: read, JSON-decode, produce one
+    message per record (acks=all, as the outbox relay does), flush and commit offsets per
+    poll batch. No database, no schema validation: the ceiling for lead-scoring, which
+    publishes one lead event per traffic event."""
+    consumer = make_consumer(kafka, f"bench-pipe-{uuid.uuid4().hex}", [TRAFFIC])
+    producer = make_producer(kafka, "bench-pipe")
+    seen = 0
+    started = None
+    deadline = time.monotonic() + max_seconds
+    try:
+        while seen < count and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500, max_records=500)
+            if polled and started is None:
+                started = time.monotonic()
+            for records in polled.values():
+                for record in records:
+                    json.loads(record.value)
+                    producer.send(LEADS, key=record.key, value=record.value)
+                seen += len(records)
+            if polled:
+                producer.flush()
+                consumer.commit()
+        elapsed = time.monotonic() - (started or time.monotonic())
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()
     return seen / elapsed if elapsed else 0.0
 
 
