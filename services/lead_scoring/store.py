@@ -4,9 +4,9 @@
 :class:`TrafficBatch` is the consumer's unit of work for one batch of traffic events: it
 reads the batch's identities, leads and award histories with a few queries up front,
 keeps new rows in memory and writes them with one bulk INSERT per table in :meth:`flush`
-(row-by-row ORM writes cost ~10x more; see ``make bench``). Before any plain query must
-see the batch's rows (a merge, a rescore) the caller flushes; where rows change behind the
-batch's back it calls :meth:`forget`.
+(row-by-row ORM writes made the consumer ~8x slower; see ``make bench``). Before any
+plain query must see the batch's rows (a merge, a rescore) the caller flushes; where rows
+change behind the batch's back it calls :meth:`forget`.
 """
 
 from __future__ import annotations
@@ -46,14 +46,6 @@ class LeadStore:
     def _insert(self, model: type[Base], row: dict[str, Any]) -> None:
         """Add one history row (an identity, event, award or stage change)."""
         self.session.add(model(**row))
-
-    def flush(self) -> None:
-        """Write everything pending, so that plain queries see it."""
-        self.session.flush()
-
-    def forget(self, *lead_ids: str) -> None:
-        """Drop what this store remembers of the leads (after their rows changed behind
-        its back, e.g. a rescore rewrote their awards). Nothing is remembered here."""
 
     def identities_of(self, lead_id: str) -> list[IdentityKey]:
         rows = self.session.execute(
