@@ -97,11 +97,6 @@ def handle_traffic_batch(
     return out
 
 
-def handle_traffic(event: Envelope, session: Session, active: ActiveSettings) -> list[Outgoing]:
-    """One event: the same as a batch of one."""
-    return handle_traffic_batch([event], session, active)
-
-
 def _apply(
     event: Envelope, identities: list[IdentityKey], store: TrafficBatch, active: ActiveSettings
 ) -> list[Outgoing]:
