@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from services.lead_scoring.app import create_app, init_db
 from services.lead_scoring.config import ScoringConfig
-from services.lead_scoring.models import Lead
+from services.lead_scoring.models import Lead, StageChange
 from shared.events import new_event
 from tests.helpers import serving
 from tests.unit.lead_scoring.conftest import TOKENS, Feeder
@@ -94,6 +95,10 @@ def test_sales_pages_accept_a_lead_in_chromium(
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    admin = scoring_app.test_client()
+    auth = {"Authorization": f"Bearer {TOKENS.admin}"}
+    rep = admin.post("/admin/reps", headers=auth, json={"name": "Mei", "email": "mei@x.co"}).json
+    rep_token = admin.post(f"/admin/reps/{rep['id']}/token", headers=auth).json["token"]
     feed(
         new_event(
             "identify",
@@ -118,12 +123,12 @@ def test_sales_pages_accept_a_lead_in_chromium(
     wait = WebDriverWait(browser, 15)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    browser.get(f"{server}/app/leads")
+    browser.get(f"{server}/app/")
     wait.until(ec.presence_of_element_located((By.NAME, "token")))  # redirected to sign in
-    browser.find_element(By.NAME, "token").send_keys("sales-t")
+    browser.find_element(By.NAME, "token").send_keys(rep_token)  # Mei's own token
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    wait.until(ec.url_contains("/app/leads"))
-    row = browser.find_element(By.LINK_TEXT, "Grace Hopper")
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "main"), "Signed in as Mei"))
+    row = browser.find_element(By.LINK_TEXT, "Grace Hopper")  # routed to Mei: her queue
     assert "mql" in browser.find_element(By.TAG_NAME, "tbody").text
     row.click()
 
@@ -144,3 +149,9 @@ def test_sales_pages_accept_a_lead_in_chromium(
     with scoring_app.extensions["lead_scoring"].sessions() as session:
         lead = session.query(Lead).filter_by(email="grace@example.com").one()
         assert lead.stage == "sql"
+        accepted_by = session.scalars(
+            select(StageChange.changed_by).where(
+                StageChange.lead_id == lead.id, StageChange.to_stage == "sql"
+            )
+        ).one()
+        assert accepted_by == f"rep:{rep['id']}:Mei"  # the signed-in person, not a pick
