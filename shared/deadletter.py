@@ -38,13 +38,17 @@ class DeadLetter:
     reason: str
 
     def headers(self) -> list[tuple[str, bytes]]:
+        def utf8(text: str) -> bytes:
+            # A reason may quote client text: never let it fail to encode.
+            return text.encode("utf-8", "replace")
+
         return [
-            ("dlq.source", self.source.encode()),
+            ("dlq.source", utf8(self.source)),
             ("dlq.partition", str(self.partition).encode()),
             ("dlq.offset", str(self.offset).encode()),
-            ("dlq.consumer", self.consumer.encode()),
-            ("dlq.kind", self.kind.encode()),
-            ("dlq.reason", self.reason.encode()[:MAX_REASON_BYTES]),
+            ("dlq.consumer", utf8(self.consumer)),
+            ("dlq.kind", utf8(self.kind)),
+            ("dlq.reason", utf8(self.reason)[:MAX_REASON_BYTES]),
             ("dlq.failed_at", utcnow().isoformat().encode()),
         ]
 

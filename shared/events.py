@@ -28,6 +28,13 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from shared.limits import (
+    MAX_EVENT_NAME_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PAGE_NAME_LENGTH,
+    effective_time,
+)
+
 # --------------------------------------------------------------------------- envelope
 
 
@@ -41,8 +48,12 @@ class EnvelopeSchema(Schema):
     occurred_at = fields.AwareDateTime(required=True, default_timezone=UTC)
     received_at = fields.AwareDateTime(required=True, default_timezone=UTC)
     source = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    anonymous_id = fields.String(load_default=None, allow_none=True)
-    user_id = fields.String(load_default=None, allow_none=True)
+    anonymous_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_ID_LENGTH)
+    )
+    user_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_ID_LENGTH)
+    )
     context = fields.Dict(load_default=dict)
     payload = fields.Dict(required=True)
 
@@ -61,6 +72,14 @@ class Envelope:
     anonymous_id: str | None = None
     user_id: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def effective_at(self) -> datetime:
+        """When the event happened as far as Funnel trusts the client: ``occurred_at``,
+        but never after ``received_at`` plus a small tolerance (see
+        :func:`shared.limits.effective_time`). Scoring order, caps and decay use this;
+        ``occurred_at`` keeps what the client said."""
+        return effective_time(self.occurred_at, self.received_at)
 
     @property
     def partition_key(self) -> str:
@@ -83,13 +102,17 @@ class _Payload(Schema):
 
 
 class TrackV1(_Payload):
-    event = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    event = fields.String(required=True, validate=validate.Length(min=1, max=MAX_EVENT_NAME_LENGTH))
     properties = fields.Dict(load_default=dict)
 
 
 class PageV1(_Payload):
-    name = fields.String(load_default=None, allow_none=True)
-    category = fields.String(load_default=None, allow_none=True)
+    name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_PAGE_NAME_LENGTH)
+    )
+    category = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_PAGE_NAME_LENGTH)
+    )
     properties = fields.Dict(load_default=dict)
 
 
@@ -98,12 +121,12 @@ class IdentifyV1(_Payload):
 
 
 class GroupV1(_Payload):
-    group_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    group_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH))
     traits = fields.Dict(load_default=dict)
 
 
 class AliasV1(_Payload):
-    previous_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    previous_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH))
 
 
 # Leads: what lead-scoring tells the rest of the funnel. Each carries a snapshot of the
@@ -135,6 +158,9 @@ class LeadSnapshotV1(Schema):
     traits = fields.Dict(load_default=dict)
     # Added compatibly (optional): who in sales owns the lead.
     owner_id = fields.Integer(load_default=None, allow_none=True)
+    # Added compatibly (optional): counts up with each snapshot of the lead, so a consumer
+    # can ignore one older than the one it holds.
+    version = fields.Integer(load_default=None, allow_none=True)
 
 
 class PointV1(Schema):
@@ -312,8 +338,8 @@ def _text(value: Any, max_length: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= max_length
 
 
-def _optional_text(value: Any) -> bool:
-    return value is None or isinstance(value, str)
+def _optional_text(value: Any, max_length: int) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= max_length)
 
 
 def _time(value: Any) -> datetime | None:
@@ -345,8 +371,8 @@ def _fast_envelope(data: dict[str, Any]) -> dict[str, Any] | None:
         and version >= 1
         and isinstance(context, dict)
         and isinstance(payload, dict)
-        and _optional_text(anonymous_id)
-        and _optional_text(user_id)
+        and _optional_text(anonymous_id, MAX_ID_LENGTH)
+        and _optional_text(user_id, MAX_ID_LENGTH)
     ):
         return None
     occurred_at, received_at = _time(data.get("occurred_at")), _time(data.get("received_at"))

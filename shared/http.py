@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import marshmallow as ma
 from flask import Flask, current_app, g, request, send_from_directory
+from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api as _SmorestApi
+from flask_smorest import Blueprint as _SmorestBlueprint
 from flask_smorest import abort
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -85,6 +91,78 @@ def error_body(code: str, message: str, fields: Mapping[str, list[str]] | None =
     return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
 
 
+# --------------------------------------------------------------------------- JSON bodies
+
+
+class NotJSON(json.JSONDecodeError):
+    """A request body that is not JSON Funnel can hold (see :func:`loads_strict`)."""
+
+    def __init__(self, reason: str, doc: str = "<body>", pos: int = 0) -> None:
+        super().__init__(reason, doc or "<body>", pos)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a double's range")
+    return value
+
+
+def loads_strict(data: str | bytes) -> Any:
+    """Parse a request body as JSON the way Funnel can store and publish it: ``NaN`` and
+    ``Infinity`` are refused (they are not JSON, and PostgreSQL's json type rejects them),
+    so are numbers a double cannot hold and nesting deeper than the parser's stack.
+    Raises :class:`NotJSON` (a ``json.JSONDecodeError``) with the reason."""
+    try:
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise NotJSON(reason, "<body>", exc.pos) from exc
+    except UnicodeDecodeError as exc:
+        raise NotJSON(f"not UTF-8 at byte {exc.start}") from exc
+    except RecursionError as exc:
+        raise NotJSON("nests too deeply") from exc
+    except ValueError as exc:  # NaN/Infinity, an integer of thousands of digits
+        raise NotJSON(str(exc)) from exc
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, reading with :func:`loads_strict` (``request.get_json`` anywhere)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return loads_strict(s)
+
+
+class StrictParser(FlaskParser):
+    """webargs' Flask parser reading JSON bodies with :func:`loads_strict`; a body that is
+    not JSON answers 400 with the reason under the field ``_body``."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return webargs_core.missing
+        data = req.get_data(cache=True)
+        if not data:
+            return webargs_core.missing
+        return loads_strict(data)
+
+    def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+        abort(400, exc=error, messages={"json": {"_body": [f"not valid JSON: {error}"]}})
+
+
+class Blueprint(_SmorestBlueprint):
+    """flask-smorest's Blueprint reading bodies with :class:`StrictParser`."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+
 HTML_ERRORS = "funnel_html_errors"
 """``app.extensions[HTML_ERRORS]``: URL prefix → renderer of an HTTP error as a page, for
 browser-facing paths (everything else answers in the JSON error shape)."""
@@ -124,8 +202,8 @@ class Api(_SmorestApi):
             else:
                 fields.update(flatten_field_errors(messages))
         message = data.get("message") or error.description or error.name
-        if status == 400 and fields.get("_schema") == ["Invalid JSON body."]:
-            message, fields = "request body is not valid JSON", {}
+        if status == 400 and "_body" in fields and not data.get("message"):
+            message = "request body is " + "; ".join(fields["_body"])
         elif status == 422 and not data.get("message"):
             message = "request failed validation: " + ", ".join(sorted(fields))
         body = error_body(data.get("code") or ERROR_CODES.get(status, "error"), message, fields)
@@ -143,6 +221,7 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
     app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "/_static/swagger-ui/")
+    app.json = StrictJSONProvider(app)
     asset_dir = swagger_ui_bundle.swagger_ui_path
 
     @app.get("/_static/swagger-ui/<path:filename>")

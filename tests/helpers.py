@@ -43,6 +43,15 @@ def serving(app: Any) -> Iterator[str]:
         httpd.shutdown()
 
 
+def message_ids(values: list[dict[str, Any]], source: str = "web") -> list[str]:
+    """The client messageIds of intake events from ``source`` (intake's event id is
+    ``<source tag>:<messageId>``); other events are left out."""
+    from services.traffic_intake.segment import source_tag
+
+    prefix = f"{source_tag(source)}:"
+    return [v["event_id"].removeprefix(prefix) for v in values if v["event_id"].startswith(prefix)]
+
+
 class TopicReader:
     """Reads a topic from the beginning in a throwaway group and accumulates records."""
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +38,7 @@ from services.lead_scoring.models import (
 from services.lead_scoring.rulesets import document_from_settings
 from services.lead_scoring.schemas import (
     AcceptIn,
+    HistoryQuery,
     LeadDetail,
     LeadPage,
     LeadQuery,
@@ -55,12 +55,12 @@ from services.lead_scoring.schemas import (
     StageMoveIn,
 )
 from shared.db import utcnow
-from shared.http import current_principal, fail, require_role
+from shared.http import Blueprint, current_principal, fail, require_role
 from shared.outbox import Outgoing, enqueue
 
 blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored leads for sales")
 
-RECENT_EVENTS = 50
+HISTORY_PAGE_SIZE = 50
 SORTS = {
     "priority": (Lead.fit_grade.asc(), Lead.engagement_raw.desc(), Lead.score.desc()),
     "-score": (Lead.score.desc(), Lead.updated_at.desc()),
@@ -96,8 +96,11 @@ def summary(lead: Lead) -> dict[str, Any]:
     }
 
 
-def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
-    """The full profile; a merged-away id resolves to the lead it was merged into."""
+def lead_detail(
+    session: Any, lead_id: str, page: int = 1, page_size: int = HISTORY_PAGE_SIZE
+) -> dict[str, Any] | None:
+    """The full profile; a merged-away id resolves to the lead it was merged into. Points
+    and events are paged (newest first): a lead's history grows with its traffic."""
     lead = session.get(Lead, lead_id)
     hops = 0
     while lead is not None and lead.merged_into and hops < 10:
@@ -105,21 +108,37 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
     if lead is None:
         return None
     _, active = current_app.extensions["lead_scoring"].active.current(session)
+    offset = (page - 1) * page_size
     events = session.scalars(
         select(LeadEvent)
         .where(LeadEvent.lead_id == lead.id)
         .order_by(LeadEvent.occurred_at.desc(), LeadEvent.id.desc())
-        .limit(RECENT_EVENTS)
+        .offset(offset)
+        .limit(page_size)
     ).all()
-    by_event = {
-        e.event_id: e
-        for e in session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id))
-    }
     entries = session.scalars(
         select(ScoreEntry)
         .where(ScoreEntry.lead_id == lead.id)
-        .order_by(ScoreEntry.occurred_at, ScoreEntry.id)
+        .order_by(ScoreEntry.occurred_at.desc(), ScoreEntry.id.desc())
+        .offset(offset)
+        .limit(page_size)
     ).all()
+    by_event = {
+        e.event_id: e
+        for e in session.scalars(
+            select(LeadEvent).where(
+                LeadEvent.lead_id == lead.id,
+                LeadEvent.event_id.in_({s.event_id for s in entries}),
+            )
+        )
+    }
+
+    def count(model: Any) -> int:
+        return int(
+            session.scalar(select(func.count()).select_from(model).where(model.lead_id == lead.id))
+            or 0
+        )
+
     return {
         **summary(lead),
         "anonymous_ids": sorted(
@@ -139,6 +158,12 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
                 lead.traits, lead.account_traits, active.fit_criteria, active.grades
             ).reasons
         ],
+        "history": {
+            "page": page,
+            "page_size": page_size,
+            "points_total": count(ScoreEntry),
+            "events_total": count(LeadEvent),
+        },
         "score_explained": {
             "total": lead.score,
             "points": [
@@ -166,9 +191,10 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
             for c in session.scalars(
                 select(StageChange)
                 .where(StageChange.lead_id == lead.id)
-                .order_by(StageChange.changed_at, StageChange.id)
+                .order_by(StageChange.changed_at.desc(), StageChange.id.desc())
+                .limit(HISTORY_PAGE_SIZE)
             )
-        ],
+        ][::-1],
         "recent_events": [
             {
                 "event_id": e.event_id,
@@ -181,7 +207,12 @@ def lead_detail(session: Any, lead_id: str) -> dict[str, Any] | None:
         ],
         "merges": [
             {"merged_lead_id": m.merged_lead_id, "reason": m.reason, "merged_at": m.merged_at}
-            for m in session.scalars(select(LeadMerge).where(LeadMerge.lead_id == lead.id))
+            for m in session.scalars(
+                select(LeadMerge)
+                .where(LeadMerge.lead_id == lead.id)
+                .order_by(LeadMerge.id.desc())
+                .limit(HISTORY_PAGE_SIZE)
+            )
         ],
     }
 
@@ -221,12 +252,14 @@ class LeadsView(MethodView):
 @blp.route("/<string:lead_id>")
 class LeadView(MethodView):
     @require_role("sales")
+    @blp.arguments(HistoryQuery, location="query", unknown=RAISE)
     @blp.response(200, LeadDetail)
     @blp.doc(security=[{"bearer": []}])
-    def get(self, lead_id: str) -> dict[str, Any]:
-        """One lead: profile, every point with its rule and event, stages, recent events."""
+    def get(self, query: dict[str, Any], lead_id: str) -> dict[str, Any]:
+        """One lead: profile, its points (each with its rule and event) and events, newest
+        first and paged (``page``, ``page_size``), stages and merges."""
         with _session() as session:
-            detail = lead_detail(session, lead_id)
+            detail = lead_detail(session, lead_id, query["page"], query["page_size"])
         if detail is None:
             fail(404, f"no lead {lead_id!r}")
         return detail
@@ -433,7 +466,16 @@ def _job_out(job: RescoreJob) -> dict[str, Any]:
     return {
         **{
             c: getattr(job, c)
-            for c in ("id", "version", "total", "done", "status", "created_at", "finished_at")
+            for c in (
+                "id",
+                "version",
+                "total",
+                "done",
+                "failed",
+                "status",
+                "created_at",
+                "finished_at",
+            )
         },
         "progress": round(progress, 4),
     }
@@ -470,7 +512,11 @@ class RulesView(MethodView):
                 or 0
             )
             job = RescoreJob(
-                version=version, total=total, done=0, status="pending" if total else "done"
+                version=version,
+                total=total,
+                done=0,
+                failed=0,
+                status="pending" if total else "done",
             )
             session.add(job)
             session.flush()

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import and_, func, or_, select
 
 from services.member_retargeting.campaigns import trigger
@@ -28,7 +27,7 @@ from services.member_retargeting.schemas import (
     TriggerOut,
 )
 from services.member_retargeting.segments import audience_query
-from shared.http import fail, require_role
+from shared.http import Blueprint, fail, require_role
 
 blp = Blueprint("marketing", __name__, description="Members and retargeting campaigns")
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]

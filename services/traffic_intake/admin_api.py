@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import RAISE, ValidationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +25,7 @@ from services.traffic_intake.schemas import (
     SourceWithKey,
 )
 from services.traffic_intake.sources import hash_key, new_write_key
-from shared.http import fail, require_role
+from shared.http import Blueprint, fail, require_role
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Sources, keys, failures")
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]

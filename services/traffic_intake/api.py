@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 
 from flask import Response, current_app, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -27,7 +26,8 @@ from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, Batc
 from services.traffic_intake.segment import to_envelope
 from services.traffic_intake.sources import Source
 from shared.events import Envelope
-from shared.http import fail, flatten_field_errors
+from shared.http import Blueprint, fail, flatten_field_errors
+from shared.limits import json_size
 from shared.outbox import Outgoing, enqueue
 from shared.topics import TRAFFIC
 
@@ -171,6 +171,9 @@ class BatchView(MethodView):
         envelopes: list[Envelope] = []
         reported: list[dict[str, Any]] = []
         kept: list[failed.Rejection] = []
+        # The batch's context is merged into every event, so it counts toward each one's
+        # size (an upper bound: keys the event sets itself are counted twice).
+        context_size = json_size(body["context"]) if body["context"] else 0
         for index, item in enumerate(items):
             call_type = item.get("type")
             rejection = None
@@ -183,12 +186,18 @@ class BatchView(MethodView):
                     None,
                 )
             else:
-                size = len(json.dumps(item, separators=(",", ":"), default=str))
+                size = json_size(item) + context_size
                 if size > config.max_event_bytes:
                     rejection = _reject(
                         index,
                         "size_violation",
-                        {"_event": [f"{size} bytes; max {config.max_event_bytes}"]},
+                        {
+                            "_event": [
+                                f"{size} bytes with the batch context; max {config.max_event_bytes}"
+                                if context_size
+                                else f"{size} bytes; max {config.max_event_bytes}"
+                            ]
+                        },
                         item,
                         call_type,
                     )

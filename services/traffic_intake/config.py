@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
+from shared.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 
 SERVICE = "traffic-intake"
 
@@ -17,10 +18,12 @@ class IntakeConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     tokens: Tokens = field(default_factory=Tokens)
     source_name: str = "web"
-    max_event_bytes: int = 32 * 1024
-    max_batch_bytes: int = 500 * 1024
-    max_batch_events: int = 2500
+    max_event_bytes: int = MAX_EVENT_BYTES
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_batch_events: int = MAX_BATCH_EVENTS
     dedupe_window_days: int = 7
+    # Rejected events (raw client payloads: person data) are kept this long.
+    failed_retention_days: int = 30
     # Per write key, per worker process; 0 turns the limit off. Sources may override.
     rate_limit_per_second: float = 1000.0
     rate_limit_burst_seconds: float = 2.0  # a burst may spend this many seconds' worth
@@ -48,6 +51,9 @@ class IntakeConfig:
             max_batch_bytes=env.integer("INTAKE_MAX_BATCH_BYTES", cls.max_batch_bytes),
             max_batch_events=env.integer("INTAKE_MAX_BATCH_EVENTS", cls.max_batch_events),
             dedupe_window_days=env.integer("INTAKE_DEDUPE_WINDOW_DAYS", cls.dedupe_window_days),
+            failed_retention_days=env.integer(
+                "INTAKE_FAILED_RETENTION_DAYS", cls.failed_retention_days
+            ),
             rate_limit_per_second=env.number(
                 "INTAKE_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second
             ),

@@ -17,15 +17,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from services.traffic_intake.models import failed_events, outbox
 from services.traffic_intake.schemas import CALL_SCHEMAS
 from services.traffic_intake.segment import to_envelope
 from shared.deadletter import DeadLetter
 from shared.http import flatten_field_errors
+from shared.identity import is_junk_id
+from shared.limits import truncate
 from shared.outbox import Outgoing, dead_letter_row, enqueue
 from shared.topics import TRAFFIC, TRAFFIC_INTAKE
+
+MAX_REASON_TEXT = 4000
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class Rejection:
 
     @property
     def reason(self) -> str:
-        return "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(self.field_errors.items()))
+        text = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(self.field_errors.items()))
+        return truncate(text, MAX_REASON_TEXT)
 
 
 def record(conn: Connection, source: str, rejections: list[Rejection]) -> None:
@@ -58,7 +63,7 @@ def record(conn: Connection, source: str, rejections: list[Rejection]) -> None:
                 call_type=r.call_type,
                 batch_index=r.batch_index,
                 kind=r.kind,
-                reason=r.reason[:4000],
+                reason=r.reason,
                 field_errors=r.field_errors,
                 body=r.body,
             )
@@ -119,7 +124,8 @@ def resubmit(
         call = CALL_SCHEMAS[call_type]().load(event)
     except ValidationError as exc:
         raise ValidationError(flatten_field_errors(exc.messages)) from exc
-    call["messageId"] = call.get("messageId") or f"failed-{row.id}"
+    if not call.get("messageId") or is_junk_id(call["messageId"]):
+        call["messageId"] = f"failed-{row.id}"  # stable: a second resubmit is a duplicate
     envelope = to_envelope(
         call_type, call, source=row.source, received_at=received_at, client_ip=None
     )
@@ -155,3 +161,11 @@ def resubmit_all_valid(
         except ValidationError:
             bad += 1
     return done, bad
+
+
+def prune(engine: Engine, older_than: datetime) -> int:
+    """Delete failed events received before ``older_than`` (their retention ended);
+    returns how many."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(failed_events).where(failed_events.c.received_at < older_than))
+    return int(result.rowcount or 0)

@@ -1,13 +1,15 @@
 """traffic-intake's own tables.
 
 * ``outbox``: the durable store of accepted events. An accepted event is a row here before
-  the HTTP answer goes out; the relay publishes it. Its unique ``event_id`` (the client's
-  messageId) is the deduplication window: a repeat is acknowledged and not stored again
-  until the row is pruned (after ``INTAKE_DEDUPE_WINDOW_DAYS``).
+  the HTTP answer goes out; the relay publishes it. Its unique ``event_id`` (the source's
+  tag and the client's messageId) is the deduplication window: a repeat from the same
+  source is acknowledged and not stored again until the row is pruned (after
+  ``INTAKE_DEDUPE_WINDOW_DAYS``).
 * ``sources``: websites/apps allowed to send, each with a write key stored only as a
   SHA-256 hash (keys are 192-bit random, so a fast hash is enough).
 * ``failed_events``: every rejected event with its typed reason, for the admin list and
-  resubmission. Holds raw client payloads (person data): erasure must look here too.
+  resubmission. Holds raw client payloads (person data): erasure must look here too, and
+  rows are pruned after ``INTAKE_FAILED_RETENTION_DAYS``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Runs apart from gunicorn. Kafka errors are retried with capped backoff (accepted events
 wait durably in the outbox); database errors crash the process for its supervisor to
 restart. SIGTERM/SIGINT set a flag: the batch in hand is finished and flushed first.
-Sent rows are pruned once they leave the dedupe window.
+Housekeeping every ten minutes: sent rows are pruned once they leave the dedupe window,
+failed events once their retention ends.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 
 from kafka.errors import KafkaError
 
+from services.traffic_intake import failed
 from services.traffic_intake.config import SERVICE, IntakeConfig
 from services.traffic_intake.models import outbox
 from shared.db import make_engine, utcnow
@@ -26,9 +29,18 @@ log = logging.getLogger(__name__)
 
 
 class RelayLoop:
-    def __init__(self, relay: OutboxRelay, *, dedupe_window: timedelta) -> None:
+    def __init__(
+        self,
+        relay: OutboxRelay,
+        *,
+        dedupe_window: timedelta,
+        housekeeping: Callable[[], object] = lambda: None,
+        housekeeping_interval_s: float = 600.0,
+    ) -> None:
         self.relay = relay
         self.dedupe_window = dedupe_window
+        self.housekeeping = housekeeping
+        self.housekeeping_interval_s = housekeeping_interval_s
         self._stop = False
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
@@ -49,11 +61,12 @@ class RelayLoop:
                 continue
             if time.monotonic() > next_prune:
                 self.relay.prune(utcnow() - self.dedupe_window)
-                next_prune = time.monotonic() + 600
+                self.housekeeping()
+                next_prune = time.monotonic() + self.housekeeping_interval_s
             if not sent:
                 time.sleep(idle_sleep_s)
         try:
-            self.relay.publish_pending()
+            self.relay.publish_pending(max_batches=10)
         except KafkaError:
             log.warning("stopping with unsent events; they stay in the outbox")
         self.relay.close()
@@ -71,6 +84,9 @@ def main(config: IntakeConfig | None = None) -> None:
             reader_factory=lambda: make_tail_reader(config.kafka),
         ),
         dedupe_window=timedelta(days=config.dedupe_window_days),
+        housekeeping=lambda: failed.prune(
+            engine, utcnow() - timedelta(days=config.failed_retention_days)
+        ),
     )
     signal.signal(signal.SIGTERM, loop.request_stop)
     signal.signal(signal.SIGINT, loop.request_stop)

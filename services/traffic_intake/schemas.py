@@ -12,29 +12,16 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
 
-from shared.identity import is_junk_id
-
-MAX_ID_LENGTH = 200
-
-
-class Identifier(fields.Field):
-    """A person id: a string or an integer (Segment allows both), never junk."""
-
-    default_error_messages = {
-        "invalid": "must be a string or an integer",
-        "junk": "{value!r} is not a usable id",
-        "too_long": f"must be at most {MAX_ID_LENGTH} characters",
-    }
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self.make_error("invalid")
-        text = str(value).strip()
-        if is_junk_id(text):
-            raise self.make_error("junk", value=value)
-        if len(text) > MAX_ID_LENGTH:
-            raise self.make_error("too_long")
-        return text
+from shared.fields import Identifier, JsonObject, Name, Timestamp
+from shared.limits import (
+    MAX_EMAIL_LENGTH,
+    MAX_EVENT_NAME_LENGTH,
+    MAX_MESSAGE_ID_LENGTH,
+    MAX_MONEY,
+    MAX_PAGE_NAME_LENGTH,
+    MONEY_PROPERTIES,
+    money,
+)
 
 
 class _Call(ma.Schema):
@@ -43,12 +30,12 @@ class _Call(ma.Schema):
 
     userId = Identifier(allow_none=True, load_default=None)
     anonymousId = Identifier(allow_none=True, load_default=None)
-    messageId = fields.String(validate=validate.Length(min=1, max=100), load_default=None)
-    timestamp = fields.AwareDateTime(load_default=None, allow_none=True)
-    originalTimestamp = fields.AwareDateTime(load_default=None, allow_none=True)
-    sentAt = fields.AwareDateTime(load_default=None, allow_none=True)
-    context = fields.Dict(load_default=dict)
-    integrations = fields.Dict(load_default=dict)
+    messageId = Name(max_length=MAX_MESSAGE_ID_LENGTH, load_default=None)
+    timestamp = Timestamp(load_default=None, allow_none=True)
+    originalTimestamp = Timestamp(load_default=None, allow_none=True)
+    sentAt = Timestamp(load_default=None, allow_none=True)
+    context = JsonObject(load_default=dict)
+    integrations = JsonObject(load_default=dict)
     writeKey = fields.String(load_only=True, load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
@@ -58,23 +45,37 @@ class _Call(ma.Schema):
 
 
 class TrackCall(_Call):
-    event = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    properties = fields.Dict(load_default=dict)
+    event = Name(required=True, max_length=MAX_EVENT_NAME_LENGTH)
+    properties = JsonObject(load_default=dict)
+
+    @validates_schema
+    def _money(self, data: dict[str, Any], **_: Any) -> None:
+        properties = data.get("properties") or {}
+        for name in MONEY_PROPERTIES:
+            value = properties.get(name)
+            if value is not None and money(value) is None:
+                raise ValidationError(f"must be a number within ±{MAX_MONEY}", f"properties.{name}")
 
 
 class PageCall(_Call):
-    name = fields.String(load_default=None, allow_none=True)
-    category = fields.String(load_default=None, allow_none=True)
-    properties = fields.Dict(load_default=dict)
+    name = Name(max_length=MAX_PAGE_NAME_LENGTH, cut=True, load_default=None, allow_none=True)
+    category = Name(max_length=MAX_PAGE_NAME_LENGTH, cut=True, load_default=None, allow_none=True)
+    properties = JsonObject(load_default=dict)
 
 
 class IdentifyCall(_Call):
-    traits = fields.Dict(load_default=dict)
+    traits = JsonObject(load_default=dict)
+
+    @validates_schema
+    def _email(self, data: dict[str, Any], **_: Any) -> None:
+        email = (data.get("traits") or {}).get("email")
+        if isinstance(email, str) and len(email) > MAX_EMAIL_LENGTH:
+            raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters", "traits.email")
 
 
 class GroupCall(_Call):
     groupId = Identifier(required=True)
-    traits = fields.Dict(load_default=dict)
+    traits = JsonObject(load_default=dict)
 
 
 class AliasCall(_Call):
@@ -99,8 +100,8 @@ class BatchRequest(ma.Schema):
         unknown = EXCLUDE
 
     batch = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
-    sentAt = fields.AwareDateTime(load_default=None, allow_none=True)
-    context = fields.Dict(load_default=dict)
+    sentAt = Timestamp(load_default=None, allow_none=True)
+    context = JsonObject(load_default=dict)
     writeKey = fields.String(load_only=True, load_default=None)
 
 

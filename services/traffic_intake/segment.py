@@ -4,27 +4,53 @@ Enrichment done here: ``receivedAt``; ``context.traffic_source`` (the channel, s
 :mod:`channels`); ``occurred_at`` corrected for client clock skew
 (``receivedAt - (sentAt - originalTimestamp)``, as Segment does) when the client sent
 ``originalTimestamp``, else the client's ``timestamp``, else ``receivedAt``; the client IP
-in ``context.ip`` when the client did not set one; a messageId when the client sent none.
+in ``context.ip`` when the client did not set one.
+
+Event ids: a client's ``messageId`` is only unique within what that client sends, so the
+event id is ``<source tag>:<messageId>`` (:func:`event_id`): deduplication is per source,
+and one source can never suppress another's events. A call without a usable messageId
+(none, or a junk value such as "undefined" that a broken SDK repeats) gets a fresh id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
 
 from services.traffic_intake.channels import classify
 from shared.events import Envelope, new_event
+from shared.identity import is_junk_id
+from shared.limits import timestamp_problem
 
 
 def occurred_at(
     call: dict[str, Any], received_at: datetime, batch_sent_at: datetime | None
 ) -> datetime:
+    """When the client says the event happened. The skew correction is skipped when it
+    would leave the range of real event times (a wildly wrong ``sentAt``): then the
+    client's ``originalTimestamp`` stands as sent."""
     sent_at = call.get("sentAt") or batch_sent_at
     original = call.get("originalTimestamp")
     if original is not None and sent_at is not None:
-        return received_at - (sent_at - original)
+        try:
+            corrected = received_at - (sent_at - original)
+        except OverflowError:
+            return original
+        return original if timestamp_problem(corrected) else corrected
     return call.get("timestamp") or original or received_at
+
+
+def source_tag(source: str) -> str:
+    """A short, stable tag of a source name, for event ids."""
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def event_id(source: str, message_id: str | None) -> str:
+    if message_id is None or is_junk_id(message_id):
+        return f"srv-{uuid.uuid4().hex}"
+    return f"{source_tag(source)}:{message_id}"
 
 
 def _payload(call_type: str, call: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +89,7 @@ def to_envelope(
         call_type,
         _payload(call_type, call),
         source=source,
-        event_id=call.get("messageId") or f"srv-{uuid.uuid4().hex}",
+        event_id=event_id(source, call.get("messageId")),
         occurred_at=occurred_at(call, received_at, batch_sent_at),
         received_at=received_at,
         anonymous_id=call.get("anonymousId"),

@@ -23,7 +23,7 @@ from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
-from tests.helpers import TopicReader, serving
+from tests.helpers import TopicReader, message_ids, serving
 from tests.unit.traffic_intake.conftest import basic
 
 WRITE_KEY = "wk-test"
@@ -187,9 +187,9 @@ def test_intake_keeps_accepting_while_kafka_is_down_and_delivers_later(
             message="delivery after the broker returned",
         )
         reader = TopicReader(config, TRAFFIC)
-        values = reader.wait(lambda vs: {v["event_id"] for v in vs} >= set(ids[10:]))
+        values = reader.wait(lambda vs: set(message_ids(vs)) >= set(ids[10:]))
         reader.close()
-        delivered = [v["event_id"] for v in values if v["event_id"] in ids[10:]]
+        delivered = [m for m in message_ids(values) if m in ids[10:]]
         assert sorted(delivered) == sorted(ids[10:])  # every one, exactly once
     finally:
         relay.close(timeout_s=2)

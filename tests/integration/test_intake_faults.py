@@ -38,7 +38,7 @@ from shared.kafka import ensure_topics, make_producer, make_tail_reader
 from shared.outbox import OutboxRelay
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
-from tests.helpers import TopicReader
+from tests.helpers import TopicReader, message_ids
 from tests.unit.traffic_intake.conftest import basic
 
 ROOT = Path(__file__).parents[2]
@@ -90,12 +90,12 @@ def test_relay_killed_between_ack_and_stamp_does_not_resend(
         )
     reader = TopicReader(kafka_config, TRAFFIC)
     try:
-        values = reader.wait(lambda vs: {v["event_id"] for v in vs} >= set(ids))
+        values = reader.wait(lambda vs: set(message_ids(vs)) >= set(ids))
         time.sleep(1)
         values = reader.wait(lambda vs: True)
     finally:
         reader.close()
-    counts = Counter(v["event_id"] for v in values if v["event_id"] in ids)
+    counts = Counter(m for m in message_ids(values) if m in ids)
     assert set(counts.values()) == {1} and len(counts) == 50
 
 
@@ -268,12 +268,12 @@ def test_every_accepted_event_is_on_the_topic_exactly_once_under_faults(stack: S
     wait_for(lambda: stack.unsent() == 0, timeout=120, message="outbox drained")
     reader = TopicReader(stack.kafka, TRAFFIC)
     try:
-        reader.wait(lambda vs: {v["event_id"] for v in vs} >= sender.accepted, timeout=120)
+        reader.wait(lambda vs: set(message_ids(vs)) >= sender.accepted, timeout=120)
         time.sleep(2)  # keep reading a little: duplicates would arrive behind the originals
         values = reader.wait(lambda vs: True)
     finally:
         reader.close()
-    counts = Counter(v["event_id"] for v in values)
+    counts = Counter(message_ids(values))
     doubled = {k: c for k, c in counts.items() if c > 1}
     assert doubled == {}
     assert set(counts) == sender.accepted

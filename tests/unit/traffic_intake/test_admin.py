@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.failed import resubmit_all_valid
+from services.traffic_intake.segment import source_tag
 from shared.config import Tokens
 from shared.deadletter import parse_headers
 from shared.events import decode
@@ -166,7 +167,8 @@ def test_resubmitting_a_corrected_event_publishes_it_once(app: Flask, admin: Fla
     again = admin.post(
         f"/admin/failed-events/{failed['id']}/resubmit", headers=ADMIN, json={"event": corrected}
     )
-    assert (first.json, again.json["accepted"]) == ({"event_id": "m-9", "accepted": True}, False)
+    expected = f"{source_tag('web')}:m-9"
+    assert (first.json, again.json["accepted"]) == ({"event_id": expected, "accepted": True}, False)
     assert [decode(r.value).payload["event"] for r in outbox_rows(app)] == ["Fixed"]
     pending = admin.get("/admin/failed-events?pending=true", headers=ADMIN).json
     assert pending["total"] == 0

@@ -88,7 +88,8 @@ def test_bad_json_is_400(client: FlaskClient) -> None:
         "/v1/track", data="{nope", content_type="application/json", headers=basic()
     )
     assert response.status_code == 400
-    assert response.json["error"]["message"] == "request body is not valid JSON"
+    assert response.json["error"]["message"].startswith("request body is not valid JSON: ")
+    assert "line 1 column 2" in response.json["error"]["fields"]["_body"][0]
 
 
 def test_batch_accepts_valid_events_and_reports_each_rejected_one(

@@ -6,7 +6,7 @@ import pytest
 from marshmallow import ValidationError
 
 from services.traffic_intake.schemas import TrackCall
-from services.traffic_intake.segment import occurred_at, to_envelope
+from services.traffic_intake.segment import occurred_at, source_tag, to_envelope
 
 RECEIVED = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -55,5 +55,5 @@ def test_envelope_keeps_client_context_and_adds_ip_and_message_id() -> None:
         {"anonymousId": "a", "event": "X", "messageId": "m-1", "context": {"ip": "1.1.1.1"}}
     )
     env = to_envelope("track", given, source="web", received_at=RECEIVED, client_ip="10.1.2.3")
-    assert env.event_id == "m-1"
+    assert env.event_id == f"{source_tag('web')}:m-1"
     assert env.context["ip"] == "1.1.1.1"
