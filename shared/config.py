@@ -78,6 +78,9 @@ class KafkaConfig:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     client_id_prefix: str = "funnel"
+    # Processed event ids (and sent outbox rows) are kept this long: at least the
+    # retention of every consumed topic, so no redelivery is applied twice.
+    dedupe_horizon_days: float = 14.0
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaConfig:
@@ -87,6 +90,7 @@ class KafkaConfig:
             heartbeat_interval_ms=env.integer(
                 "KAFKA_HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms
             ),
+            dedupe_horizon_days=env.number("FUNNEL_DEDUPE_HORIZON_DAYS", cls.dedupe_horizon_days),
         )
 
 

@@ -26,8 +26,10 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 # One naming convention so constraint names are stable across SQLite and PostgreSQL
 # (and so future Alembic migrations can refer to them).
@@ -68,12 +70,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# PostgreSQL limits, unless the URL sets its own (``?connect_timeout=…`` and
+# ``?options=-c statement_timeout=…``): a hung server or a runaway statement ends in an
+# error the runner can judge, never a process waiting forever.
+PG_CONNECT_TIMEOUT_S = 10
+PG_STATEMENT_TIMEOUT_MS = 30_000
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys.
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL gets
+    connect and statement timeouts. SQL parameters (person data) never reach logs or
+    error messages.
 
     ``busy_timeout_ms`` bounds how long a SQLite writer waits for the lock before the
     statement fails with ``OperationalError`` (intake keeps it short to answer 503 fast).
     """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
 
@@ -97,6 +109,14 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> En
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if url.startswith("postgresql"):
+        query = make_url(url).query
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        if "connect_timeout" not in query:
+            connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+        if "options" not in query:
+            connect_args.setdefault("options", f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}")
+        kwargs["connect_args"] = connect_args
     if url.startswith("postgresql+psycopg2") or url.startswith("postgresql:"):
         # Batched UPDATEs (consumers update a batch's leads in one executemany): psycopg2
         # otherwise sends one round trip per row.
@@ -107,11 +127,14 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, **kwargs: Any) -> En
 def ensure_sqlite_directory(url: str) -> None:
     """Create the folder of a SQLite file URL (for ``init-db``; engines never create it,
     so a missing volume is an error, not a new empty database)."""
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def ping(bind: Session | Any) -> None:
+    """A trivial query: raises the driver's error when the database does not answer."""
+    bind.execute(text("SELECT 1"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

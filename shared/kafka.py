@@ -6,6 +6,7 @@ Works unchanged against Apache Kafka and the embedded Tansu broker used in devel
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable
 
@@ -72,12 +73,25 @@ def ensure_topics(
             time.sleep(0.2)
     try:
         existing = set(admin.list_topics())
+        brokers = max(1, len(admin.describe_cluster().get("brokers") or []))
         for t in wanted:
             if t.name in existing:
                 continue
+            replicas = min(t.replication_factor, brokers)
             try:
-                admin.create_topics([NewTopic(t.name, t.partitions, 1)])
-                log.info("created topic %s (%d partitions)", t.name, t.partitions)
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            t.name,
+                            t.partitions,
+                            replicas,
+                            topic_configs=t.creation_configs(replicas),
+                        )
+                    ]
+                )
+                log.info(
+                    "created topic %s (%d partitions, %d replicas)", t.name, t.partitions, replicas
+                )
             except TopicAlreadyExistsError:
                 pass
     except KafkaError:
@@ -85,6 +99,19 @@ def ensure_topics(
         raise
     finally:
         admin.close()
+
+
+def broker_reachable(config: KafkaConfig, timeout_s: float = 2.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection within ``timeout_s`` (how
+    the runner tells "the broker is down" from "this message is bad")."""
+    for server in config.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def make_tail_reader(config: KafkaConfig) -> KafkaConsumer:

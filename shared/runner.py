@@ -3,53 +3,68 @@
 Loop: poll a batch → decode each message → hand the new ones to the service's pure
 handler, a whole run of one topic at a time, inside one database transaction → record
 processed event ids and the outgoing events in the outbox in that same transaction →
-commit → publish dead letters → relay the outbox → commit offsets. Auto-commit is off; a
-message's offset is committed only after its effects are durable, so a crash anywhere
-redelivers, and the processed-id table makes redelivery harmless.
+commit → publish dead letters → relay the outbox (a bounded slice) → commit offsets.
+Auto-commit is off; a message's offset is committed only after its effects are durable,
+so a crash anywhere redelivers, and the processed-id table makes redelivery harmless.
 
 Batches first, one by one on failure (as arroyo's "retry the batch message by message"):
 the batch is applied in one savepoint, which lets handlers read once and write with bulk
-statements. Only if a handler raises a data error is that savepoint rolled back and the
-batch applied again one message per savepoint, so the bad message is found, dead-lettered
-and the rest still applied; the first attempt leaves nothing behind, so handlers need no
-care of their own for this.
+statements. If anything in it raises, that savepoint is rolled back and the batch applied
+again one message per savepoint (:func:`apply_isolated`), so a bad message is found,
+dead-lettered and the rest still applied; the first attempt leaves nothing behind, so
+handlers need no care of their own for this. Everything a message causes — the handler's
+writes, its processed id, its outgoing events — is inside its savepoint.
 
 Error policy (the only place it is decided):
 * ``InvalidEvent`` / ``marshmallow.ValidationError`` from decoding or from a handler are
-  data errors: the message becomes a dead letter with its reason and the runner moves on.
-* Anything else (database down, Kafka down, a bug) is not the message's fault: the batch
-  rolls back, offsets stay, and the error propagates so the process exits non-zero and
-  its supervisor restarts it. Outbox relay failures are retried on the next loop.
+  data errors: the message becomes a dead letter with its reason at once.
+* Any other exception from applying a message is first checked against the
+  infrastructure (:meth:`BatchProcessor.check_infrastructure`: the session's database
+  answers a trivial query, a broker accepts a connection). If that fails, the error is
+  the infrastructure's: :class:`InfrastructureError` propagates, nothing commits, offsets
+  stay, the process exits non-zero and its supervisor restarts it. If it passes, the
+  message is retried alone (:class:`RetryPolicy`, with backoff) and, if it still fails,
+  it is at fault: it becomes a dead letter carrying the exception's class and message.
+  No single message can stop a consumer, whatever it raises.
+* Errors outside applying messages (the processed-id lookup, the commit) propagate.
 * ``DeadLetterLimit`` stops the runner when most recent messages are failing: that is a
   bad deploy, not bad data, and must not pour the topic into the dead-letter topic.
+* Timers (work a consumer process does between batches) get the same treatment: a
+  failure with the infrastructure fine is logged and retried with growing pauses, and
+  after :data:`TIMER_DEAD_LETTER_AFTER` failures in a row it is reported as a dead letter
+  (``dlq.source`` = ``timer:<name>``); the timer's own work isolates failing items with
+  :func:`apply_isolated` so one bad item cannot hold the rest back.
 
 SIGTERM / SIGINT only set a flag; the loop finishes the batch in hand, commits and exits.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import groupby
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from marshmallow import ValidationError
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Engine, Table, delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import KafkaConfig
-from shared.db import make_sessionmaker, utcnow
+from shared.config import ConfigError, KafkaConfig
+from shared.db import make_sessionmaker, ping, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
-from shared.kafka import make_consumer, make_producer, make_tail_reader
+from shared.kafka import broker_reachable, make_consumer, make_producer, make_tail_reader
 from shared.outbox import OutboxRelay, Outgoing, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
@@ -61,8 +76,12 @@ may read and write through the session; it never commits, and knows nothing of K
 
 BatchHandler = Callable[[Sequence[Envelope], Session], Sequence[Outgoing]]
 """What the runner calls: events of one topic, in topic order, and an open session in;
-the events to publish for all of them out. It applies all of them or raises (a data error
-for any one makes the runner retry them one per call, see the module docstring)."""
+the events to publish for all of them out. It applies all of them or raises (the runner
+then retries them one per call, see the module docstring)."""
+
+DATA_ERRORS = (InvalidEvent, ValidationError)
+TIMER_DEAD_LETTER_AFTER = 5
+T = TypeVar("T")
 
 
 def each(handler: Handler) -> BatchHandler:
@@ -88,6 +107,11 @@ class DeadLetterLimitExceeded(RuntimeError):
     """Too many recent messages failed: stop instead of dead-lettering everything."""
 
 
+class InfrastructureError(RuntimeError):
+    """The database or the broker is not fine: the process must stop and be restarted,
+    not blame the message in hand."""
+
+
 @dataclass
 class DeadLetterLimit:
     """Stops the runner when over ``max_ratio`` of the last ``window`` messages were dead
@@ -110,12 +134,102 @@ class DeadLetterLimit:
             )
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a message (or a timer's item) that failed with the infrastructure fine
+    is tried alone before it is dead-lettered, and the pause before each retry."""
+
+    attempts: int = 3
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling,
+        with jitter so that processes failing together do not retry together."""
+        base = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        return base * random.uniform(0.5, 1.0)
+
+
+def describe(error: BaseException) -> tuple[str, str]:
+    """``(kind, reason)`` of an error that made a message or item fail, for dead letters."""
+    if isinstance(error, InvalidEvent):
+        return error.kind, error.reason
+    if isinstance(error, ValidationError):
+        return "schema_violation", f"handler rejected: {error.messages}"
+    return "handler_error", f"{type(error).__name__}: {error}"
+
+
+def apply_isolated(
+    session: Session,
+    items: Sequence[T],
+    apply: Callable[[Sequence[T]], object],
+    *,
+    check_infrastructure: Callable[[Session], None],
+    retry: RetryPolicy = RetryPolicy(),
+) -> list[tuple[T, Exception]]:
+    """Apply ``items`` in one savepoint; if that raises, apply each alone in its own.
+
+    A data error (:data:`DATA_ERRORS`) condemns an item at once. Any other error first
+    runs ``check_infrastructure(session)``, which raises :class:`InfrastructureError` when
+    the fault is not the item's (that propagates: nothing is blamed); then the item is
+    retried alone up to ``retry.attempts`` times. Returns the items that failed with their
+    last error; all others were applied. Never commits.
+    """
+    if not items:
+        return []
+    try:
+        with session.begin_nested():
+            apply(items)
+        return []
+    except DATA_ERRORS:
+        pass
+    except Exception as exc:
+        log.warning("a batch of %d failed (%s); applying them one by one", len(items), exc)
+        check_infrastructure(session)
+    failed: list[tuple[T, Exception]] = []
+    for item in items:
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                with session.begin_nested():
+                    apply([item])
+                break
+            except DATA_ERRORS as exc:
+                failed.append((item, exc))
+                break
+            except Exception as exc:
+                check_infrastructure(session)
+                if attempt == retry.attempts:
+                    log.error("giving up on an item after %d attempts", attempt, exc_info=exc)
+                    failed.append((item, exc))
+                    break
+                time.sleep(retry.pause(attempt))
+    return failed
+
+
+def database_check(session: Session) -> None:
+    """Raises :class:`InfrastructureError` unless the session's database answers."""
+    try:
+        with session.begin_nested():
+            ping(session)
+    except Exception as exc:
+        raise InfrastructureError(f"the database does not answer: {exc}") from exc
+
+
 @dataclass
 class BatchResult:
+    """What one batch did: the figures a metrics hook reads, and what to publish."""
+
+    polled: int = 0
     applied: int = 0
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    topics: dict[str, int] = field(default_factory=dict)
+
+
+BatchHook = Callable[[BatchResult], None]
+"""Called after every applied batch (e.g. to update metrics); must not raise."""
 
 
 class BatchProcessor:
@@ -132,6 +246,8 @@ class BatchProcessor:
         outbox_table: Table,
         dead_letter_limit: DeadLetterLimit | None = None,
         validate_outgoing: bool = True,
+        check_infrastructure: Callable[[Session], None] = database_check,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.consumer_name = consumer_name
         self.sessions = sessions
@@ -142,15 +258,14 @@ class BatchProcessor:
         # Handlers build outgoing events from validated input and their own rows; the
         # tests run with validation on, production runners may skip the second check.
         self.validate_outgoing = validate_outgoing
+        self.check_infrastructure = check_infrastructure
+        self.retry = retry
         self.allowed_types = {
             name: REGISTRY[name].event_types for name in self.handlers if name in REGISTRY
         }
 
-    def _dead_letter(self, record: Record, error: InvalidEvent | ValidationError) -> DeadLetter:
-        if isinstance(error, InvalidEvent):
-            kind, reason = error.kind, error.reason
-        else:
-            kind, reason = "schema_violation", f"handler rejected: {error.messages}"
+    def _dead_letter(self, record: Record, error: Exception) -> DeadLetter:
+        kind, reason = describe(error)
         log.warning(
             "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
         )
@@ -166,7 +281,10 @@ class BatchProcessor:
         )
 
     def process(self, records: Sequence[Record]) -> BatchResult:
-        result = BatchResult()
+        started = time.monotonic()
+        result = BatchResult(polled=len(records))
+        for record in records:
+            result.topics[record.topic] = result.topics.get(record.topic, 0) + 1
         decoded: list[tuple[Record, Envelope]] = []
         for record in records:
             try:
@@ -178,32 +296,24 @@ class BatchProcessor:
 
         with self.sessions.begin() as session:
             fresh = self._unseen(session, decoded, result)
-            try:
-                with session.begin_nested():
-                    outgoing = self._apply_runs(fresh, session)
-                applied = fresh
-            except (InvalidEvent, ValidationError):
-                # One of them is bad data: find it, applying each alone.
-                applied, outgoing = self._apply_one_by_one(fresh, session, result)
-            result.applied = len(applied)
-            result.outgoing = outgoing
+
+            def apply(messages: Sequence[tuple[Record, Envelope]]) -> None:
+                result.outgoing.extend(self._apply(messages, session))
+
+            failed = apply_isolated(
+                session,
+                fresh,
+                apply,
+                check_infrastructure=self.check_infrastructure,
+                retry=self.retry,
+            )
+            for (record, _), error in failed:
+                result.dead_letters.append(self._dead_letter(record, error))
+            result.applied = len(fresh) - len(failed)
             # Checked before commit: a tripped limit rolls the whole batch back.
             invalid = len(result.dead_letters)
             self.limit.check([True] * invalid + [False] * (len(records) - invalid))
-            if applied:
-                now = utcnow()
-                session.execute(
-                    insert(self.processed),
-                    [
-                        {"event_id": env.event_id, "topic": record.topic, "processed_at": now}
-                        for record, env in applied
-                    ],
-                )
-            if outgoing:
-                session.execute(
-                    insert(self.outbox),
-                    outbox_rows(outgoing, validate_payload=self.validate_outgoing),
-                )
+        result.elapsed_s = time.monotonic() - started
         return result
 
     def _unseen(
@@ -228,42 +338,59 @@ class BatchProcessor:
             fresh.append((record, envelope))
         return fresh
 
-    def _apply_runs(
+    def _apply(
         self, messages: Sequence[tuple[Record, Envelope]], session: Session
     ) -> list[Outgoing]:
-        """Each run of consecutive messages of one topic goes to its handler in one call
-        (poll order is kept, so per-partition order is too)."""
+        """Everything the messages cause: each run of consecutive messages of one topic
+        goes to its handler in one call (poll order is kept, so per-partition order is
+        too), then their processed ids and outgoing events are written. Returns the
+        events queued for publishing."""
         outgoing: list[Outgoing] = []
         for topic, run in groupby(messages, key=lambda m: m[0].topic):
             outgoing.extend(self.handlers[topic]([env for _, env in run], session))
+        now = utcnow()
+        session.execute(
+            insert(self.processed),
+            [
+                {"event_id": env.event_id, "topic": record.topic, "processed_at": now}
+                for record, env in messages
+            ],
+        )
+        if outgoing:
+            session.execute(
+                insert(self.outbox),
+                outbox_rows(outgoing, validate_payload=self.validate_outgoing),
+            )
         return outgoing
 
-    def _apply_one_by_one(
-        self, messages: Sequence[tuple[Record, Envelope]], session: Session, result: BatchResult
-    ) -> tuple[list[tuple[Record, Envelope]], list[Outgoing]]:
-        applied: list[tuple[Record, Envelope]] = []
-        outgoing: list[Outgoing] = []
-        for record, envelope in messages:
-            try:
-                with session.begin_nested():
-                    out = self.handlers[record.topic]([envelope], session)
-            except (InvalidEvent, ValidationError) as exc:
-                result.dead_letters.append(self._dead_letter(record, exc))
-                continue
-            applied.append((record, envelope))
-            outgoing.extend(out)
-        return applied, outgoing
+    def prune(self, horizon: timedelta) -> int:
+        """Forget processed ids older than ``horizon`` (a redelivery within it is still
+        recognised) and sent outbox rows as old; returns rows deleted."""
+        cutoff = utcnow() - horizon
+        with self.sessions.begin() as session:
+            done = session.execute(
+                delete(self.processed).where(self.processed.c.processed_at < cutoff)
+            ).rowcount
+            sent = session.execute(
+                delete(self.outbox).where(
+                    self.outbox.c.sent_at.is_not(None), self.outbox.c.created_at < cutoff
+                )
+            ).rowcount
+        return int(done or 0) + int(sent or 0)
 
 
 @dataclass
 class Timer:
     """Work a service does every ``interval_s`` between batches (e.g. SLA escalation). It
-    runs in the consumer process, never in an API worker; an exception propagates like
-    any infrastructure error."""
+    runs in the consumer process, never in an API worker. A failure is handled by the
+    runner (see the module docstring): retried with growing pauses, reported as a dead
+    letter after :data:`TIMER_DEAD_LETTER_AFTER` in a row."""
 
     interval_s: float
     run: Callable[[], object]
+    name: str = "timer"
     next_at: float = 0.0
+    failures: int = 0
 
 
 class ConsumerRunner:
@@ -279,6 +406,8 @@ class ConsumerRunner:
         poll_timeout_ms: int = 500,
         max_records: int = 500,
         timers: Sequence[Timer] = (),
+        relay_max_batches: int = 5,
+        on_batch: BatchHook | None = None,
     ) -> None:
         self.timers = list(timers)
         self.consumer = consumer
@@ -287,6 +416,10 @@ class ConsumerRunner:
         self.relay = relay
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records = max_records
+        # A slice per loop: a backlog (a rescore's thousands of events) never keeps the
+        # consumer from polling.
+        self.relay_max_batches = relay_max_batches
+        self.on_batch = on_batch
         self._stop_requested = False
 
     def request_stop(self, *_: Any) -> None:
@@ -301,9 +434,9 @@ class ConsumerRunner:
         signal.signal(signal.SIGTERM, _handler)
         signal.signal(signal.SIGINT, _handler)
 
-    def _relay(self) -> None:
+    def _relay(self, max_batches: int | None = None) -> None:
         try:
-            self.relay.publish_pending()
+            self.relay.publish_pending(max_batches=max_batches or self.relay_max_batches)
         except KafkaError as exc:
             # The rows stay unsent and durable; the next loop tries again with a new producer.
             log.warning("outbox relay failed, will retry: %s", exc)
@@ -329,6 +462,31 @@ class ConsumerRunner:
             # The group rebalanced: the new owner gets these again and skips them by id.
             log.warning("offset commit failed after rebalance: %s", exc)
 
+    def _run_timer(self, timer: Timer, now: float) -> None:
+        try:
+            timer.run()
+        except InfrastructureError:
+            raise
+        except Exception as exc:
+            with self.processor.sessions() as session:
+                self.processor.check_infrastructure(session)
+            timer.failures += 1
+            pause = min(timer.interval_s * 2**timer.failures, 300.0)
+            log.error(
+                "timer %s failed (%d in a row); next try in %.0fs",
+                timer.name,
+                timer.failures,
+                pause,
+                exc_info=exc,
+            )
+            timer.next_at = now + pause
+            if timer.failures == TIMER_DEAD_LETTER_AFTER:
+                letter = timer_dead_letter(timer.name, self.processor.consumer_name, exc)
+                self._publish_dead_letters([letter])
+            return
+        timer.failures = 0
+        timer.next_at = now + timer.interval_s
+
     def run_once(self) -> BatchResult | None:
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         records: list[Record] = [r for batch in polled.values() for r in batch]
@@ -337,11 +495,15 @@ class ConsumerRunner:
             result = self.processor.process(records)
             if result.dead_letters:
                 self._publish_dead_letters(result.dead_letters)
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(result)
+                except Exception:  # a metrics hook must never stop the consumer
+                    log.exception("batch hook failed")
         now = time.monotonic()
         for timer in self.timers:
             if now >= timer.next_at:
-                timer.run()
-                timer.next_at = now + timer.interval_s
+                self._run_timer(timer, now)
         self._relay()
         if records:
             self._commit(records)
@@ -367,6 +529,57 @@ class ConsumerRunner:
         self.producer.close(timeout=10)
 
 
+def timer_dead_letter(
+    timer: str,
+    consumer: str,
+    error: BaseException,
+    *,
+    key: str | None = None,
+    item: Mapping[str, Any] | None = None,
+) -> DeadLetter:
+    """A dead letter for timer work: the timer as a whole failing again and again, or one
+    item of its work (``key`` and ``item`` say which) that failed alone. There is no
+    message to keep, so the value describes the work; it is not replayable onto a topic
+    (``dlq.source`` is ``timer:<name>``)."""
+    kind, reason = describe(error)
+    return DeadLetter(
+        source=f"timer:{timer}",
+        partition=-1,
+        offset=-1,
+        key=key.encode() if key else None,
+        value=json.dumps({"timer": timer, **(item or {})}, default=str).encode(),
+        consumer=consumer,
+        kind=kind,
+        reason=reason,
+    )
+
+
+def dedupe_horizon(kafka: KafkaConfig, topics: Iterable[str]) -> timedelta:
+    """How long processed ids are kept: ``kafka.dedupe_horizon_days``, which must be at
+    least the retention of every consumed topic (else a redelivery of a message still on
+    the topic could be applied twice). Raises ``ConfigError``."""
+    horizon = timedelta(days=kafka.dedupe_horizon_days)
+    for name in topics:
+        retention = REGISTRY[name].retention if name in REGISTRY else None
+        if retention is not None and horizon < retention:
+            raise ConfigError(
+                f"FUNNEL_DEDUPE_HORIZON_DAYS={kafka.dedupe_horizon_days:g} is shorter than "
+                f"the retention of {name} ({retention.days} days)"
+            )
+    return horizon
+
+
+def infrastructure_check(kafka: KafkaConfig) -> Callable[[Session], None]:
+    """The database answers through the session and a broker accepts a connection."""
+
+    def check(session: Session) -> None:
+        database_check(session)
+        if not broker_reachable(kafka):
+            raise InfrastructureError(f"no broker reachable at {kafka.bootstrap_servers}")
+
+    return check
+
+
 def build_runner(
     *,
     service: str,
@@ -377,25 +590,32 @@ def build_runner(
     outbox_table: Table,
     group_id: str | None = None,
     timers: Sequence[Timer] = (),
+    on_batch: BatchHook | None = None,
 ) -> ConsumerRunner:
     """The standard runner of a service: group ``service`` (unless ``group_id``), one
-    producer for dead letters, a separate, replaceable one for the outbox relay."""
+    producer for dead letters, a separate, replaceable one for the outbox relay, and a
+    housekeeping timer that prunes processed ids and sent outbox rows past
+    ``kafka.dedupe_horizon_days`` (checked to outlast the consumed topics' retention)."""
+    horizon = dedupe_horizon(kafka, handlers)
+    processor = BatchProcessor(
+        consumer_name=service,
+        sessions=make_sessionmaker(engine),
+        handlers=handlers,
+        processed_table=processed_table,
+        outbox_table=outbox_table,
+        validate_outgoing=False,
+        check_infrastructure=infrastructure_check(kafka),
+    )
     return ConsumerRunner(
         consumer=make_consumer(kafka, group_id or service, handlers),
         producer=make_producer(kafka, service),
-        processor=BatchProcessor(
-            consumer_name=service,
-            sessions=make_sessionmaker(engine),
-            handlers=handlers,
-            processed_table=processed_table,
-            outbox_table=outbox_table,
-            validate_outgoing=False,
-        ),
+        processor=processor,
         relay=OutboxRelay(
             engine,
             outbox_table,
             lambda: make_producer(kafka, f"{service}-relay"),
             reader_factory=lambda: make_tail_reader(kafka),
         ),
-        timers=timers,
+        timers=[*timers, Timer(600.0, lambda: processor.prune(horizon), name="prune")],
+        on_batch=on_batch,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -28,6 +29,11 @@ MEMBER_RETARGETING = "member-retargeting"
 
 @dataclass(frozen=True)
 class Topic:
+    """A topic and how it is created: ``partitions``, ``retention`` (``retention.ms``),
+    ``replication_factor`` and ``min_insync_replicas`` as production wants them; where
+    topics are created, replication is capped at the number of brokers (one in
+    development). Consumers keep processed ids at least as long as ``retention``."""
+
     name: str
     key: str
     event_types: frozenset[str]
@@ -35,6 +41,15 @@ class Topic:
     consumers: tuple[str, ...]
     partitions: int = 4
     dead_letter: str | None = DEADLETTER
+    retention: timedelta = timedelta(days=7)
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
+
+    def creation_configs(self, replicas: int) -> dict[str, str]:
+        return {
+            "retention.ms": str(int(self.retention.total_seconds() * 1000)),
+            "min.insync.replicas": str(min(self.min_insync_replicas, replicas)),
+        }
 
     def versions(self) -> list[tuple[str, int]]:
         return sorted((t, v) for (t, v) in PAYLOAD_SCHEMAS if t in self.event_types)
@@ -77,6 +92,8 @@ REGISTRY: dict[str, Topic] = {
         producers=(TRAFFIC_INTAKE, LEAD_SCORING, MEMBER_RETARGETING),
         consumers=(),
         dead_letter=None,
+        # Kept longer than the others: someone has to look at them and replay.
+        retention=timedelta(days=30),
     ),
 }
 

@@ -19,7 +19,7 @@ def rescore_now(config: ScoringConfig) -> None:
     sessions = make_sessionmaker(make_engine(config.database_url))
     active = ActiveSettings(ScoringSettings.from_config(config), ttl=0)
     total = 0
-    while done := rescore(sessions, active, budget_s=10.0):
+    while done := rescore(sessions, active, budget_s=10.0, chunk=1000):
         total += done
         print(f"rescored {total} leads", flush=True)
     print(f"done: {total} leads rescored")

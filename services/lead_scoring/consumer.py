@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.lead_scoring.config import SERVICE, ScoringConfig
 from services.lead_scoring.handlers import handle_traffic_batch
@@ -15,7 +16,14 @@ from services.lead_scoring.rulesets import ActiveSettings, rescore_step
 from services.lead_scoring.settings import ScoringSettings
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.outbox import enqueue
-from shared.runner import BatchHandler, ConsumerRunner, Timer, build_runner
+from shared.runner import (
+    BatchHandler,
+    ConsumerRunner,
+    Timer,
+    build_runner,
+    database_check,
+    infrastructure_check,
+)
 from shared.topics import TRAFFIC
 
 log = logging.getLogger(__name__)
@@ -28,26 +36,35 @@ def handlers(
     return {TRAFFIC: functools.partial(handle_traffic_batch, active=active)}
 
 
-def rescore(sessions: sessionmaker, active: ActiveSettings, budget_s: float = 2.0) -> int:
-    """The rescore timer: advance the newest rule-set rescore by a bounded slice."""
+def rescore(
+    sessions: sessionmaker,
+    active: ActiveSettings,
+    budget_s: float = 0.5,
+    check_infrastructure: Callable[[Session], None] = database_check,
+    chunk: int = 200,
+) -> int:
+    """The rescore timer: advance the newest rule-set rescore by a bounded slice. Kept
+    short (and in small chunks): a consumer must keep polling, or it cannot finish
+    joining its group on the embedded broker and misses its heartbeats elsewhere."""
     return rescore_step(
         sessions,
         active,
         budget_s=budget_s,
-        enqueue_into=lambda session, outgoing: enqueue(
-            # Built from our own rows; tests decode each with the validating reader.
-            session,
-            outbox,
-            outgoing,
-            validate_payload=False,
-        ),
+        chunk=chunk,
+        check_infrastructure=check_infrastructure,
     )
 
 
-def escalate(sessions: sessionmaker, config: ScoringConfig) -> int:
+def escalate(
+    sessions: sessionmaker,
+    config: ScoringConfig,
+    check_infrastructure: Callable[[Session], None] = database_check,
+) -> int:
     """The SLA timer: mark overdue MQLs and queue one escalation event each."""
     with sessions.begin() as session:
-        outgoing = escalate_overdue(session, utcnow(), config.sla_hours)
+        outgoing = escalate_overdue(
+            session, utcnow(), config.sla_hours, check_infrastructure=check_infrastructure
+        )
         enqueue(session, outbox, outgoing)
     return len(outgoing)
 
@@ -56,6 +73,7 @@ def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerR
     engine = make_engine(config.database_url)
     sessions = make_sessionmaker(engine)
     active = ActiveSettings(ScoringSettings.from_config(config))
+    check = infrastructure_check(config.kafka)
     return build_runner(
         service=SERVICE,
         kafka=config.kafka,
@@ -65,8 +83,14 @@ def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerR
         outbox_table=outbox,
         group_id=group_id,
         timers=[
-            Timer(config.sla_check_seconds, lambda: escalate(sessions, config)),
-            Timer(1.0, lambda: rescore(sessions, active)),
+            Timer(
+                config.sla_check_seconds,
+                lambda: escalate(sessions, config, check),
+                name="sla",
+            ),
+            Timer(
+                1.0, lambda: rescore(sessions, active, check_infrastructure=check), name="rescore"
+            ),
         ],
     )
 

@@ -9,6 +9,7 @@ answers 409) or an unknown lead/rep (404).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,11 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.models import Lead, Rep
-from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
+from services.lead_scoring.publishing import (
+    derived_event_id,
+    enqueue_dead_letter,
+    lead_event,
+    snapshot,
+)
 from services.lead_scoring.routing import RepView, choose_rep
 from services.lead_scoring.store import LeadStore
 from shared.events import STAGES
 from shared.outbox import Outgoing
+from shared.runner import apply_isolated, database_check, timer_dead_letter
+from shared.topics import LEAD_SCORING
 
 # Why sales sends a lead back, and where it goes: recycled leads are nurtured and can
 # qualify again; disqualified ones never come back automatically.
@@ -179,29 +187,50 @@ def overdue_query(now: datetime, sla_hours: float):
 
 
 def escalate_overdue(
-    session: Session, now: datetime, sla_hours: float, limit: int = 500
+    session: Session,
+    now: datetime,
+    sla_hours: float,
+    limit: int = 500,
+    *,
+    check_infrastructure: Callable[[Session], None] = database_check,
 ) -> list[Outgoing]:
     """Mark newly overdue MQLs and publish one ``lead.sla_breached`` each (once per MQL
-    period: becoming MQL again starts a new period)."""
+    period: becoming MQL again starts a new period). A lead whose escalation fails alone
+    is marked anyway (so it is not retried forever) and reported as a dead letter."""
     store = LeadStore(session)
-    out = []
+    out: list[Outgoing] = []
     stmt = overdue_query(now, sla_hours).where(Lead.sla_breached_at.is_(None)).limit(limit)
-    for lead in session.scalars(stmt.with_for_update()):
+    leads = list(session.scalars(stmt.with_for_update()))
+
+    def escalate(some: Sequence[Lead]) -> None:
+        events = [_breach_event(store, lead, now, sla_hours) for lead in some]
+        session.flush()
+        out.extend(events)
+
+    for lead, error in apply_isolated(
+        session, leads, escalate, check_infrastructure=check_infrastructure
+    ):
         lead.sla_breached_at = now
-        assert lead.mql_at is not None
-        out.append(
-            lead_event(
-                "lead.sla_breached",
-                {
-                    "lead": snapshot(store, lead),
-                    "mql_at": lead.mql_at,
-                    "sla_hours": sla_hours,
-                    "owner_id": lead.owner_id,
-                },
-                lead,
-                event_id=derived_event_id(f"sla:{lead.id}", lead.mql_at.isoformat()),
-                occurred_at=now,
-            )
+        enqueue_dead_letter(
+            session,
+            timer_dead_letter("sla", LEAD_SCORING, error, key=lead.id, item={"lead_id": lead.id}),
         )
     session.flush()
     return out
+
+
+def _breach_event(store: LeadStore, lead: Lead, now: datetime, sla_hours: float) -> Outgoing:
+    lead.sla_breached_at = now
+    assert lead.mql_at is not None
+    return lead_event(
+        "lead.sla_breached",
+        {
+            "lead": snapshot(store, lead),
+            "mql_at": lead.mql_at,
+            "sla_hours": sla_hours,
+            "owner_id": lead.owner_id,
+        },
+        lead,
+        event_id=derived_event_id(f"sla:{lead.id}", lead.mql_at.isoformat()),
+        occurred_at=now,
+    )

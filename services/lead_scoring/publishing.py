@@ -10,20 +10,28 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from services.lead_scoring.models import Lead
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from services.lead_scoring.models import Lead, outbox
 from services.lead_scoring.store import LeadStore
+from shared.deadletter import DeadLetter
 from shared.events import new_event
-from shared.outbox import Outgoing
+from shared.outbox import Outgoing, dead_letter_row
 from shared.topics import LEAD_SCORING, LEADS
 
 
 def snapshot(
     store: LeadStore, lead: Lead, identities: list[tuple[str, str]] | None = None
 ) -> dict[str, Any]:
-    """The lead as events describe it; pass ``identities`` when already loaded."""
+    """The lead as events describe it, as a new version; pass ``identities`` when already
+    loaded. Call it after the change it describes, with the lead locked (every writer
+    holds the lead's row lock), so versions follow the order of changes."""
     if identities is None:
         identities = store.identities_of(lead.id)
+    lead.version = (lead.version or 0) + 1
     return {
+        "version": lead.version,
         "lead_id": lead.id,
         "stage": lead.stage,
         "score": lead.score,
@@ -60,3 +68,8 @@ def lead_event(
         anonymous_id=anonymous[0] if anonymous else None,
     )
     return Outgoing(LEADS, lead.id, envelope)
+
+
+def enqueue_dead_letter(session: Session, letter: DeadLetter) -> None:
+    """Queue a dead letter through lead-scoring's outbox, in the caller's transaction."""
+    session.execute(insert(outbox), [dead_letter_row(letter, f"dlq-{uuid.uuid4().hex}")])

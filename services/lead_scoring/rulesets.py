@@ -12,7 +12,7 @@ automatic move); it never takes a stage away.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
 from itertools import groupby
@@ -31,13 +31,21 @@ from services.lead_scoring.models import (
     RescoreJob,
     RuleSet,
     ScoreEntry,
+    outbox,
 )
-from services.lead_scoring.publishing import derived_event_id, lead_event, snapshot
+from services.lead_scoring.publishing import (
+    derived_event_id,
+    enqueue_dead_letter,
+    lead_event,
+    snapshot,
+)
 from services.lead_scoring.scoring import Award, Rule
 from services.lead_scoring.settings import ScoringSettings
 from services.lead_scoring.store import LeadStore
 from shared.db import utcnow
-from shared.outbox import Outgoing
+from shared.outbox import Outgoing, enqueue
+from shared.runner import apply_isolated, database_check, timer_dead_letter
+from shared.topics import LEAD_SCORING
 
 
 def document_from_settings(settings: ScoringSettings) -> dict[str, Any]:
@@ -283,12 +291,17 @@ def rescore_step(
     sessions: sessionmaker,
     active: ActiveSettings,
     *,
+    check_infrastructure: Callable[[Session], None] = database_check,
     chunk: int = 1000,
     budget_s: float = 2.0,
-    enqueue_into: Any = None,
 ) -> int:
     """Advance the newest unfinished rescore job by chunks for up to ``budget_s``;
-    returns leads rescored. Superseded jobs (an even newer version exists) finish at once."""
+    returns leads rescored. Superseded jobs (an even newer version exists) finish at once.
+
+    A lead that cannot be rescored alone (see :func:`shared.runner.apply_isolated`) keeps
+    its points, is marked as done for the job so the job can finish, is counted in
+    ``failed`` and reported as a dead letter with the error. Infrastructure errors
+    propagate."""
     done = 0
     started = time.monotonic()
     while time.monotonic() - started < budget_s:
@@ -327,9 +340,37 @@ def rescore_step(
                 job.done = job.total
                 return done
             job.status = "running"
-            outgoing = rescore_leads(session, leads, job.version, settings, utcnow())
-            if enqueue_into is not None:
-                enqueue_into(session, outgoing)
+            _rescore_chunk(session, job, leads, settings, check_infrastructure)
             job.done = min(job.total, job.done + len(leads))
             done += len(leads)
     return done
+
+
+def _rescore_chunk(
+    session: Session,
+    job: RescoreJob,
+    leads: Sequence[Lead],
+    settings: ScoringSettings,
+    check_infrastructure: Callable[[Session], None],
+) -> None:
+    outgoing: list[Outgoing] = []
+
+    def apply(some: Sequence[Lead]) -> None:
+        outgoing.extend(rescore_leads(session, some, job.version, settings, utcnow()))
+
+    failed = apply_isolated(session, leads, apply, check_infrastructure=check_infrastructure)
+    for lead, error in failed:
+        lead.rules_version = job.version
+        enqueue_dead_letter(
+            session,
+            timer_dead_letter(
+                "rescore",
+                LEAD_SCORING,
+                error,
+                key=lead.id,
+                item={"lead_id": lead.id, "rules_version": job.version},
+            ),
+        )
+    # Built from our own rows; tests decode each with the validating reader.
+    enqueue(session, outbox, outgoing, validate_payload=False)
+    job.failed = (job.failed or 0) + len(failed)

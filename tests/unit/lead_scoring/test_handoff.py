@@ -223,3 +223,28 @@ def test_reps_admin(scoring_app: Flask) -> None:
     assert client.patch("/admin/reps/99", headers=ADMIN, json={}).status_code == 404
     assert client.get("/admin/reps", headers=SALES).status_code == 200
     assert client.post("/admin/reps", headers=SALES, json={}).status_code == 403
+
+
+def test_an_escalation_that_fails_alone_is_reported_and_the_rest_go_out(
+    scoring_app: Flask, feed: Feeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for user in ("ok", "bad"):
+        make_mql(feed, user)
+    from services.lead_scoring import handoff
+
+    real = handoff.snapshot
+
+    def poisoned(store, lead, identities=None):  # type: ignore[no-untyped-def]
+        if lead.user_id == "bad":
+            raise KeyError("broken snapshot")
+        return real(store, lead, identities)
+
+    monkeypatch.setattr(handoff, "snapshot", poisoned)
+    later = datetime.now(UTC) + timedelta(hours=30)
+    with scoring_app.extensions["lead_scoring"].sessions.begin() as s:
+        events = escalate_overdue(s, later, 24.0)
+        assert [e.envelope.payload["lead"]["user_id"] for e in events] == ["ok"]
+        letters = [r for r in s.execute(select(outbox)) if r.topic == "funnel.deadletter"]
+        assert [r.headers["dlq.source"] for r in letters] == ["timer:sla"]
+        # Both are marked: the bad one is not retried every 30 s forever.
+        assert escalate_overdue(s, later, 24.0) == []

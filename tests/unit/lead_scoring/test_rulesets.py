@@ -185,3 +185,41 @@ def test_a_stale_rule_cache_never_moves_a_lead_back_to_older_rules(
     # the consumer's cache still says v0 (its TTL has not passed)
     feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="q"))
     assert scores(scoring_app)["q@x.co"] == (8, "lead", 1)  # scored under v1: 5 + 3
+
+
+def test_a_lead_that_cannot_be_rescored_is_reported_and_the_job_finishes(
+    scoring_app: Flask, feed: Feeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescore is timer work: one lead whose history cannot be scored (whatever it
+    raises) keeps its points, is counted as failed and reported as a dead letter; the
+    other leads are rescored and the job completes instead of failing forever."""
+    seed(feed)
+    from services.lead_scoring import rulesets
+
+    real = rulesets.score_history
+
+    def poisoned(settings, rows, traits, account):  # type: ignore[no-untyped-def]
+        if traits.get("email") == "browser@x.co":
+            raise ZeroDivisionError("poison in the history")
+        return real(settings, rows, traits, account)
+
+    monkeypatch.setattr(rulesets, "score_history", poisoned)
+    with scoring_app.extensions["lead_scoring"].sessions.begin() as s:
+        for lead in s.scalars(select(Lead)):
+            lead.traits = {**lead.traits, "email": lead.email}
+    document = defaults()
+    next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 2
+    client = scoring_app.test_client()
+    job = client.put("/admin/scoring/rules", headers=ADMIN, json=document).json
+    state = scoring_app.extensions["lead_scoring"]
+    while rescore(state.sessions, state.active, budget_s=5.0):
+        pass
+    status = client.get(f"/admin/scoring/rescores/{job['id']}", headers=ADMIN).json
+    assert (status["status"], status["failed"]) == ("done", 1)
+    assert scores(scoring_app)["browser@x.co"] == (35, "lead", 1)  # points kept as they were
+    assert scores(scoring_app)["quiet@x.co"][0] == 7  # one page view, now 2 points
+    with state.sessions() as s:
+        letters = [r for r in s.execute(select(outbox)) if r.topic == "funnel.deadletter"]
+    [letter] = letters
+    assert letter.headers["dlq.source"] == "timer:rescore"
+    assert letter.headers["dlq.reason"] == "ZeroDivisionError: poison in the history"

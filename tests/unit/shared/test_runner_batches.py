@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from shared.db import make_engine, make_sessionmaker, outbox_table, processed_events_table
 from shared.events import Envelope, InvalidEvent, encode, new_event
 from shared.outbox import Outgoing
-from shared.runner import BatchProcessor
+from shared.runner import BatchProcessor, InfrastructureError, RetryPolicy
 from shared.topics import LEADS, TRAFFIC
 from tests.helpers import FakeRecord
 
@@ -102,16 +102,64 @@ def test_one_bad_event_is_found_alone_and_the_failed_attempt_leaves_nothing(
     assert session.scalar(select(func.count()).select_from(outbox)) == 2
 
 
-def test_an_infrastructure_error_rolls_everything_back(processor_parts) -> None:
+def test_an_error_with_the_infrastructure_down_rolls_everything_back(processor_parts) -> None:
     processor, traffic, _, session = processor_parts
 
     def broken(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
         traffic(events, session)
         raise RuntimeError("database gone")
 
+    def infrastructure_down(session: Session) -> None:
+        raise InfrastructureError("no database")
+
     processor.handlers[TRAFFIC] = broken
-    with pytest.raises(RuntimeError):
+    processor.check_infrastructure = infrastructure_down
+    with pytest.raises(InfrastructureError):
         processor.process(_records((TRAFFIC, "a"), (TRAFFIC, "b")))
     assert traffic.calls == [["a", "b"]]  # not retried one by one: not the data's fault
     assert session.scalar(select(func.count()).select_from(effects)) == 0
     assert session.scalar(select(func.count()).select_from(processed)) == 0
+
+
+def test_any_exception_of_one_message_dead_letters_it_after_retries(processor_parts) -> None:
+    """With the database answering, an exception of any type that one message raises
+    again and again is that message's fault: it is retried alone, then dead-lettered with
+    the exception's class and message; the others are applied."""
+    processor, traffic, _, session = processor_parts
+    processor.retry = RetryPolicy(attempts=3, backoff_s=0.001)
+
+    def overflowing(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
+        out = traffic(events, session)
+        if any(e.anonymous_id == "year-1" for e in events):
+            raise OverflowError("date value out of range")
+        return out
+
+    processor.handlers[TRAFFIC] = overflowing
+    result = processor.process(_records((TRAFFIC, "a"), (TRAFFIC, "year-1"), (TRAFFIC, "c")))
+    # The batch, then each alone: the bad one three times (retried, then given up).
+    assert traffic.calls == [["a", "year-1", "c"], ["a"], ["year-1"], ["year-1"], ["year-1"], ["c"]]
+    [letter] = result.dead_letters
+    assert (letter.offset, letter.kind) == (1, "handler_error")
+    assert letter.reason == "OverflowError: date value out of range"
+    assert result.applied == 2
+    assert session.scalar(select(func.count()).select_from(effects)) == 2
+    assert session.scalar(select(func.count()).select_from(processed)) == 2
+
+
+def test_a_message_that_fails_once_is_retried_and_applied(processor_parts) -> None:
+    processor, traffic, _, session = processor_parts
+    processor.retry = RetryPolicy(attempts=3, backoff_s=0.001)
+    failures = {"b": 2}
+
+    def flaky(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
+        out = traffic(events, session)
+        for e in events:
+            if failures.get(e.anonymous_id or "", 0):
+                failures[e.anonymous_id or ""] -= 1
+                raise TimeoutError("lock wait")
+        return out
+
+    processor.handlers[TRAFFIC] = flaky
+    result = processor.process(_records((TRAFFIC, "a"), (TRAFFIC, "b")))
+    assert (result.applied, result.dead_letters) == (2, [])
+    assert session.scalar(select(func.count()).select_from(processed)) == 2
