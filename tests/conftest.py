@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,10 @@ def _postgres_required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("FUNNEL_REQUIRE_POSTGRES"))
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the test server (dropped afterwards); skips or fails
+    (in CI) when there is no server."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -98,6 +101,28 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """A maker of fresh databases of one kind (each service needs its own): every test
+    using this runs on SQLite and on PostgreSQL."""
+    with ExitStack() as stack:
+
+        def make() -> str:
+            if request.param == "sqlite":
+                return f"sqlite:///{tmp_path / f'{uuid.uuid4().hex[:8]}.db'}"
+            return stack.enter_context(fresh_postgres_database())
+
+        if request.param == "postgres":
+            request.applymarker(pytest.mark.postgres)
+        yield make
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

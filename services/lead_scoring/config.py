@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
+from shared.config import ConfigError, Env, KafkaConfig, Tokens, default_sqlite_url
 
 SERVICE = "lead-scoring"
 
@@ -24,6 +24,10 @@ class ScoringConfig:
     # worker agrees without another secret to manage in development.
     secret_key: str = ""
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.half_life_days <= 3650:
+            raise ConfigError("SCORING_HALF_LIFE_DAYS must be between 1 and 3650 days")
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ScoringConfig:

@@ -27,7 +27,7 @@ class FitCriterion:
         if self.op == "gte" or self.op == "lte":
             try:
                 number = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # an integer beyond a double
                 return False
             return number >= self.value if self.op == "gte" else number <= self.value
         text = str(value).strip().lower()

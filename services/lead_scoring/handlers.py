@@ -31,12 +31,13 @@ from services.lead_scoring.store import IdentityKey, TrafficBatch
 from shared.db import utcnow
 from shared.events import Envelope, InvalidEvent
 from shared.identity import is_junk_id
+from shared.limits import MAX_EMAIL_LENGTH, capped_traits, clean_text
 from shared.outbox import Outgoing
 
 
 def _email(value: Any) -> str | None:
-    if isinstance(value, str) and "@" in value.strip():
-        return value.strip().lower()
+    if isinstance(value, str) and "@" in value and len(value.strip()) <= MAX_EMAIL_LENGTH:
+        return clean_text(value.strip().lower())
     return None
 
 
@@ -71,7 +72,7 @@ def _lead_event(
         payload,
         lead,
         event_id=derived_event_id(event.event_id, kind),
-        occurred_at=event.occurred_at,
+        occurred_at=event.effective_at,
     )
 
 
@@ -87,7 +88,7 @@ def handle_traffic_batch(
         raise InvalidEvent("event names no person (no user_id, anonymous_id or email)")
     _, settings = active.current(session)
     batch = TrafficBatch(
-        session, settings.history_scope, since=min(event.occurred_at for event in events)
+        session, settings.history_scope, since=min(event.effective_at for event in events)
     )
     batch.preload(key for identities in named for key in identities)
     out: list[Outgoing] = []
@@ -104,7 +105,7 @@ def _apply(
     version, settings = active.current(session)
     store.rescope(settings.history_scope)
     leads = store.leads_for(identities)
-    lead = leads[0] if leads else store.create_lead(event.occurred_at, version)
+    lead = leads[0] if leads else store.create_lead(event.effective_at, version)
     score_before = lead.score
     out: list[Outgoing] = []
 
@@ -120,11 +121,11 @@ def _apply(
         lead.user_id = event.user_id
     if event.type == "identify":
         traits = dict(event.payload.get("traits", {}))
-        lead.traits = {**lead.traits, **traits}
+        lead.traits = capped_traits(lead.traits, traits)
         lead.email = _email(traits.get("email")) or lead.email
     elif event.type == "group":
         lead.account_id = event.payload["group_id"]
-        lead.account_traits = {**lead.account_traits, **event.payload.get("traits", {})}
+        lead.account_traits = capped_traits(lead.account_traits, event.payload.get("traits", {}))
 
     if lead.rules_version > version:
         # Our cached rule set is older than the one this lead was scored with (the rescore
@@ -152,7 +153,7 @@ def _apply(
         lead.fit_score, lead.fit_grade = fit.score, fit.grade
     store.add_event(lead, event)
     awards = settings.awards(event, store.award_history(lead.id))
-    store.add_awards(lead, awards, event.occurred_at, settings.half_life_days)
+    store.add_awards(lead, awards, event.effective_at, settings.half_life_days)
 
     steps = store.advance(
         lead,

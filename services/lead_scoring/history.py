@@ -70,7 +70,7 @@ def history_fields(event: Envelope) -> dict[str, Any]:
         "path": path[:2000] if path else None,
         "properties": _bounded(event.payload.get("properties") or {}),
         "page_context": page_context,
-        "occurred_at": event.occurred_at,
+        "occurred_at": event.effective_at,
     }
 
 
@@ -119,10 +119,10 @@ def score_history(
     for row in rows:
         event = as_event(row)
         for award in settings.awards(event, history):
-            history.setdefault(award.rule_id, []).append(event.occurred_at)
-            awards.append((award, event.occurred_at))
+            history.setdefault(award.rule_id, []).append(event.effective_at)
+            awards.append((award, event.effective_at))
             score += award.points
-            raw += raw_increment(award.points, event.occurred_at, settings.half_life_days)
+            raw += raw_increment(award.points, event.effective_at, settings.half_life_days)
             if award.rule_id.startswith("intent:"):
                 topic = award.rule_id.removeprefix("intent:")
                 intent[topic] = intent.get(topic, 0) + award.points

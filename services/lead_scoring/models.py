@@ -55,6 +55,9 @@ class Lead(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Counts the snapshots published of this lead: consumers ignore one older than the
+    # one they hold (lead events of one lead can reach them out of order).
+    version: Mapped[int] = mapped_column(default=0)
 
 
 class Rep(Base):
@@ -91,6 +94,8 @@ class Identity(Base):
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)
     value: Mapped[str] = mapped_column(String(320), primary_key=True)
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+    # When it was first linked to a lead: the oldest anonymous ids give way past the cap.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LeadEvent(Base):
@@ -171,6 +176,8 @@ class RescoreJob(Base):
     version: Mapped[int] = mapped_column(index=True)
     total: Mapped[int] = mapped_column(default=0)
     done: Mapped[int] = mapped_column(default=0)
+    # Leads that could not be rescored (each reported as a dead letter).
+    failed: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -216,18 +216,21 @@ def leads() -> Any:
     )
 
 
+CHART_POINTS = 1000
+
+
 def score_chart(
-    points: list[tuple[datetime, int]], width: int = 640, height: int = 160
+    points: list[tuple[datetime, int]], start: int = 0, width: int = 640, height: int = 160
 ) -> dict[str, Any]:
-    """An inline-SVG step line of the cumulative score over time."""
+    """An inline-SVG step line of the cumulative score over time, from ``start``."""
     if not points:
         return {"points": "", "width": width, "height": height, "max": 0, "min": 0}
-    total, series = 0, []
+    total, series = start, []
     for at, delta in points:
         total += delta
         series.append((at.timestamp(), total))
     t0, t1 = series[0][0], series[-1][0]
-    lo, hi = min(0, *(s for _, s in series)), max(1, *(s for _, s in series))
+    lo, hi = min(0, start, *(s for _, s in series)), max(1, start, *(s for _, s in series))
     pad = 8
 
     def x(t: float) -> float:
@@ -237,7 +240,7 @@ def score_chart(
         return height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
 
     # A step line: the score holds until the next award changes it.
-    coords = [(x(series[0][0]), y(0))]
+    coords = [(x(series[0][0]), y(start))]
     for t, v in series:
         coords += [(x(t), coords[-1][1]), (x(t), y(v))]
     return {
@@ -252,15 +255,18 @@ def score_chart(
 @bp.get("/leads/<string:lead_id>")
 @signed_in
 def lead(lead_id: str) -> Any:
+    page = min(max(1, request.args.get("page", 1, int)), 100_000)
     with _state().sessions() as db:
-        detail = lead_detail(db, lead_id)
+        detail = lead_detail(db, lead_id, page)
         if detail is None:
             abort(404)
-        entries = db.execute(
+        # The chart shows the latest awards; what came before is where the line starts.
+        latest = db.execute(
             select(ScoreEntry.occurred_at, ScoreEntry.points)
             .where(ScoreEntry.lead_id == detail["id"])
-            .order_by(ScoreEntry.occurred_at, ScoreEntry.id)
-        ).all()
+            .order_by(ScoreEntry.occurred_at.desc(), ScoreEntry.id.desc())
+            .limit(CHART_POINTS)
+        ).all()[::-1]
         reps = {r.id: r.name for r in _reps(db)}
     timeline = sorted(
         [("event", e["occurred_at"], e) for e in detail["recent_events"]]
@@ -271,7 +277,10 @@ def lead(lead_id: str) -> Any:
     return render_template(
         "lead.html",
         lead=detail,
-        chart=score_chart(list(entries)),
+        chart=score_chart(
+            [(at, points) for at, points in latest],
+            start=detail["score"] - sum(points for _, points in latest),
+        ),
         timeline=timeline,
         owner=reps.get(detail["owner_id"]),
     )

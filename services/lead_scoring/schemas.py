@@ -7,6 +7,11 @@ from marshmallow import fields, validate
 
 from services.lead_scoring.handoff import REJECTION_CODES
 from shared.events import STAGES
+from shared.fields import JsonObject, JsonValue
+from shared.limits import MAX_EMAIL_LENGTH, MAX_EVENT_NAME_LENGTH, MAX_REASON_LENGTH
+
+# A sales note is kept inside the stage change's reason ("rejected by sales (code): …").
+MAX_NOTE_LENGTH = MAX_REASON_LENGTH - 100
 
 
 class LeadQuery(ma.Schema):
@@ -96,6 +101,21 @@ class FitReason(ma.Schema):
     points = fields.Integer()
 
 
+class HistoryQuery(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class HistoryPage(ma.Schema):
+    page = fields.Integer()
+    page_size = fields.Integer()
+    points_total = fields.Integer(metadata={"description": "all points of the lead"})
+    events_total = fields.Integer(metadata={"description": "all events of the lead"})
+
+
 class LeadDetail(LeadSummary):
     fit_reasons = fields.List(fields.Nested(FitReason))
     anonymous_ids = fields.List(fields.String())
@@ -103,9 +123,12 @@ class LeadDetail(LeadSummary):
     account_id = fields.String(allow_none=True)
     account_traits = fields.Dict()
     created_at = fields.DateTime()
-    score_explained = fields.Nested(ScoreOut)
+    history = fields.Nested(HistoryPage)
+    score_explained = fields.Nested(ScoreOut, metadata={"description": "a page, newest first"})
     stage_history = fields.List(fields.Nested(StageChangeOut))
-    recent_events = fields.List(fields.Nested(EventOut))
+    recent_events = fields.List(
+        fields.Nested(EventOut), metadata={"description": "a page, newest first"}
+    )
     merges = fields.List(fields.Nested(MergeOut))
 
 
@@ -118,7 +141,12 @@ class _SalesAction(ma.Schema):
         allow_none=True,
         metadata={"description": "the rep acting (recorded as who)"},
     )
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    note = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_NOTE_LENGTH),
+        metadata={"description": "kept with the stage change"},
+    )
 
 
 class AcceptIn(_SalesAction):
@@ -148,7 +176,7 @@ class RepIn(ma.Schema):
         unknown = ma.RAISE
 
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.Email(required=True)
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_LENGTH))
     available = fields.Boolean(load_default=True)
     countries = fields.List(
         fields.String(validate=validate.Length(min=2, max=60)), load_default=list
@@ -202,13 +230,20 @@ class RuleIn(ma.Schema):
     description = fields.String(required=True, validate=validate.Length(min=1, max=200))
     points = fields.Integer(required=True, validate=validate.Range(min=-1000, max=1000))
     event_type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
-    event_name = fields.String(load_default=None, allow_none=True)
-    path_pattern = fields.String(load_default=None, allow_none=True)
-    properties = fields.Dict(keys=fields.String(), load_default=dict)
+    event_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_EVENT_NAME_LENGTH)
+    )
+    path_pattern = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=2000)
+    )
+    properties = JsonObject(keys=fields.String(), load_default=dict)
     repeatable = fields.Boolean(load_default=True)
     cap = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
     cap_period_days = fields.Float(
-        load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False)
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=3650, min_inclusive=False),
+        metadata={"description": "at most ten years"},
     )
 
 
@@ -237,7 +272,7 @@ class CriterionIn(ma.Schema):
     op = fields.String(
         required=True, validate=validate.OneOf(["eq", "in", "gte", "lte", "contains_any"])
     )
-    value = fields.Raw(required=True)
+    value = JsonValue(required=True)
     points = fields.Integer(required=True, validate=validate.Range(min=-1000, max=1000))
 
     @ma.validates_schema
@@ -292,6 +327,7 @@ class RescoreJobOut(ma.Schema):
     version = fields.Integer()
     total = fields.Integer()
     done = fields.Integer()
+    failed = fields.Integer(metadata={"description": "leads that could not be rescored"})
     progress = fields.Float(metadata={"description": "0..1"})
     status = fields.String()
     created_at = fields.DateTime()

@@ -54,7 +54,7 @@ class Rule:
             return True
         if self.cap_period_days is None:
             return len(past) < self.cap
-        since = event.occurred_at - timedelta(days=self.cap_period_days)
+        since = event.effective_at - timedelta(days=self.cap_period_days)
         return sum(1 for at in past if at > since) < self.cap
 
 

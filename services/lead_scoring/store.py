@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, tuple_, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
@@ -35,6 +35,13 @@ from services.lead_scoring.scoring import Award
 from services.lead_scoring.settings import HistoryScope
 from shared.db import utcnow
 from shared.events import Envelope
+from shared.limits import (
+    MAX_ACTOR_LENGTH,
+    MAX_ANONYMOUS_IDS,
+    MAX_REASON_LENGTH,
+    capped_traits,
+    truncate,
+)
 
 IdentityKey = tuple[str, str]
 
@@ -53,9 +60,10 @@ class LeadStore:
         ).all()
         return sorted((r.kind, r.value) for r in rows)
 
-    def merge(self, survivor: Lead, merged: Lead, reason: str) -> None:
+    def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
         """Move ``merged``'s whole history to ``survivor``; nothing is deleted but
-        duplicate one-time awards (kept once, the earliest)."""
+        duplicate one-time awards (kept once, the earliest) and, past the cap, the oldest
+        anonymous ids (returned: those browsers are strangers again)."""
         for model in (Identity, LeadEvent, ScoreEntry, StageChange):
             self.session.execute(
                 update(model).where(model.lead_id == merged.id).values(lead_id=survivor.id)
@@ -64,13 +72,36 @@ class LeadStore:
             survivor.stage = merged.stage
         survivor.email = survivor.email or merged.email
         survivor.user_id = survivor.user_id or merged.user_id
-        survivor.traits = {**merged.traits, **survivor.traits}
+        survivor.traits = capped_traits(merged.traits, survivor.traits)
         survivor.account_id = survivor.account_id or merged.account_id
-        survivor.account_traits = {**merged.account_traits, **survivor.account_traits}
+        survivor.account_traits = capped_traits(merged.account_traits, survivor.account_traits)
         merged.merged_into = survivor.id
         merged.score = 0
-        self.session.add(LeadMerge(lead_id=survivor.id, merged_lead_id=merged.id, reason=reason))
+        self.session.add(
+            LeadMerge(
+                lead_id=survivor.id,
+                merged_lead_id=merged.id,
+                reason=truncate(reason, MAX_REASON_LENGTH),
+            )
+        )
         self.session.flush()
+        return self._trim_anonymous_ids(survivor.id)
+
+    def _trim_anonymous_ids(self, lead_id: str) -> list[IdentityKey]:
+        """Let go of the oldest anonymous ids past :data:`MAX_ANONYMOUS_IDS`."""
+        extra = self.session.scalars(
+            select(Identity.value)
+            .where(Identity.lead_id == lead_id, Identity.kind == "anonymous_id")
+            .order_by(Identity.created_at.desc(), Identity.value.desc())
+            .offset(MAX_ANONYMOUS_IDS)
+        ).all()
+        if extra:
+            self.session.execute(
+                delete(Identity).where(
+                    Identity.kind == "anonymous_id", Identity.value.in_(list(extra))
+                )
+            )
+        return [("anonymous_id", value) for value in extra]
 
     def advance(
         self,
@@ -118,6 +149,8 @@ class LeadStore:
         """Record the move with who and why; returns the stage it left. Becoming MQL
         starts the follow-up SLA clock afresh."""
         at = at or utcnow()
+        reason = truncate(reason, MAX_REASON_LENGTH)
+        changed_by = truncate(changed_by, MAX_ACTOR_LENGTH)
         from_stage = lead.stage
         lead.stage = to_stage
         lead.updated_at = at
@@ -238,6 +271,7 @@ class TrafficBatch(LeadStore):
             engagement_raw=0.0,
             intent={},
             rules_version=rules_version,
+            version=0,
             created_at=at,
             updated_at=at,
         )
@@ -249,33 +283,51 @@ class TrafficBatch(LeadStore):
 
     def attach(self, lead: Lead, identities: Iterable[IdentityKey]) -> None:
         """Make ``lead`` the owner of each identity. Identities owned by another lead
-        are moved by :meth:`merge`, so here they are new or already ``lead``'s."""
+        are moved by :meth:`merge`, so here they are new or already ``lead``'s. A lead
+        keeps at most :data:`MAX_ANONYMOUS_IDS` anonymous ids; further ones are not
+        linked."""
+        known = self._identities[lead.id]
         for key in identities:
             owner = self._owner.get(key)
             if owner == lead.id:
                 continue
             if owner is not None:
                 raise RuntimeError(f"{key} belongs to lead {owner}: merge it first")
-            self._insert(Identity, {"kind": key[0], "value": key[1], "lead_id": lead.id})
+            if key[0] == "anonymous_id" and (
+                sum(1 for kind, _ in known if kind == "anonymous_id") >= MAX_ANONYMOUS_IDS
+            ):
+                continue  # capped: this browser stays unlinked (its events still count here)
+            self._insert(
+                Identity,
+                {"kind": key[0], "value": key[1], "lead_id": lead.id, "created_at": utcnow()},
+            )
             self._owner[key] = lead.id
-            self._identities[lead.id].append(key)
+            known.append(key)
 
     def identities_of(self, lead_id: str) -> list[IdentityKey]:
         if lead_id not in self._identities:
             return super().identities_of(lead_id)
         return sorted(self._identities[lead_id])
 
-    def merge(self, survivor: Lead, merged: Lead, reason: str) -> None:
+    def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
         self.flush()
-        super().merge(survivor, merged, reason)
+        released = super().merge(survivor, merged, reason)
         for key, owner in self._owner.items():
             if owner == merged.id:
                 self._owner[key] = survivor.id
+        for key in released:
+            self._owner[key] = None
+        gone = set(released)
         self._identities[survivor.id] = [
-            *self._identities.get(survivor.id, []),
-            *self._identities.pop(merged.id, []),
+            key
+            for key in (
+                *self._identities.get(survivor.id, []),
+                *self._identities.pop(merged.id, []),
+            )
+            if key not in gone
         ]
         self.forget(survivor.id, merged.id)
+        return released
 
     def forget(self, *lead_ids: str) -> None:
         """Award histories of these leads are read again when next needed."""
@@ -301,8 +353,8 @@ class TrafficBatch(LeadStore):
     def add_event(self, lead: Lead, event: Envelope) -> None:
         """Keep the event in the lead's history, with what rescoring needs."""
         self._insert(LeadEvent, {"lead_id": lead.id, **history_fields(event)})
-        if lead.last_event_at is None or event.occurred_at > lead.last_event_at:
-            lead.last_event_at = event.occurred_at
+        if lead.last_event_at is None or event.effective_at > lead.last_event_at:
+            lead.last_event_at = event.effective_at
 
     def add_awards(
         self,

@@ -1,20 +1,23 @@
 """Pure event handlers of member-retargeting: an event and a session in, events out.
 
 Lead events keep a contact per lead (the snapshot in every lead event is the whole
-truth, and lead events arrive in order per lead); a move to ``customer`` makes the contact
-a member. Traffic contributes completed orders, for lifetime value.
+truth); a snapshot older than the one the contact holds (by its ``version``) is ignored,
+since lead events of one lead can arrive out of order. A move to ``customer`` makes the
+contact a member. Traffic contributes completed orders, for lifetime value; an amount
+beyond what an order can hold is refused (a dead letter), not stored.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.models import Contact, ContactIdentity, Order
-from shared.events import Envelope
+from shared.events import Envelope, InvalidEvent
+from shared.limits import MAX_MONEY, money
 from shared.outbox import Outgoing
 
 PURCHASE_EVENT = "Order Completed"
@@ -25,6 +28,10 @@ def _upsert_contact(session: Session, snapshot: dict[str, Any], at: Any) -> Cont
     if contact is None:
         contact = Contact(lead_id=snapshot["lead_id"], is_member=False)
         session.add(contact)
+    version = snapshot.get("version")
+    if version is not None and contact.lead_version is not None and version < contact.lead_version:
+        return contact  # an older picture of the lead than the one we hold
+    contact.lead_version = version
     contact.stage = snapshot["stage"]
     contact.score = snapshot["score"]
     contact.email = snapshot.get("email")
@@ -48,7 +55,7 @@ def _upsert_contact(session: Session, snapshot: dict[str, Any], at: Any) -> Cont
 
 def handle_lead(event: Envelope, session: Session) -> list[Outgoing]:
     snapshot = event.payload["lead"]
-    _upsert_contact(session, snapshot, event.occurred_at)
+    _upsert_contact(session, snapshot, event.effective_at)
     if event.type == "lead.merged":
         merged_id = event.payload["merged_lead_id"]
         session.execute(
@@ -64,12 +71,14 @@ def handle_lead(event: Envelope, session: Session) -> list[Outgoing]:
     return []
 
 
-def _money(value: Any) -> Decimal:
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError):
+def _revenue(properties: dict[str, Any]) -> Decimal:
+    value = properties.get("revenue", properties.get("total"))
+    if value is None:
         return Decimal(0)
-    return amount if amount.is_finite() else Decimal(0)
+    amount = money(value)
+    if amount is None:
+        raise InvalidEvent(f"order amount {str(value)[:40]!r} is not a number within ±{MAX_MONEY}")
+    return amount
 
 
 def handle_traffic(event: Envelope, session: Session) -> list[Outgoing]:
@@ -82,9 +91,9 @@ def handle_traffic(event: Envelope, session: Session) -> list[Outgoing]:
             event_id=event.event_id,
             user_id=event.user_id,
             anonymous_id=event.anonymous_id,
-            revenue=_money(props.get("revenue", props.get("total", 0))),
+            revenue=_revenue(props),
             currency=currency[:3].upper() if isinstance(currency, str) and currency else None,
-            occurred_at=event.occurred_at,
+            occurred_at=event.effective_at,
         )
     )
     return []

@@ -44,6 +44,8 @@ class Contact(Base):
     member_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     merged_into: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The version of the lead snapshot this contact was last updated from.
+    lead_version: Mapped[int | None] = mapped_column()
 
 
 class ContactIdentity(Base):

@@ -3,6 +3,7 @@ campaigns and triggers through the marketing API. Real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.consumer import handlers
-from services.member_retargeting.models import outbox, processed_events
+from services.member_retargeting.models import Contact, Order, outbox, processed_events
 from shared.config import Tokens
 from shared.events import decode, encode, new_event
 from shared.runner import BatchProcessor
@@ -33,7 +34,7 @@ def app(database_url: str) -> Flask:
     return app
 
 
-def feed(app: Flask, *items: tuple[str, Any]) -> None:
+def feed(app: Flask, *items: tuple[str, Any], dead_letters: int = 0) -> None:
     state = app.extensions["member_retargeting"]
     processor = BatchProcessor(
         consumer_name="member-retargeting",
@@ -45,7 +46,7 @@ def feed(app: Flask, *items: tuple[str, Any]) -> None:
     result = processor.process(
         [FakeRecord(topic, 0, i, b"k", encode(e)) for i, (topic, e) in enumerate(items)]
     )
-    assert not result.dead_letters
+    assert len(result.dead_letters) == dead_letters, result.dead_letters
 
 
 def snapshot(
@@ -55,8 +56,10 @@ def snapshot(
     score: int = 0,
     anon: tuple[str, ...] = (),
     user: str | None = None,
+    version: int | None = None,
 ) -> dict:
     return {
+        "version": version,
         "lead_id": lead_id,
         "stage": stage,
         "score": score,
@@ -223,3 +226,29 @@ def test_roles_and_missing_campaigns(app: Flask) -> None:
         ).status_code
         == 400
     )
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(app: Flask) -> None:
+    """Lead events of one lead can arrive out of order (an API action and the consumer
+    publish through the same outbox): the contact keeps the newest picture."""
+    feed(
+        app,
+        stage("L1", "sql", email="new@x.co", version=7),
+        stage("L1", "mql", email="old@x.co", version=6),
+    )
+    feed(app, stage("L1", "lead", email="unversioned@x.co"))  # an older producer: applied
+    feed(app, stage("L1", "customer", email="newest@x.co", version=8))
+    with app.extensions["member_retargeting"].sessions() as session:
+        contact = session.get(Contact, "L1")
+        assert contact is not None
+        assert (contact.stage, contact.email, contact.lead_version) == (
+            "customer",
+            "newest@x.co",
+            8,
+        )
+
+
+def test_an_order_amount_beyond_the_column_is_a_dead_letter_not_a_stop(app: Flask) -> None:
+    feed(app, order("u1", 10**13), order("u1", "1e999999"), order("u1", "12.5"), dead_letters=2)
+    with app.extensions["member_retargeting"].sessions() as session:
+        assert [o.revenue for o in session.scalars(select(Order))] == [Decimal("12.50")]
