@@ -25,6 +25,9 @@ from flask_smorest import abort
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter
+
+from shared.limits import MAX_INTEGER
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,18 @@ class Api(_SmorestApi):
         return body, status, headers
 
 
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a row id in a path — 1 to 2^63-1; anything else does not match
+    (404), so no id too large for the database's integer ever reaches a query."""
+
+    def __init__(self, url_map: Any) -> None:
+        super().__init__(url_map, min=1, max=MAX_INTEGER)
+
+
+def _id_schema(_converter: Any) -> dict[str, Any]:
+    return {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_INTEGER}
+
+
 def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     """Configure OpenAPI at ``/openapi.json`` and Swagger UI at ``/docs`` served locally."""
     import swagger_ui_bundle
@@ -228,7 +243,9 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     def swagger_ui_asset(filename: str) -> Any:
         return send_from_directory(asset_dir, filename)
 
+    app.url_map.converters["id"] = IdConverter
     api = Api(app)
+    api.register_converter(IdConverter, _id_schema)
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "role token"}
     )

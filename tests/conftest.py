@@ -138,6 +138,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A test that takes a fixture of real infrastructure carries its marker, so
     # ``-m "not kafka"`` and friends select correctly without anyone remembering to mark.
     for item in items:
+        # schemathesis 4's lazy schemas (schemathesis.pytest.from_fixture) still read
+        # ``node._nodeid``, which pytest 9.2 no longer sets: give it the public node id.
+        if not hasattr(item, "_nodeid"):
+            item._nodeid = item.nodeid  # type: ignore[attr-defined]
         names = getattr(item, "fixturenames", ())
         if "kafka_config" in names:
             item.add_marker(pytest.mark.kafka)

@@ -412,7 +412,7 @@ class RepsView(MethodView):
             )
 
 
-@reps_blp.route("/<int:rep_id>")
+@reps_blp.route("/<id:rep_id>")
 class RepView(MethodView):
     @require_role("admin")
     @reps_blp.arguments(RepPatch)
@@ -430,7 +430,7 @@ class RepView(MethodView):
             return rep
 
 
-@reps_blp.route("/<int:rep_id>/token")
+@reps_blp.route("/<id:rep_id>/token")
 class RepTokenView(MethodView):
     @require_role("admin")
     @reps_blp.response(201, RepTokenOut)
@@ -525,7 +525,7 @@ class RulesView(MethodView):
         return out
 
 
-@rules_blp.route("/rescores/<int:job_id>")
+@rules_blp.route("/rescores/<id:job_id>")
 class RescoreView(MethodView):
     @require_role("admin")
     @rules_blp.response(200, RescoreJobOut)

@@ -101,7 +101,7 @@ class CampaignsView(MethodView):
             return campaign_out(session, campaign)
 
 
-@blp.route("/campaigns/<int:campaign_id>")
+@blp.route("/campaigns/<id:campaign_id>")
 class CampaignView(MethodView):
     @require_role("marketing")
     @blp.response(200, CampaignOut)
@@ -115,7 +115,7 @@ class CampaignView(MethodView):
             return campaign_out(session, campaign)
 
 
-@blp.route("/campaigns/<int:campaign_id>/trigger")
+@blp.route("/campaigns/<id:campaign_id>/trigger")
 class TriggerView(MethodView):
     @require_role("marketing")
     @blp.response(202, TriggerOut)

@@ -93,7 +93,7 @@ def _set_enabled(source_id: int, enabled: bool) -> Any:
     return row._mapping
 
 
-@blp.route("/sources/<int:source_id>/disable")
+@blp.route("/sources/<id:source_id>/disable")
 class DisableView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceOut)
@@ -103,7 +103,7 @@ class DisableView(MethodView):
         return _set_enabled(source_id, False)
 
 
-@blp.route("/sources/<int:source_id>/enable")
+@blp.route("/sources/<id:source_id>/enable")
 class EnableView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceOut)
@@ -113,7 +113,7 @@ class EnableView(MethodView):
         return _set_enabled(source_id, True)
 
 
-@blp.route("/sources/<int:source_id>/rotate-key")
+@blp.route("/sources/<id:source_id>/rotate-key")
 class RotateView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceWithKey)
@@ -160,7 +160,7 @@ class FailedEventsView(MethodView):
         return {"items": items, "total": total, "page": page, "page_size": size}
 
 
-@blp.route("/failed-events/<int:failed_id>/resubmit")
+@blp.route("/failed-events/<id:failed_id>/resubmit")
 class ResubmitView(MethodView):
     @require_role("admin")
     @blp.arguments(ResubmitIn)

@@ -46,6 +46,11 @@ class RelayLoop:
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
         self._stop = True
 
+    def housekeep(self) -> None:
+        """Prune sent rows past the dedupe window, then the service's own housekeeping."""
+        self.relay.prune(utcnow() - self.dedupe_window)
+        self.housekeeping()
+
     def run(self, *, idle_sleep_s: float = 0.05, max_seconds: float | None = None) -> None:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         backoff = 0.5
@@ -60,8 +65,7 @@ class RelayLoop:
                 backoff = min(backoff * 2, 10.0)
                 continue
             if time.monotonic() > next_prune:
-                self.relay.prune(utcnow() - self.dedupe_window)
-                self.housekeeping()
+                self.housekeep()
                 next_prune = time.monotonic() + self.housekeeping_interval_s
             if not sent:
                 time.sleep(idle_sleep_s)
