@@ -28,6 +28,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from shared.compatibility import Compatibility
 from shared.limits import (
     MAX_EVENT_NAME_LENGTH,
     MAX_ID_LENGTH,
@@ -235,6 +236,14 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("lead.sla_breached", 1): LeadSlaBreachedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,
 }
+
+
+# What each published version may still become (see :mod:`shared.compatibility`): all of
+# Funnel's are ``full`` — producers and consumers deploy independently.
+COMPATIBILITY: Mapping[tuple[str, int], Compatibility] = {
+    version: Compatibility.FULL for version in PAYLOAD_SCHEMAS
+}
+ENVELOPE_COMPATIBILITY = Compatibility.FULL
 
 
 def latest_version(event_type: str) -> int:

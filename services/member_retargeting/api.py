@@ -46,12 +46,15 @@ def campaign_out(session: Any, campaign: Campaign) -> dict[str, Any]:
     dispatched = session.scalar(
         select(func.count()).select_from(Dispatch).where(Dispatch.campaign_id == campaign.id)
     )
-    published = session.scalar(
+    # Sent outbox rows are pruned after the dedupe horizon, unsent ones never: a dispatch
+    # is published unless its row is still waiting.
+    waiting = session.scalar(
         select(func.count())
         .select_from(Dispatch)
         .join(outbox, outbox.c.event_id == Dispatch.event_id)
-        .where(Dispatch.campaign_id == campaign.id, outbox.c.sent_at.is_not(None))
+        .where(Dispatch.campaign_id == campaign.id, outbox.c.sent_at.is_(None))
     )
+    published = (dispatched or 0) - (waiting or 0)
     runs = session.scalars(
         select(CampaignRun).where(CampaignRun.campaign_id == campaign.id).order_by(CampaignRun.id)
     ).all()

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.consumer import handlers
 from services.member_retargeting.models import Contact, Order, outbox, processed_events
 from shared.config import Tokens
+from shared.db import utcnow
 from shared.events import decode, encode, new_event
 from shared.runner import BatchProcessor
 from shared.topics import LEADS, TRAFFIC
@@ -252,3 +253,22 @@ def test_an_order_amount_beyond_the_column_is_a_dead_letter_not_a_stop(app: Flas
     feed(app, order("u1", 10**13), order("u1", "1e999999"), order("u1", "12.5"), dead_letters=2)
     with app.extensions["member_retargeting"].sessions() as session:
         assert [o.revenue for o in session.scalars(select(Order))] == [Decimal("12.50")]
+
+
+def test_the_published_count_survives_pruning_of_sent_rows(app: Flask) -> None:
+    seed(app)
+    client = app.test_client()
+    campaign = create(client, {"stages": ["mql", "lead", "customer"]})
+    client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+
+    def published() -> int:
+        return client.get(f"/campaigns/{campaign['id']}", headers=MARKETING).json["published_count"]
+
+    engine = app.extensions["member_retargeting"].engine
+    with engine.begin() as conn:
+        first = conn.scalar(select(outbox.c.id).order_by(outbox.c.id).limit(1))
+        conn.execute(update(outbox).where(outbox.c.id != first).values(sent_at=utcnow()))
+    assert published() == 2
+    with engine.begin() as conn:  # housekeeping prunes sent rows past the horizon
+        conn.execute(delete(outbox).where(outbox.c.sent_at.is_not(None)))
+    assert published() == 2
