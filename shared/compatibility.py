@@ -70,6 +70,7 @@ def violations(
         where = f"{path}{name}"
         old, new = locked.get(name), current.get(name)
         if old is None:
+            assert new is not None
             if new["required"] and backward:
                 problems.append(f"{where}: a new required field (events written before lack it)")
             continue
