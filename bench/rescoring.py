@@ -11,10 +11,11 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 from services.lead_scoring.app import init_db
-from services.lead_scoring.consumer import rescore
+from services.lead_scoring.jobs.rescore import rescore_step
+from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead, LeadEvent, RescoreJob, RuleSet
-from services.lead_scoring.rulesets import ActiveSettings, document_from_settings
-from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.rulesets.documents import document_from_model
 from shared.db import make_engine, make_sessionmaker, utcnow
 
 HISTORY = (("page", None, "/"), ("page", "Pricing", "/pricing"), ("track", "Form Submitted", None))
@@ -86,17 +87,17 @@ def rescore_all(url: str, leads: int, max_seconds: float = 600) -> float:
     """Seconds to rescore every lead for a new rule-set version."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    settings = ScoringSettings()
-    document = document_from_settings(settings)
+    model = ScoringModel()
+    document = document_from_model(model)
     with sessions.begin() as session:
         version = (session.query(RuleSet).count()) + 1
         session.add(RuleSet(version=version, document=document, note="bench"))
-        session.add(RescoreJob(version=version, total=leads, status="pending"))
-    active = ActiveSettings(settings, ttl=0)
+        session.add(RescoreJob(version=version, total=leads, failed=0, status="pending"))
+    rule_sets = RuleSetCache(model, ttl=0)
     started = time.monotonic()
     done = 0
     while time.monotonic() - started < max_seconds:
-        step = rescore(sessions, active, budget_s=30)
+        step = rescore_step(sessions, rule_sets, budget_s=30, chunk=1000)
         if not step:
             break
         done += step

@@ -130,6 +130,11 @@ class AliasV1(_Payload):
     previous_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH))
 
 
+# Segment's e-commerce spec: the event that says someone bought. Scoring makes them a
+# customer, retargeting a member with an order.
+ORDER_COMPLETED = "Order Completed"
+
+
 # Leads: what lead-scoring tells the rest of the funnel. Each carries a snapshot of the
 # lead so consumers never need lead-scoring's tables.
 

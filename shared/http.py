@@ -32,6 +32,7 @@ from shared.limits import MAX_INTEGER
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 ERROR_CODES = {
     400: "bad_request",
@@ -324,6 +325,15 @@ def require_role(*roles: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def app_state(key: str, kind: type[S]) -> S:
+    """The typed state a service's ``create_app`` keeps in ``app.extensions[key]``, for
+    the current request. Raises ``RuntimeError`` when the app was built without it."""
+    state = current_app.extensions.get(key)
+    if not isinstance(state, kind):
+        raise RuntimeError(f"app.extensions[{key!r}] is not a {kind.__name__}")
+    return state
 
 
 def register_health(app: Flask) -> None:

@@ -11,15 +11,14 @@ from shared.cli import service_main
 def rescore_now(config: ScoringConfig) -> None:
     """Run pending rescores to the end in this process, printing progress (the consumer's
     timer does the same in the background, a slice at a time)."""
-    from services.lead_scoring.consumer import rescore
-    from services.lead_scoring.rulesets import ActiveSettings
-    from services.lead_scoring.settings import ScoringSettings
+    from services.lead_scoring.jobs.rescore import rescore_step
+    from services.lead_scoring.rulesets.active import RuleSetCache
     from shared.db import make_engine, make_sessionmaker
 
     sessions = make_sessionmaker(make_engine(config.database_url))
-    active = ActiveSettings(ScoringSettings.from_config(config), ttl=0)
+    rule_sets = RuleSetCache(config.base_model(), ttl=0)
     total = 0
-    while done := rescore(sessions, active, budget_s=10.0, chunk=1000):
+    while done := rescore_step(sessions, rule_sets, budget_s=10.0, chunk=1000):
         total += done
         print(f"rescored {total} leads", flush=True)
     print(f"done: {total} leads rescored")

@@ -1,31 +1,21 @@
-"""lead-scoring application factory."""
+"""lead-scoring application factory: the sales API, the admin API (reps, scoring rules)
+and the sales pages. The consumer runs in a process of its own (:mod:`.consumer`)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from flask import Flask
 from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
 
-from services.lead_scoring import api as leads_api
-from services.lead_scoring import pages, rep_tokens
 from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.handoff import rep_tokens
 from services.lead_scoring.models import metadata
-from services.lead_scoring.rulesets import ActiveSettings
-from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.state import STATE, ScoringState
+from services.lead_scoring.web import leads, pages, reps, rules
 from shared.db import make_engine, make_sessionmaker
 from shared.http import PERSON_TOKENS, Principal, init_api, register_health
-
-
-@dataclass
-class ScoringState:
-    config: ScoringConfig
-    engine: Engine
-    sessions: sessionmaker
-    settings: ScoringSettings
-    active: ActiveSettings
 
 
 def init_db(engine: Engine) -> None:
@@ -47,11 +37,11 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     engine = make_engine(config.database_url)
-    settings = ScoringSettings.from_config(config)
-    app.extensions["lead_scoring"] = ScoringState(
-        config, engine, make_sessionmaker(engine), settings, ActiveSettings(settings)
+    sessions = make_sessionmaker(engine)
+    base_model = config.base_model()
+    app.extensions[STATE] = ScoringState(
+        config, engine, sessions, base_model, RuleSetCache(base_model)
     )
-    sessions = app.extensions["lead_scoring"].sessions
 
     def rep_principal(token: str) -> Principal | None:
         with sessions() as session:
@@ -59,9 +49,8 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
 
     app.extensions[PERSON_TOKENS] = rep_principal
     api = init_api(app, title="Funnel lead-scoring")
-    api.register_blueprint(leads_api.blp)
-    api.register_blueprint(leads_api.reps_blp)
-    api.register_blueprint(leads_api.rules_blp)
+    for blueprint in (leads.blp, reps.blp, rules.blp):
+        api.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
     register_health(app)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.lead_scoring.model.scoring import ScoringModel
 from shared.config import ConfigError, Env, KafkaConfig, Tokens, default_sqlite_url
 
 SERVICE = "lead-scoring"
@@ -24,6 +25,11 @@ class ScoringConfig:
     # worker agrees without another secret to manage in development.
     secret_key: str = ""
     log_level: str = "INFO"
+
+    def base_model(self) -> ScoringModel:
+        """The built-in scoring model with this deployment's threshold and half-life
+        (rule-set version 0)."""
+        return ScoringModel(mql_threshold=self.mql_threshold, half_life_days=self.half_life_days)
 
     def __post_init__(self) -> None:
         if not 1 <= self.half_life_days <= 3650:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.lead_scoring.model.fit import LOWEST_GRADE
 from shared.db import (
     NAMING_CONVENTION,
     BigIntPK,
@@ -36,7 +37,7 @@ class Lead(Base):
     stage: Mapped[str] = mapped_column(String(20), default="subscriber", index=True)
     score: Mapped[int] = mapped_column(default=0, index=True)
     fit_score: Mapped[int] = mapped_column(default=0)
-    fit_grade: Mapped[str] = mapped_column(String(1), default="D", index=True)
+    fit_grade: Mapped[str] = mapped_column(String(1), default=LOWEST_GRADE, index=True)
     # Decayed engagement, stored so that ORDER BY ranks by engagement now (see engagement.py).
     engagement_raw: Mapped[float] = mapped_column(default=0.0, index=True)
     intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import and_, func, or_, select
 
@@ -27,14 +26,11 @@ from services.member_retargeting.schemas import (
     TriggerOut,
 )
 from services.member_retargeting.segments import audience_query
+from services.member_retargeting.state import state
 from shared.http import Blueprint, fail, require_role
 
 blp = Blueprint("marketing", __name__, description="Members and retargeting campaigns")
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
-
-
-def _sessions() -> Any:
-    return current_app.extensions["member_retargeting"].sessions
 
 
 def campaign_out(session: Any, campaign: Campaign) -> dict[str, Any]:
@@ -87,7 +83,7 @@ class CampaignsView(MethodView):
     @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """All campaigns, newest first."""
-        with _sessions()() as session:
+        with state().sessions() as session:
             campaigns = session.scalars(select(Campaign).order_by(Campaign.id.desc())).all()
             return {"items": [campaign_out(session, c) for c in campaigns]}
 
@@ -97,7 +93,7 @@ class CampaignsView(MethodView):
     @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Create a campaign over a segment rule."""
-        with _sessions().begin() as session:
+        with state().sessions.begin() as session:
             campaign = Campaign(**data)
             session.add(campaign)
             session.flush()
@@ -111,7 +107,7 @@ class CampaignView(MethodView):
     @blp.doc(security=SECURED)
     def get(self, campaign_id: int) -> dict[str, Any]:
         """One campaign with its current audience size and dispatched counts."""
-        with _sessions()() as session:
+        with state().sessions() as session:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
                 fail(404, f"no campaign {campaign_id}")
@@ -126,7 +122,7 @@ class TriggerView(MethodView):
     def post(self, campaign_id: int) -> dict[str, Any]:
         """Run the campaign now: one dispatch per recipient, queued durably; the consumer
         process publishes them to the dispatch topic."""
-        with _sessions().begin() as session:
+        with state().sessions.begin() as session:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
                 fail(404, f"no campaign {campaign_id}")
@@ -145,7 +141,7 @@ class MembersView(MethodView):
     @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """Members with their order count and revenue (lifetime value so far)."""
-        with _sessions()() as session:
+        with state().sessions() as session:
             members = session.scalars(
                 select(Contact)
                 .where(Contact.is_member.is_(True), Contact.merged_into.is_(None))

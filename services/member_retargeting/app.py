@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Flask
 from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
 
 from services.member_retargeting import api as marketing_api
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import metadata
+from services.member_retargeting.state import STATE, RetargetingState
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
-
-
-@dataclass
-class RetargetingState:
-    config: RetargetingConfig
-    engine: Engine
-    sessions: sessionmaker
 
 
 def init_db(engine: Engine) -> None:
@@ -33,9 +24,7 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     engine = make_engine(config.database_url)
-    app.extensions["member_retargeting"] = RetargetingState(
-        config, engine, make_sessionmaker(engine)
-    )
+    app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
     api.register_blueprint(marketing_api.blp)
     register_health(app)

@@ -16,11 +16,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.models import Contact, ContactIdentity, Order
-from shared.events import Envelope, InvalidEvent
+from shared.events import ORDER_COMPLETED, Envelope, InvalidEvent
 from shared.limits import MAX_MONEY, money
 from shared.outbox import Outgoing
-
-PURCHASE_EVENT = "Order Completed"
 
 
 def _upsert_contact(session: Session, snapshot: dict[str, Any], at: Any) -> Contact:
@@ -82,7 +80,7 @@ def _revenue(properties: dict[str, Any]) -> Decimal:
 
 
 def handle_traffic(event: Envelope, session: Session) -> list[Outgoing]:
-    if event.type != "track" or event.payload.get("event") != PURCHASE_EVENT:
+    if event.type != "track" or event.payload.get("event") != ORDER_COMPLETED:
         return []
     props = event.payload.get("properties", {})
     currency = props.get("currency")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
 from flask.views import MethodView
 from marshmallow import RAISE, ValidationError
 from sqlalchemy import func, insert, select, update
@@ -25,14 +24,11 @@ from services.traffic_intake.schemas import (
     SourceWithKey,
 )
 from services.traffic_intake.sources import hash_key, new_write_key
+from services.traffic_intake.state import state
 from shared.http import Blueprint, fail, require_role
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Sources, keys, failures")
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
-
-
-def _state() -> Any:
-    return current_app.extensions["intake"]
 
 
 def _source(conn: Any, source_id: int) -> Any:
@@ -53,7 +49,7 @@ class SourcesView(MethodView):
     @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """Every source; keys are never shown again after creation or rotation."""
-        with _state().engine.connect() as conn:
+        with state().engine.connect() as conn:
             return {"items": [r._mapping for r in conn.execute(select(sources).order_by("id"))]}
 
     @require_role("admin")
@@ -64,16 +60,18 @@ class SourcesView(MethodView):
         """Create a source and its write key (returned once; stored hashed)."""
         key = new_write_key()
         try:
-            with _state().engine.begin() as conn:
+            with state().engine.begin() as conn:
                 new_id = conn.execute(
-                    insert(sources).values(
+                    insert(sources)
+                    .values(
                         name=data["name"],
                         write_key_hash=hash_key(key),
                         key_hint=key[-4:],
                         enabled=True,
                         rate_limit_per_second=data["rate_limit_per_second"],
                     )
-                ).inserted_primary_key[0]
+                    .returning(sources.c.id)
+                ).scalar_one()
                 row = _source(conn, new_id)
         except IntegrityError:
             fail(409, f"a source named {data['name']!r} exists", errors={"name": ["already taken"]})
@@ -81,7 +79,7 @@ class SourcesView(MethodView):
 
 
 def _set_enabled(source_id: int, enabled: bool) -> Any:
-    with _state().engine.begin() as conn:
+    with state().engine.begin() as conn:
         _source(conn, source_id)
         conn.execute(
             update(sources)
@@ -89,7 +87,7 @@ def _set_enabled(source_id: int, enabled: bool) -> Any:
             .values(enabled=enabled, disabled_at=None if enabled else datetime.now(UTC))
         )
         row = _source(conn, source_id)
-    _state().sources.invalidate()
+    state().sources.invalidate()
     return row._mapping
 
 
@@ -121,7 +119,7 @@ class RotateView(MethodView):
     def post(self, source_id: int) -> dict[str, Any]:
         """Issue a new write key; the old one stops working at once."""
         key = new_write_key()
-        with _state().engine.begin() as conn:
+        with state().engine.begin() as conn:
             _source(conn, source_id)
             conn.execute(
                 update(sources)
@@ -133,7 +131,7 @@ class RotateView(MethodView):
                 )
             )
             row = _source(conn, source_id)
-        _state().sources.invalidate()
+        state().sources.invalidate()
         return _with_key(row, key)
 
 
@@ -151,7 +149,7 @@ class FailedEventsView(MethodView):
         if query.get("pending"):
             stmt = stmt.where(failed_events.c.resubmitted_at.is_(None))
         page, size = query["page"], query["page_size"]
-        with _state().engine.connect() as conn:
+        with state().engine.connect() as conn:
             total = conn.scalar(select(func.count()).select_from(stmt.subquery()))
             rows = conn.execute(
                 stmt.order_by(failed_events.c.id.desc()).offset((page - 1) * size).limit(size)
@@ -170,13 +168,13 @@ class ResubmitView(MethodView):
         """Accept a failed event, as stored or as corrected in ``event``. Still invalid →
         422 naming the fields. Never publishes the same event twice."""
         try:
-            with _state().engine.begin() as conn:
+            with state().engine.begin() as conn:
                 result = failed.resubmit(
                     conn,
                     failed_id,
                     data["event"],
                     received_at=datetime.now(UTC),
-                    max_event_bytes=_state().config.max_event_bytes,
+                    max_event_bytes=state().config.max_event_bytes,
                 )
         except failed.NotFound:
             fail(404, f"no failed event {failed_id}")

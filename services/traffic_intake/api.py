@@ -25,6 +25,7 @@ from services.traffic_intake.ratelimit import retry_after_header
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
 from services.traffic_intake.sources import Source
+from services.traffic_intake.state import state
 from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
 from shared.limits import json_size
@@ -37,12 +38,8 @@ blp = Blueprint("tracking", __name__, description="Segment-compatible Tracking A
 _CALL_LOADERS = {name: schema() for name, schema in CALL_SCHEMAS.items()}
 
 
-def _state() -> Any:
-    return current_app.extensions["intake"]
-
-
 def _config() -> IntakeConfig:
-    return _state().config
+    return state().config
 
 
 def _write_key_from_request() -> str | None:
@@ -72,7 +69,7 @@ def authenticate_source() -> Source:
     if key is None:
         fail(401, "missing write key (HTTP Basic user name or writeKey in the body)")
     try:
-        source = _state().sources.lookup(key)
+        source = state().sources.lookup(key)
     except SQLAlchemyError:
         _store_unavailable()
     if source is None:
@@ -86,7 +83,7 @@ def _rate_limit(source: Source) -> None:
     config = _config()
     rate = source.rate_limit_per_second or config.rate_limit_per_second
     burst = max(1.0, rate * config.rate_limit_burst_seconds)
-    wait = _state().buckets.acquire(source.name, rate=rate, burst=burst)
+    wait = state().buckets.acquire(source.name, rate=rate, burst=burst)
     if wait:
         fail(
             429,
@@ -101,10 +98,10 @@ def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> i
     with Retry-After, never a hang."""
     outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in envelopes]
     try:
-        with _state().engine.begin() as conn:
+        with state().engine.begin() as conn:
             failed.record(conn, g.source.name, rejections)
             # Payloads come from the HTTP schemas, validated a moment ago.
-            return enqueue(conn, _state().outbox, outgoing, validate_payload=False)
+            return enqueue(conn, state().outbox, outgoing, validate_payload=False)
     except SQLAlchemyError:
         _store_unavailable()
 
@@ -278,7 +275,7 @@ def keep_rejected_single_calls(error: HTTPException) -> Response:
         field_errors = flatten_field_errors(messages.get("json", messages))
         kind = "size_violation" if error.code == 413 else "schema_violation"
         try:
-            with _state().engine.begin() as conn:
+            with state().engine.begin() as conn:
                 failed.record(
                     conn,
                     g.source.name,
@@ -295,4 +292,4 @@ def keep_rejected_single_calls(error: HTTPException) -> Response:
                 )
         except SQLAlchemyError:
             current_app.logger.exception("could not keep a rejected event")
-    return _state().api.handle_http_exception(error)
+    return state().api.handle_http_exception(error)

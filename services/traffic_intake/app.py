@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Flask
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.traffic_intake import admin_api
@@ -14,18 +12,9 @@ from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import metadata, outbox
 from services.traffic_intake.ratelimit import TokenBuckets
 from services.traffic_intake.sources import SourceDirectory
+from services.traffic_intake.state import STATE, IntakeState
 from shared.db import make_engine
-from shared.http import Api, DecompressRequest, init_api, register_health
-
-
-@dataclass
-class IntakeState:
-    config: IntakeConfig
-    engine: Engine
-    outbox: Table
-    sources: SourceDirectory
-    buckets: TokenBuckets
-    api: Api
+from shared.http import DecompressRequest, init_api, register_health
 
 
 def init_db(engine: Engine) -> None:
@@ -41,7 +30,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     engine = make_engine(config.database_url, busy_timeout_ms=2000)
     api = init_api(app, title="Funnel traffic-intake")
-    app.extensions["intake"] = IntakeState(
+    app.extensions[STATE] = IntakeState(
         config=config,
         engine=engine,
         outbox=outbox,

@@ -24,12 +24,15 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from services.lead_scoring.app import create_app as scoring_app
 from services.lead_scoring.app import init_db as scoring_db
 from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.state import STATE as SCORING_STATE
 from services.member_retargeting.app import create_app as retargeting_app
 from services.member_retargeting.app import init_db as retargeting_db
 from services.member_retargeting.config import RetargetingConfig
+from services.member_retargeting.state import STATE as RETARGETING_STATE
 from services.traffic_intake.app import create_app as intake_app
 from services.traffic_intake.app import init_db as intake_db
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.config import Tokens
 
 MAX_EXAMPLES = 30
@@ -77,14 +80,14 @@ def intake_schema(tmp_path: Path) -> Any:
             rate_limit_per_second=0,
         )
     )
-    intake_db(app.extensions["intake"].engine)
+    intake_db(app.extensions[INTAKE_STATE].engine)
     return _schema(app)
 
 
 @pytest.fixture
 def scoring_schema(tmp_path: Path) -> Any:
     app = scoring_app(ScoringConfig(database_url=f"sqlite:///{tmp_path / 's.db'}", tokens=TOKENS))
-    scoring_db(app.extensions["lead_scoring"].engine)
+    scoring_db(app.extensions[SCORING_STATE].engine)
     return _schema(app)
 
 
@@ -93,7 +96,7 @@ def retargeting_schema(tmp_path: Path) -> Any:
     app = retargeting_app(
         RetargetingConfig(database_url=f"sqlite:///{tmp_path / 'r.db'}", tokens=TOKENS)
     )
-    retargeting_db(app.extensions["member_retargeting"].engine)
+    retargeting_db(app.extensions[RETARGETING_STATE].engine)
     return _schema(app)
 
 

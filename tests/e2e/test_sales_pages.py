@@ -18,6 +18,7 @@ from sqlalchemy import select
 from services.lead_scoring.app import create_app, init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.models import Lead, StageChange
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import new_event
 from tests.helpers import serving
 from tests.unit.lead_scoring.conftest import TOKENS, Feeder
@@ -79,7 +80,7 @@ def scoring_app(tmp_path: Path) -> Flask:
     app = create_app(
         ScoringConfig(database_url=f"sqlite:///{tmp_path / 'pages.db'}", tokens=TOKENS)
     )
-    init_db(app.extensions["lead_scoring"].engine)
+    init_db(app.extensions[SCORING_STATE].engine)
     return app
 
 
@@ -146,7 +147,7 @@ def test_sales_pages_accept_a_lead_in_chromium(
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
-    with scoring_app.extensions["lead_scoring"].sessions() as session:
+    with scoring_app.extensions[SCORING_STATE].sessions() as session:
         lead = session.query(Lead).filter_by(email="grace@example.com").one()
         assert lead.stage == "sql"
         accepted_by = session.scalars(

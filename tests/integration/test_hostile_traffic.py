@@ -43,6 +43,7 @@ from services.member_retargeting.models import Contact, Order
 from services.member_retargeting.models import processed_events as retargeting_processed
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.db import make_engine
@@ -271,7 +272,7 @@ def test_no_event_stops_the_funnel(
             rate_limit_per_second=0,
         )
     )
-    init_db(intake.extensions["intake"].engine)
+    init_db(intake.extensions[INTAKE_STATE].engine)
     statuses: dict[int, int] = {}
 
     with serving(intake) as url:
@@ -300,7 +301,7 @@ def test_no_event_stops_the_funnel(
 
     # Most requests get through (with odd values cleaned), many are refused: both paths ran.
     assert statuses.get(200, 0) > EXAMPLES // 3 and statuses.get(422, 0) > 5, statuses
-    state = intake.extensions["intake"]
+    state = intake.extensions[INTAKE_STATE]
     relay = OutboxRelay(state.engine, state.outbox, lambda: make_producer(kafka, "t-relay"))
     while relay.publish_pending():
         pass

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.relay import RelayLoop
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.kafka import ensure_topics, make_producer
@@ -34,12 +35,12 @@ def intake(tmp_path: Path) -> Flask:
     app = create_app(
         IntakeConfig(database_url=f"sqlite:///{tmp_path / 'intake.db'}", write_keys=(WRITE_KEY,))
     )
-    init_db(app.extensions["intake"].engine)
+    init_db(app.extensions[INTAKE_STATE].engine)
     return app
 
 
 def unsent(app: Flask) -> int:
-    state = app.extensions["intake"]
+    state = app.extensions[INTAKE_STATE]
     with state.engine.connect() as conn:
         return (
             conn.scalar(
@@ -58,7 +59,7 @@ def server(intake: Flask) -> Iterator[str]:
 
 
 def run_relay(app: Flask, producer: KafkaProducer) -> tuple[RelayLoop, threading.Thread]:
-    state = app.extensions["intake"]
+    state = app.extensions[INTAKE_STATE]
     from datetime import timedelta
 
     loop = RelayLoop(
@@ -149,7 +150,7 @@ def test_intake_keeps_accepting_while_kafka_is_down_and_delivers_later(
             delivery_timeout_ms=3000,
         )
 
-    state = intake.extensions["intake"]
+    state = intake.extensions[INTAKE_STATE]
     relay = OutboxRelay(state.engine, state.outbox, producer, flush_timeout_s=5)
     client = intake.test_client()
     ids = [f"m-{uuid.uuid4().hex}" for _ in range(30)]

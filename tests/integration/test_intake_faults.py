@@ -31,6 +31,7 @@ from sqlalchemy import func, select, update
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import outbox
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.broker import EmbeddedBroker, free_port, port_open
 from shared.config import KafkaConfig
 from shared.db import make_engine
@@ -51,7 +52,7 @@ def test_relay_killed_between_ack_and_stamp_does_not_resend(
     app = create_app(
         IntakeConfig(database_url=f"sqlite:///{tmp_path / 'i.db'}", write_keys=("wk-test",))
     )
-    engine = app.extensions["intake"].engine
+    engine = app.extensions[INTAKE_STATE].engine
     init_db(engine)
     ids = [f"crash-{uuid.uuid4().hex}" for _ in range(50)]
     client = app.test_client()

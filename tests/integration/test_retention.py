@@ -26,6 +26,7 @@ from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import failed_events
 from services.traffic_intake.relay import RelayLoop
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.db import make_engine, utcnow
@@ -73,7 +74,7 @@ def test_pruning_past_the_horizon_keeps_exactly_once(
             rate_limit_per_second=0,
         )
     )
-    state = intake.extensions["intake"]
+    state = intake.extensions[INTAKE_STATE]
     init_db(state.engine)
     client = intake.test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}

@@ -14,12 +14,15 @@ from flask import Flask
 from services.lead_scoring.app import create_app as scoring_app
 from services.lead_scoring.app import init_db as scoring_db
 from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.state import STATE as SCORING_STATE
 from services.member_retargeting.app import create_app as retargeting_app
 from services.member_retargeting.app import init_db as retargeting_db
 from services.member_retargeting.config import RetargetingConfig
+from services.member_retargeting.state import STATE as RETARGETING_STATE
 from services.traffic_intake.app import create_app as intake_app
 from services.traffic_intake.app import init_db as intake_db
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.config import Tokens
 
 TOKENS = Tokens("sales-t", "marketing-t", "admin-t")
@@ -49,13 +52,13 @@ def build(name: str, tmp_path: Path) -> Flask:
     url = f"sqlite:///{tmp_path / f'{name}.db'}"
     if name == "intake":
         app = intake_app(IntakeConfig(database_url=url, write_keys=("wk",)))
-        intake_db(app.extensions["intake"].engine)
+        intake_db(app.extensions[INTAKE_STATE].engine)
     elif name == "scoring":
         app = scoring_app(ScoringConfig(database_url=url, tokens=TOKENS))
-        scoring_db(app.extensions["lead_scoring"].engine)
+        scoring_db(app.extensions[SCORING_STATE].engine)
     else:
         app = retargeting_app(RetargetingConfig(database_url=url, tokens=TOKENS))
-        retargeting_db(app.extensions["member_retargeting"].engine)
+        retargeting_db(app.extensions[RETARGETING_STATE].engine)
     return app
 
 

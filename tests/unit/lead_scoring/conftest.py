@@ -1,27 +1,33 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from services.lead_scoring.app import create_app, init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import handlers
-from services.lead_scoring.models import outbox, processed_events
+from services.lead_scoring.models import Lead, outbox, processed_events
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.config import Tokens
-from shared.events import Envelope, encode
+from shared.events import Envelope, decode, encode, new_event
 from shared.runner import BatchProcessor, BatchResult
 from shared.topics import TRAFFIC
 from tests.helpers import FakeRecord
 
 TOKENS = Tokens(sales="sales-t", marketing="marketing-t", admin="admin-t")
+SALES = {"Authorization": "Bearer sales-t"}
+ADMIN = {"Authorization": "Bearer admin-t"}
 
 
 @pytest.fixture
 def scoring_app(database_url: str) -> Flask:
     app = create_app(ScoringConfig(database_url=database_url, tokens=TOKENS))
-    init_db(app.extensions["lead_scoring"].engine)
+    init_db(app.extensions[SCORING_STATE].engine)
     return app
 
 
@@ -29,7 +35,7 @@ class Feeder:
     """Feeds envelopes through the real BatchProcessor, as the consumer would."""
 
     def __init__(self, app: Flask) -> None:
-        state = app.extensions["lead_scoring"]
+        state = app.extensions[SCORING_STATE]
         self.processor = BatchProcessor(
             consumer_name="lead-scoring",
             sessions=state.sessions,
@@ -55,3 +61,55 @@ def feed(scoring_app: Flask) -> Feeder:
 
 def types(result: BatchResult) -> Sequence[str]:
     return [o.envelope.type for o in result.outgoing]
+
+
+def add_rep(client: FlaskClient, name: str, **extra) -> dict:
+    response = client.post(
+        "/admin/reps", headers=ADMIN, json={"name": name, "email": f"{name}@corp.example", **extra}
+    )
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def make_mql(feed: Feeder, user: str, **traits) -> str:
+    feed(
+        new_event(
+            "identify", {"traits": {"email": f"{user}@x.co", **traits}}, source="w", user_id=user
+        )
+    )
+    result = feed(new_event("track", {"event": "Form Submitted"}, source="w", user_id=user))
+    return result.outgoing[0].envelope.payload["lead"]["lead_id"]
+
+
+def lead(app: Flask, lead_id: str) -> Lead:
+    with app.extensions[SCORING_STATE].sessions() as s:
+        found = s.get(Lead, lead_id)
+        assert found is not None
+        return found
+
+
+def queued(app: Flask, event_type: str) -> list[dict]:
+    with app.extensions[SCORING_STATE].engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.value)).scalars().all()
+    return [e.payload for e in map(decode, rows) if e.type == event_type]
+
+
+def issue_token(client: FlaskClient, rep_id: int) -> str:
+    response = client.post(f"/admin/reps/{rep_id}/token", headers=ADMIN)
+    assert response.status_code == 201, response.json
+    assert response.json["rep_id"] == rep_id
+    return response.json["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def page_login(client: FlaskClient, token: str) -> str:
+    """Signs in; returns the CSRF token of the new session."""
+    response = client.post("/app/login", data={"token": token})
+    assert response.status_code == 302, response.text
+    page = client.get("/app/").text
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import new_event
 from tests.unit.lead_scoring.conftest import Feeder
 
@@ -95,7 +96,7 @@ def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url
                 secret_key="fixed-for-the-test",
             )
         )
-        init_db(app.extensions["lead_scoring"].engine)
+        init_db(app.extensions[SCORING_STATE].engine)
         return app
 
     first = app_with("old-token").test_client()

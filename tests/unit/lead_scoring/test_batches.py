@@ -27,6 +27,7 @@ from services.lead_scoring.models import (
     ScoreEntry,
     StageChange,
 )
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import Envelope, encode, new_event
 from shared.outbox import Outgoing
 from tests.unit.lead_scoring.conftest import TOKENS, Feeder
@@ -88,7 +89,7 @@ def _script() -> list[Envelope]:
 
 def _app(url: str) -> Flask:
     app = create_app(ScoringConfig(database_url=url, tokens=TOKENS))
-    init_db(app.extensions["lead_scoring"].engine)
+    init_db(app.extensions[SCORING_STATE].engine)
     created = app.test_client().post(
         "/admin/reps",
         headers={"Authorization": f"Bearer {TOKENS.admin}"},
@@ -134,7 +135,7 @@ def _published(outgoing: list[Outgoing], name: Names) -> list[tuple[Any, ...]]:
 
 
 def _state(app: Flask, name: Names) -> dict[str, Any]:
-    with app.extensions["lead_scoring"].sessions() as s:
+    with app.extensions[SCORING_STATE].sessions() as s:
         leads = s.scalars(select(Lead)).all()
         assert {lead.id for lead in leads} <= name.names.keys(), "a lead never published"
         return {

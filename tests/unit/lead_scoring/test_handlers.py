@@ -6,6 +6,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from services.lead_scoring.models import Identity, Lead, ScoreEntry
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import new_event
 from tests.unit.lead_scoring.conftest import Feeder, types
 
@@ -25,7 +26,7 @@ def track(user: str, name: str, **props):
 
 
 def leads(app: Flask) -> list[Lead]:
-    with app.extensions["lead_scoring"].sessions() as s:
+    with app.extensions[SCORING_STATE].sessions() as s:
         return list(s.scalars(select(Lead).where(Lead.merged_into.is_(None))))
 
 
@@ -76,7 +77,7 @@ def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Fee
     assert "lead.merged" in types(result)
     merged = next(o for o in result.outgoing if o.envelope.type == "lead.merged").envelope
     assert merged.payload["lead"]["lead_id"] == survivor.id
-    with scoring_app.extensions["lead_scoring"].sessions() as s:
+    with scoring_app.extensions[SCORING_STATE].sessions() as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 2  # nothing deleted
         owners = set(s.scalars(select(Identity.lead_id)))
         rules = sorted(s.scalars(select(ScoreEntry.rule_id)))

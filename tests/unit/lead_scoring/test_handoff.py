@@ -6,22 +6,29 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from services.lead_scoring.handoff import escalate_overdue
+from services.lead_scoring.handoff.routing import Candidate, choose_rep
+from services.lead_scoring.jobs.sla import escalate_overdue
 from services.lead_scoring.models import Lead, outbox
-from services.lead_scoring.routing import RepView, choose_rep
-from shared.events import decode, new_event
-from tests.unit.lead_scoring.conftest import Feeder, types
+from services.lead_scoring.state import STATE as SCORING_STATE
+from shared.events import new_event
+from tests.unit.lead_scoring.conftest import (
+    ADMIN,
+    SALES,
+    Feeder,
+    add_rep,
+    lead,
+    make_mql,
+    queued,
+    types,
+)
 
-SALES = {"Authorization": "Bearer sales-t"}
-ADMIN = {"Authorization": "Bearer admin-t"}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rep(id_: int, countries=(), industries=(), last=None, available=True) -> RepView:
-    return RepView(id_, f"rep{id_}", available, tuple(countries), tuple(industries), last)
+def rep(id_: int, countries=(), industries=(), last=None, available=True) -> Candidate:
+    return Candidate(id_, f"rep{id_}", available, tuple(countries), tuple(industries), last)
 
 
 def test_routing_prefers_the_most_specific_territory_then_round_robin() -> None:
@@ -38,37 +45,6 @@ def test_routing_prefers_the_most_specific_territory_then_round_robin() -> None:
     assert choose_rep({"country": "JP"}, {}, reps).rep_id == 1  # type: ignore[union-attr]
     assert choose_rep({}, {}, [rep(2, ["TW"])]) is None
     assert choose_rep({"address": {"country": "TW"}}, {}, [rep(2, ["TW"])]).rep_id == 2  # type: ignore[union-attr]
-
-
-def add_rep(client: FlaskClient, name: str, **extra) -> dict:
-    response = client.post(
-        "/admin/reps", headers=ADMIN, json={"name": name, "email": f"{name}@corp.example", **extra}
-    )
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def make_mql(feed: Feeder, user: str, **traits) -> str:
-    feed(
-        new_event(
-            "identify", {"traits": {"email": f"{user}@x.co", **traits}}, source="w", user_id=user
-        )
-    )
-    result = feed(new_event("track", {"event": "Form Submitted"}, source="w", user_id=user))
-    return result.outgoing[0].envelope.payload["lead"]["lead_id"]
-
-
-def lead(app: Flask, lead_id: str) -> Lead:
-    with app.extensions["lead_scoring"].sessions() as s:
-        found = s.get(Lead, lead_id)
-        assert found is not None
-        return found
-
-
-def queued(app: Flask, event_type: str) -> list[dict]:
-    with app.extensions["lead_scoring"].engine.connect() as conn:
-        rows = conn.execute(select(outbox.c.value)).scalars().all()
-    return [e.payload for e in map(decode, rows) if e.type == event_type]
 
 
 def test_new_mqls_are_routed_once_and_never_reassigned(scoring_app: Flask, feed: Feeder) -> None:
@@ -189,7 +165,7 @@ def test_explicit_moves_and_their_errors(scoring_app: Flask, feed: Feeder) -> No
 def test_overdue_mqls_are_listed_and_escalated_once(scoring_app: Flask, feed: Feeder) -> None:
     client = scoring_app.test_client()
     late, on_time = make_mql(feed, "u1"), make_mql(feed, "u2")
-    sessions = scoring_app.extensions["lead_scoring"].sessions
+    sessions = scoring_app.extensions[SCORING_STATE].sessions
     with sessions.begin() as s:
         s.get(Lead, late).mql_at = datetime.now(UTC) - timedelta(hours=30)  # type: ignore[union-attr]
     overdue = client.get("/leads/overdue", headers=SALES).json
@@ -230,18 +206,18 @@ def test_an_escalation_that_fails_alone_is_reported_and_the_rest_go_out(
 ) -> None:
     for user in ("ok", "bad"):
         make_mql(feed, user)
-    from services.lead_scoring import handoff
+    from services.lead_scoring.jobs import sla
 
-    real = handoff.snapshot
+    real = sla.snapshot
 
     def poisoned(store, lead, identities=None):  # type: ignore[no-untyped-def]
         if lead.user_id == "bad":
             raise KeyError("broken snapshot")
         return real(store, lead, identities)
 
-    monkeypatch.setattr(handoff, "snapshot", poisoned)
+    monkeypatch.setattr(sla, "snapshot", poisoned)
     later = datetime.now(UTC) + timedelta(hours=30)
-    with scoring_app.extensions["lead_scoring"].sessions.begin() as s:
+    with scoring_app.extensions[SCORING_STATE].sessions.begin() as s:
         events = escalate_overdue(s, later, 24.0)
         assert [e.envelope.payload["lead"]["user_id"] for e in events] == ["ok"]
         letters = [r for r in s.execute(select(outbox)) if r.topic == "funnel.deadletter"]

@@ -8,15 +8,16 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask
 from sqlalchemy import func, select
 
-from services.lead_scoring.engagement import raw_increment
+from services.lead_scoring.model.engagement import raw_increment
 from services.lead_scoring.models import Identity, Lead, LeadMerge, Rep, StageChange
+from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import new_event
 from shared.limits import FUTURE_TOLERANCE, MAX_ANONYMOUS_IDS, MAX_TRAIT_KEYS
 from tests.unit.lead_scoring.conftest import Feeder
 
 
 def _lead(app: Flask, user_id: str) -> Lead:
-    with app.extensions["lead_scoring"].sessions() as s:
+    with app.extensions[SCORING_STATE].sessions() as s:
         lead = s.scalar(select(Lead).where(Lead.user_id == user_id, Lead.merged_into.is_(None)))
         assert lead is not None
         return lead
@@ -62,7 +63,7 @@ def test_long_values_fit_their_columns(scoring_app: Flask, feed: Feeder) -> None
         )
     )
     assert result.dead_letters == []
-    with scoring_app.extensions["lead_scoring"].sessions() as s:
+    with scoring_app.extensions[SCORING_STATE].sessions() as s:
         [merge] = s.scalars(select(LeadMerge))
         assert len(merge.reason) <= 500 and merge.reason.endswith("…")
         s.add(Rep(name="R" * 200, email="r@x.co", countries=[], industries=[]))
@@ -72,7 +73,7 @@ def test_long_values_fit_their_columns(scoring_app: Flask, feed: Feeder) -> None
             "track", {"event": "Form Submitted", "properties": {}}, source="t", user_id=long_id
         )
     )
-    with scoring_app.extensions["lead_scoring"].sessions() as s:
+    with scoring_app.extensions[SCORING_STATE].sessions() as s:
         assert all(len(c.changed_by) <= 100 for c in s.scalars(select(StageChange)))
 
 
@@ -105,7 +106,7 @@ def test_a_leads_anonymous_ids_are_capped(scoring_app: Flask, feed: Feeder) -> N
         )
     )
     feed(new_event("alias", {"previous_id": "v"}, source="t", user_id="u"))
-    with scoring_app.extensions["lead_scoring"].sessions() as s:
+    with scoring_app.extensions[SCORING_STATE].sessions() as s:
         lead_id = _lead(scoring_app, "u").id
         count = s.scalar(
             select(func.count())

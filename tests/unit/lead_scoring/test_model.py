@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from flask import Flask
 
-from services.lead_scoring.engagement import bucket, decayed, priority, raw_increment
-from services.lead_scoring.fit import FitCriterion, grade
-from services.lead_scoring.intent import topics_of
-from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate
-from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.model.engagement import bucket, decayed, priority, raw_increment
+from services.lead_scoring.model.fit import FitCriterion, grade
+from services.lead_scoring.model.intent import topics_of
+from services.lead_scoring.model.rules import DEFAULT_RULES, Rule, evaluate
+from services.lead_scoring.model.scoring import ScoringModel
 from shared.events import new_event
 from tests.unit.lead_scoring.conftest import Feeder
 
@@ -86,7 +86,7 @@ def test_intent_topics_from_titles_paths_and_searches(event, topics) -> None:
 
 
 def test_intent_awards_are_capped_per_day_and_explained() -> None:
-    settings = ScoringSettings()
+    settings = ScoringModel()
     event = page("/docs/api")
     first = [a for a in settings.awards(event, {}) if a.rule_id.startswith("intent:")]
     assert [(a.rule_id, a.points) for a in first] == [("intent:integration", 5)]
@@ -145,7 +145,7 @@ def test_kept_properties_are_bounded_and_the_shortcut_never_misjudges() -> None:
     import json
     import random
 
-    from services.lead_scoring.history import MAX_KEPT_BYTES, _bounded, _surely_small
+    from services.lead_scoring.model.history import MAX_KEPT_BYTES, _bounded, _surely_small
 
     rng = random.Random(7)
     alphabet = ["a", "é", "\n", "\u0001", "價", "😀", '"']

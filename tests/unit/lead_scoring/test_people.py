@@ -3,35 +3,19 @@ errors as pages."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
-from tests.unit.lead_scoring.conftest import Feeder
-from tests.unit.lead_scoring.test_handoff import ADMIN, SALES, add_rep, make_mql
-
-
-def issue_token(client: FlaskClient, rep_id: int) -> str:
-    response = client.post(f"/admin/reps/{rep_id}/token", headers=ADMIN)
-    assert response.status_code == 201, response.json
-    assert response.json["rep_id"] == rep_id
-    return response.json["token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def page_login(client: FlaskClient, token: str) -> str:
-    """Signs in; returns the CSRF token of the new session."""
-    response = client.post("/app/login", data={"token": token})
-    assert response.status_code == 302, response.text
-    page = client.get("/app/").text
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None
-    return match.group(1)
+from tests.unit.lead_scoring.conftest import (
+    ADMIN,
+    SALES,
+    Feeder,
+    add_rep,
+    bearer,
+    issue_token,
+    make_mql,
+    page_login,
+)
 
 
 def test_a_rep_token_acts_as_that_rep_only(scoring_app: Flask, feed: Feeder) -> None:

@@ -9,11 +9,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from services.lead_scoring.consumer import rescore
+from services.lead_scoring.jobs.rescore import rescore_step as rescore
+from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead, ScoreEntry, outbox
-from services.lead_scoring.rulesets import document_from_settings, settings_from_document
-from services.lead_scoring.schemas import RuleSetIn
-from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.rulesets.documents import document_from_model, model_from_document
+from services.lead_scoring.state import STATE as SCORING_STATE
+from services.lead_scoring.web.schemas import RuleSetIn
 from shared.events import decode, new_event
 from tests.unit.lead_scoring.conftest import Feeder
 
@@ -22,13 +23,13 @@ SALES = {"Authorization": "Bearer sales-t"}
 
 
 def defaults() -> dict:
-    return document_from_settings(ScoringSettings())
+    return document_from_model(ScoringModel())
 
 
 def test_the_default_rule_set_survives_its_document_form() -> None:
     document = RuleSetIn().load(defaults())
     document.pop("note")
-    again = settings_from_document(document, ScoringSettings())
+    again = model_from_document(document, ScoringModel())
     sample = [
         new_event("page", {"properties": {"path": "/pricing"}}, source="w", user_id="u"),
         new_event(
@@ -39,8 +40,8 @@ def test_the_default_rule_set_survives_its_document_form() -> None:
         ),
     ]
     for event in sample:
-        assert again.awards(event, {}) == ScoringSettings().awards(event, {})
-    assert again.grades == ScoringSettings().grades
+        assert again.awards(event, {}) == ScoringModel().awards(event, {})
+    assert again.grades == ScoringModel().grades
     assert again.mql_threshold == 50
 
 
@@ -56,7 +57,7 @@ def seed(feed: Feeder) -> dict[str, str]:
 
 
 def scores(app: Flask) -> dict[str, tuple[int, str, int]]:
-    with app.extensions["lead_scoring"].sessions() as s:
+    with app.extensions[SCORING_STATE].sessions() as s:
         return {x.email: (x.score, x.stage, x.rules_version) for x in s.scalars(select(Lead))}
 
 
@@ -82,8 +83,8 @@ def test_changing_rules_rescores_every_lead_from_history(scoring_app: Flask, fee
     job = response.json
     assert (job["version"], job["total"], job["status"]) == (1, 3, "pending")
 
-    state = scoring_app.extensions["lead_scoring"]
-    assert rescore(state.sessions, state.active) == 3
+    state = scoring_app.extensions[SCORING_STATE]
+    assert rescore(state.sessions, state.rule_sets) == 3
     # keen: 5 + 2*2 + 10 = 19, stays MQL (never moved back); browser: 5 + 60 = 65 → MQL
     assert scores(scoring_app) == {
         "keen@x.co": (19, "mql", 1),
@@ -129,8 +130,8 @@ def test_a_lead_is_rescored_before_its_next_event_under_new_rules(
     document = defaults()
     next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 3
     scoring_app.test_client().put("/admin/scoring/rules", headers=ADMIN, json=document)
-    scoring_app.extensions["lead_scoring"].active.invalidate()
-    feed.processor.handlers["funnel.traffic"].keywords["active"].invalidate()
+    scoring_app.extensions[SCORING_STATE].rule_sets.invalidate()
+    feed.processor.handlers["funnel.traffic"].keywords["rule_sets"].invalidate()
     result = feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="quiet"))
     # no rescore job ran: quiet was rebuilt (5 + 3) and then scored its new view (+3)
     assert scores(scoring_app)["quiet@x.co"] == (11, "lead", 1)
@@ -174,13 +175,13 @@ def test_a_stale_rule_cache_never_moves_a_lead_back_to_older_rules(
     scoring_app: Flask, feed: Feeder
 ) -> None:
     feed(new_event("identify", {"traits": {"email": "q@x.co"}}, source="w", user_id="q"))
-    handler_cache = feed.processor.handlers["funnel.traffic"].keywords["active"]
-    assert handler_cache.current(scoring_app.extensions["lead_scoring"].sessions())[0] == 0
+    handler_cache = feed.processor.handlers["funnel.traffic"].keywords["rule_sets"]
+    assert handler_cache.current(scoring_app.extensions[SCORING_STATE].sessions())[0] == 0
     document = defaults()
     next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 3
     scoring_app.test_client().put("/admin/scoring/rules", headers=ADMIN, json=document)
-    state = scoring_app.extensions["lead_scoring"]
-    rescore(state.sessions, state.active)  # the job, with a fresh cache: lead at v1
+    state = scoring_app.extensions[SCORING_STATE]
+    rescore(state.sessions, state.rule_sets)  # the job, with a fresh cache: lead at v1
     assert scores(scoring_app)["q@x.co"] == (5, "lead", 1)
     # the consumer's cache still says v0 (its TTL has not passed)
     feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="q"))
@@ -194,25 +195,25 @@ def test_a_lead_that_cannot_be_rescored_is_reported_and_the_job_finishes(
     raises) keeps its points, is counted as failed and reported as a dead letter; the
     other leads are rescored and the job completes instead of failing forever."""
     seed(feed)
-    from services.lead_scoring import rulesets
+    from services.lead_scoring.rulesets import rescoring
 
-    real = rulesets.score_history
+    real = rescoring.score_history
 
     def poisoned(settings, rows, traits, account):  # type: ignore[no-untyped-def]
         if traits.get("email") == "browser@x.co":
             raise ZeroDivisionError("poison in the history")
         return real(settings, rows, traits, account)
 
-    monkeypatch.setattr(rulesets, "score_history", poisoned)
-    with scoring_app.extensions["lead_scoring"].sessions.begin() as s:
+    monkeypatch.setattr(rescoring, "score_history", poisoned)
+    with scoring_app.extensions[SCORING_STATE].sessions.begin() as s:
         for lead in s.scalars(select(Lead)):
             lead.traits = {**lead.traits, "email": lead.email}
     document = defaults()
     next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 2
     client = scoring_app.test_client()
     job = client.put("/admin/scoring/rules", headers=ADMIN, json=document).json
-    state = scoring_app.extensions["lead_scoring"]
-    while rescore(state.sessions, state.active, budget_s=5.0):
+    state = scoring_app.extensions[SCORING_STATE]
+    while rescore(state.sessions, state.rule_sets, budget_s=5.0):
         pass
     status = client.get(f"/admin/scoring/rescores/{job['id']}", headers=ADMIN).json
     assert (status["status"], status["failed"]) == ("done", 1)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from services.lead_scoring.lifecycle import automatic_transition
-from services.lead_scoring.scoring import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
-from services.lead_scoring.settings import ScoringSettings
+from services.lead_scoring.model.lifecycle import automatic_transition
+from services.lead_scoring.model.rules import DEFAULT_RULES, Rule, evaluate, is_purchase, page_path
+from services.lead_scoring.model.scoring import ScoringModel
 from shared.events import new_event
 
 
@@ -22,7 +22,7 @@ def track(name: str):
     return new_event("track", {"event": name}, source="w", anonymous_id="a")
 
 
-SETTINGS = ScoringSettings()
+SETTINGS = ScoringModel()
 
 
 def test_page_view_and_pricing_intent_award_with_reasons() -> None:

@@ -14,6 +14,7 @@ from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.consumer import handlers
 from services.member_retargeting.models import Contact, Order, outbox, processed_events
+from services.member_retargeting.state import STATE as RETARGETING_STATE
 from shared.config import Tokens
 from shared.db import utcnow
 from shared.events import decode, encode, new_event
@@ -31,12 +32,12 @@ def app(database_url: str) -> Flask:
             database_url=database_url, tokens=Tokens("sales-t", "marketing-t", "admin-t")
         )
     )
-    init_db(app.extensions["member_retargeting"].engine)
+    init_db(app.extensions[RETARGETING_STATE].engine)
     return app
 
 
 def feed(app: Flask, *items: tuple[str, Any], dead_letters: int = 0) -> None:
-    state = app.extensions["member_retargeting"]
+    state = app.extensions[RETARGETING_STATE]
     processor = BatchProcessor(
         consumer_name="member-retargeting",
         sessions=state.sessions,
@@ -150,7 +151,7 @@ def test_trigger_dispatches_one_event_per_recipient(
     response = client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
     assert response.status_code == 202
     assert response.json["audience_size"] == len(expected)
-    with app.extensions["member_retargeting"].engine.connect() as conn:
+    with app.extensions[RETARGETING_STATE].engine.connect() as conn:
         rows = list(conn.execute(select(outbox).order_by(outbox.c.id)))
     events = [decode(r.value) for r in rows]
     assert sorted(e.payload["contact_id"] for e in events) == expected
@@ -239,7 +240,7 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(app: Flask) -> None:
     )
     feed(app, stage("L1", "lead", email="unversioned@x.co"))  # an older producer: applied
     feed(app, stage("L1", "customer", email="newest@x.co", version=8))
-    with app.extensions["member_retargeting"].sessions() as session:
+    with app.extensions[RETARGETING_STATE].sessions() as session:
         contact = session.get(Contact, "L1")
         assert contact is not None
         assert (contact.stage, contact.email, contact.lead_version) == (
@@ -251,7 +252,7 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(app: Flask) -> None:
 
 def test_an_order_amount_beyond_the_column_is_a_dead_letter_not_a_stop(app: Flask) -> None:
     feed(app, order("u1", 10**13), order("u1", "1e999999"), order("u1", "12.5"), dead_letters=2)
-    with app.extensions["member_retargeting"].sessions() as session:
+    with app.extensions[RETARGETING_STATE].sessions() as session:
         assert [o.revenue for o in session.scalars(select(Order))] == [Decimal("12.50")]
 
 
@@ -264,7 +265,7 @@ def test_the_published_count_survives_pruning_of_sent_rows(app: Flask) -> None:
     def published() -> int:
         return client.get(f"/campaigns/{campaign['id']}", headers=MARKETING).json["published_count"]
 
-    engine = app.extensions["member_retargeting"].engine
+    engine = app.extensions[RETARGETING_STATE].engine
     with engine.begin() as conn:
         first = conn.scalar(select(outbox.c.id).order_by(outbox.c.id).limit(1))
         conn.execute(update(outbox).where(outbox.c.id != first).values(sent_at=utcnow()))

@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.state import STATE as INTAKE_STATE
 
 WRITE_KEY = "wk-test"
 
@@ -25,7 +26,7 @@ def intake_config(sqlite_url: str) -> IntakeConfig:
 @pytest.fixture
 def intake_app(intake_config: IntakeConfig) -> Flask:
     app = create_app(intake_config)
-    init_db(app.extensions["intake"].engine)
+    init_db(app.extensions[INTAKE_STATE].engine)
     return app
 
 
@@ -38,7 +39,7 @@ def outbox_rows(app: Flask, topic: str = "funnel.traffic") -> list[Any]:
     """The outbox rows bound for ``topic`` (rejected events go to the dead-letter topic)."""
     from sqlalchemy import select
 
-    state = app.extensions["intake"]
+    state = app.extensions[INTAKE_STATE]
     with state.engine.connect() as conn:
         return list(
             conn.execute(select(state.outbox).where(state.outbox.c.topic == topic).order_by("id"))

@@ -13,6 +13,7 @@ from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.failed import resubmit_all_valid
 from services.traffic_intake.segment import source_tag
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.config import Tokens
 from shared.deadletter import parse_headers
 from shared.events import decode
@@ -26,7 +27,7 @@ EVENT = {"anonymousId": "a1", "event": "Signed Up"}
 def app(intake_config: IntakeConfig) -> Flask:
     config = replace(intake_config, tokens=Tokens("sales-t", "marketing-t", "admin-t"))
     app = create_app(config)
-    init_db(app.extensions["intake"].engine)
+    init_db(app.extensions[INTAKE_STATE].engine)
     return app
 
 
@@ -51,7 +52,7 @@ def test_created_source_key_writes_as_that_source_and_is_stored_hashed(
     assert decode(outbox_rows(app)[0].value).source == "blog"
     listed = admin.get("/admin/sources", headers=ADMIN).json["items"]
     assert [s["name"] for s in listed] == ["blog"] and "write_key" not in listed[0]
-    with app.extensions["intake"].engine.connect() as conn:
+    with app.extensions[INTAKE_STATE].engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT write_key_hash FROM sources").scalar()
     assert key not in json.dumps(listed) and stored != key and len(stored) == 64
 
@@ -186,7 +187,7 @@ def test_bulk_resubmission_takes_what_validates_now(app: Flask, admin: FlaskClie
     )
     from datetime import UTC, datetime
 
-    engine = app.extensions["intake"].engine
+    engine = app.extensions[INTAKE_STATE].engine
     with engine.begin() as conn:
         same_limit = resubmit_all_valid(
             conn, limit=100, received_at=datetime.now(UTC), max_event_bytes=32 * 1024

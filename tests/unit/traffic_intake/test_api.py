@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from services.traffic_intake.app import create_app
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.events import decode
 from tests.unit.traffic_intake.conftest import WRITE_KEY, basic, outbox_rows
 
@@ -226,7 +227,7 @@ def test_dedupe_window_ends_when_sent_rows_are_pruned(
 
     from shared.outbox import OutboxRelay
 
-    state = intake_app.extensions["intake"]
+    state = intake_app.extensions[INTAKE_STATE]
     body = {**CALLS["track"], "messageId": "m-window"}
     client.post("/v1/track", json=body, headers=basic())
     relay = OutboxRelay(state.engine, state.outbox, lambda: None)  # type: ignore[arg-type,return-value]
@@ -247,7 +248,7 @@ def test_client_ip_respects_the_configured_trusted_proxies(sqlite_url: str) -> N
         app = create_app(replace(config, trusted_proxies=proxies))
         from services.traffic_intake.app import init_db
 
-        init_db(app.extensions["intake"].engine)
+        init_db(app.extensions[INTAKE_STATE].engine)
         app.test_client().post(
             "/v1/track",
             json=CALLS["track"],

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.segment import source_tag
+from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.events import decode
 from shared.limits import FUTURE_TOLERANCE, MAX_DEPTH
 from tests.unit.traffic_intake.conftest import WRITE_KEY, basic, outbox_rows
@@ -185,7 +186,7 @@ def test_deduplication_is_per_source(intake_config: IntakeConfig) -> None:
     """A messageId is the client's choice: another source sending the same one must not
     suppress this source's event."""
     app = create_app(intake_config)
-    init_db(app.extensions["intake"].engine)
+    init_db(app.extensions[INTAKE_STATE].engine)
     client = app.test_client()
     admin_token = "t-admin"
     app.config["FUNNEL_TOKENS"] = {"admin": admin_token}

@@ -38,28 +38,26 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from services.lead_scoring import rep_tokens
-from services.lead_scoring.api import lead_detail, list_leads, summary
-from services.lead_scoring.handoff import (
+from services.lead_scoring.handoff import rep_tokens
+from services.lead_scoring.handoff.actions import (
     REJECTION_CODES,
+    Action,
     HandoffError,
     accept,
     actor_name,
-    overdue_query,
+    perform,
     reject,
 )
-from services.lead_scoring.models import Rep, ScoreEntry, outbox
+from services.lead_scoring.model.fit import GRADE_LETTERS
+from services.lead_scoring.models import Rep, ScoreEntry
+from services.lead_scoring.state import state
+from services.lead_scoring.web.queries import lead_detail, list_leads, overdue_list
 from shared.db import utcnow
 from shared.events import STAGES
 from shared.http import HTML_ERRORS, principal_for_token
-from shared.outbox import Outgoing, enqueue
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
 PAGE_ROLES = ("sales",)
-
-
-def _state() -> Any:
-    return current_app.extensions["lead_scoring"]
 
 
 def _token_fingerprint(role: str) -> str | None:
@@ -73,7 +71,7 @@ def _token_fingerprint(role: str) -> str | None:
 
 def _rep_fingerprint(rep_id: int) -> str | None:
     """Binds a rep's page session to the rep's current personal token."""
-    with _state().sessions() as db:
+    with state().sessions() as db:
         current = rep_tokens.current_hash(db, rep_id)
     if current is None:
         return None
@@ -168,18 +166,15 @@ def queue() -> Any:
         rep_id = request.args.get("rep_id", type=int)
         session["rep_id"] = rep_id
     rep_id = session.get("rep_id")
-    with _state().sessions() as db:
+    half_life = state().base_model.half_life_days
+    first_page = {"sort": "priority", "page": 1, "page_size": 100}
+    with state().sessions() as db:
         mine = (
-            list_leads(db, {"owner_id": rep_id, "sort": "priority", "page": 1, "page_size": 100})[
-                "items"
-            ]
-            if rep_id
-            else []
+            list_leads(db, {**first_page, "owner_id": rep_id}, half_life)["items"] if rep_id else []
         )
-        unassigned = list_leads(
-            db,
-            {"stage": "mql", "unassigned": True, "sort": "priority", "page": 1, "page_size": 100},
-        )["items"]
+        unassigned = list_leads(db, {**first_page, "stage": "mql", "unassigned": True}, half_life)[
+            "items"
+        ]
         reps = _reps(db)
     return render_template("queue.html", mine=mine, unassigned=unassigned, reps=reps, rep_id=rep_id)
 
@@ -196,13 +191,13 @@ def leads() -> Any:
     if stage in STAGES:
         query["stage"] = stage
     fit_grade = request.args.get("fit_grade") or None
-    if fit_grade in ("A", "B", "C", "D"):
+    if fit_grade in GRADE_LETTERS:
         query["fit_grade"] = fit_grade
     min_score = request.args.get("min_score", type=int)
     if min_score is not None:
         query["min_score"] = min_score
-    with _state().sessions() as db:
-        page = list_leads(db, query)
+    with state().sessions() as db:
+        page = list_leads(db, query, state().base_model.half_life_days)
     filters = {
         k: v
         for k, v in (("stage", stage), ("fit_grade", fit_grade), ("min_score", min_score))
@@ -256,8 +251,9 @@ def score_chart(
 @signed_in
 def lead(lead_id: str) -> Any:
     page = min(max(1, request.args.get("page", 1, int)), 100_000)
-    with _state().sessions() as db:
-        detail = lead_detail(db, lead_id, page)
+    with state().sessions() as db:
+        _, model = state().rule_sets.current(db)
+        detail = lead_detail(db, lead_id, model, page)
         if detail is None:
             abort(404)
         # The chart shows the latest awards; what came before is where the line starts.
@@ -286,10 +282,9 @@ def lead(lead_id: str) -> Any:
     )
 
 
-def _act(lead_id: str, action: Callable[[Session, str], list[Outgoing]], done: str) -> Response:
+def _act(lead_id: str, action: Action, done: str) -> Response:
     try:
-        with _state().sessions.begin() as db:
-            enqueue(db, outbox, action(db, lead_id))
+        perform(state().sessions, lead_id, action)
         flash(done, "ok")
     except HandoffError as exc:
         flash(exc.message, "error")
@@ -329,16 +324,7 @@ def reject_lead(lead_id: str) -> Response:
 @bp.get("/overdue")
 @signed_in
 def overdue() -> Any:
-    sla = _state().config.sla_hours
-    now = utcnow()
-    with _state().sessions() as db:
-        rows = [
-            {
-                **summary(x),
-                "overdue_hours": round((now - x.mql_at).total_seconds() / 3600 - sla, 1)
-                if x.mql_at
-                else 0,
-            }
-            for x in db.scalars(overdue_query(now, sla))
-        ]
+    sla = state().config.sla_hours
+    with state().sessions() as db:
+        rows = overdue_list(db, utcnow(), sla, state().base_model.half_life_days)
     return render_template("overdue.html", leads=rows, sla=sla)

@@ -70,8 +70,11 @@ DEFAULT_CRITERIA: tuple[FitCriterion, ...] = (
         "country", "Served country", "country", "in", ("tw", "jp", "sg", "us", "hk", "kr"), 5
     ),
 )
-# Grade thresholds, best first.
-GRADES: tuple[tuple[str, int], ...] = (("A", 40), ("B", 25), ("C", 10), ("D", -(10**9)))
+# Grade thresholds, best first; the lowest grade takes everything below the others.
+LOWEST_GRADE = "D"
+FLOOR = -(10**9)
+GRADES: tuple[tuple[str, int], ...] = (("A", 40), ("B", 25), ("C", 10), (LOWEST_GRADE, FLOOR))
+GRADE_LETTERS: tuple[str, ...] = tuple(letter for letter, _ in GRADES)
 
 
 def _trait(traits: Mapping[str, Any], account: Mapping[str, Any], name: str) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from services.lead_scoring.handoff import REJECTION_CODES
+from services.lead_scoring.handoff.actions import REJECTION_CODES
+from services.lead_scoring.model.fit import GRADE_LETTERS
 from shared.events import STAGES
 from shared.fields import JsonObject, JsonValue
 from shared.limits import MAX_EMAIL_LENGTH, MAX_EVENT_NAME_LENGTH, MAX_REASON_LENGTH
@@ -25,7 +26,7 @@ class LeadQuery(ma.Schema):
         validate=validate.OneOf(["priority", "-score", "score", "-updated_at"]),
         metadata={"description": "priority: fit grade, then engagement now (A1 first)"},
     )
-    fit_grade = fields.String(validate=validate.OneOf(["A", "B", "C", "D"]))
+    fit_grade = fields.String(validate=validate.OneOf(GRADE_LETTERS))
     owner_id = fields.Integer(metadata={"description": "a rep's queue"})
     unassigned = fields.Boolean(metadata={"description": "only leads without an owner"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))

@@ -1,5 +1,7 @@
-"""What decides a score: rules, intent taxonomy, fit criteria, thresholds, decay. Data,
-so a rule set stored in the database (see :mod:`rulesets`) can replace the defaults."""
+"""The scoring model: everything that decides a score — behaviour rules, the intent
+taxonomy, fit criteria and grades, the MQL threshold, decay — as one immutable value.
+Data, so a rule set stored in the database (:mod:`services.lead_scoring.rulesets`) can
+replace the built-in defaults. Pure."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from services.lead_scoring.config import ScoringConfig
-from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS
-from services.lead_scoring.fit import DEFAULT_CRITERIA, GRADES, FitCriterion
-from services.lead_scoring.intent import DEFAULT_TAXONOMY, Topic, intent_rules, topics_of
-from services.lead_scoring.scoring import DEFAULT_RULES, Award, Rule, evaluate
+from services.lead_scoring.model.engagement import DEFAULT_HALF_LIFE_DAYS
+from services.lead_scoring.model.fit import DEFAULT_CRITERIA, GRADES, FitCriterion
+from services.lead_scoring.model.intent import (
+    DEFAULT_TAXONOMY,
+    IntentTopic,
+    intent_rule_id,
+    intent_rules,
+    topics_of,
+)
+from services.lead_scoring.model.rules import DEFAULT_RULES, Award, Rule, evaluate
 from shared.events import Envelope
 
 
@@ -28,19 +35,15 @@ class HistoryScope:
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
+class ScoringModel:
     """Everything that decides a score; data, so it can come from configuration."""
 
     rules: tuple[Rule, ...] = DEFAULT_RULES
     mql_threshold: int = 50
     fit_criteria: tuple[FitCriterion, ...] = DEFAULT_CRITERIA
     grades: tuple[tuple[str, int], ...] = GRADES
-    taxonomy: tuple[Topic, ...] = DEFAULT_TAXONOMY
+    taxonomy: tuple[IntentTopic, ...] = DEFAULT_TAXONOMY
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
-
-    @classmethod
-    def from_config(cls, config: ScoringConfig) -> ScoringSettings:
-        return cls(mql_threshold=config.mql_threshold, half_life_days=config.half_life_days)
 
     @cached_property
     def _intent_rules(self) -> dict[str, Rule]:
@@ -67,7 +70,7 @@ class ScoringSettings:
         awards = evaluate(self.rules, event, history)
         topic_rules = self._intent_rules
         for topic in topics_of(event, self.taxonomy):
-            rule = topic_rules[f"intent:{topic.id}"]
+            rule = topic_rules[intent_rule_id(topic.id)]
             if rule.allows(event, history.get(rule.id, ())):
                 awards.append(Award(rule.id, rule.points, rule.description, event.event_id))
         return awards

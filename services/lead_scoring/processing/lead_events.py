@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.models import Lead, outbox
-from services.lead_scoring.store import LeadStore
+from services.lead_scoring.processing.store import LeadStore
 from shared.deadletter import DeadLetter
 from shared.events import new_event
 from shared.outbox import Outgoing, dead_letter_row

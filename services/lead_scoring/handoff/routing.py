@@ -16,7 +16,7 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class RepView:
+class Candidate:
     id: int
     name: str
     available: bool
@@ -49,10 +49,10 @@ def lead_territory(
 
 
 def choose_rep(
-    traits: Mapping[str, Any], account: Mapping[str, Any], reps: Sequence[RepView]
+    traits: Mapping[str, Any], account: Mapping[str, Any], reps: Sequence[Candidate]
 ) -> Assignment | None:
     country, industry = lead_territory(traits, account)
-    best: list[tuple[int, RepView]] = []
+    best: list[tuple[int, Candidate]] = []
     for rep in reps:
         if not rep.available:
             continue

@@ -2,8 +2,8 @@
 
 Page titles, paths and on-site search terms are matched against a taxonomy of topics,
 each with keywords and a weight. A matching event earns the topic's weight as points with
-the rule id ``intent:<topic>`` — explained like every other point — at most
-``daily_cap`` times a day per topic, so reloading a page is not "intent".
+the rule id ``intent:<topic>`` (:func:`intent_rule_id`) — explained like every other
+point — at most ``daily_cap`` times a day per topic, so reloading a page is not "intent".
 """
 
 from __future__ import annotations
@@ -11,19 +11,40 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from services.lead_scoring.scoring import Rule, page_path
+from services.lead_scoring.model.rules import Award, Rule, page_path
 from shared.events import Envelope
 
 SEARCH_EVENTS = frozenset({"Products Searched", "Searched", "Site Searched"})
+INTENT_PREFIX = "intent:"
+
+
+def intent_rule_id(topic_id: str) -> str:
+    """The rule id under which a topic's points are awarded and explained."""
+    return f"{INTENT_PREFIX}{topic_id}"
+
+
+def intent_topic(rule_id: str) -> str | None:
+    """The topic an award's rule id stands for, or None for a behaviour rule."""
+    return rule_id.removeprefix(INTENT_PREFIX) if rule_id.startswith(INTENT_PREFIX) else None
+
+
+def with_intent(intent: Mapping[str, int], awards: Iterable[Award]) -> dict[str, int]:
+    """A lead's intent (topic → points) after ``awards``: the intent ones count."""
+    out = dict(intent)
+    for award in awards:
+        topic = intent_topic(award.rule_id)
+        if topic is not None:
+            out[topic] = out.get(topic, 0) + award.points
+    return out
 
 
 @dataclass(frozen=True)
-class Topic:
+class IntentTopic:
     id: str
     label: str
     keywords: tuple[str, ...]
@@ -31,23 +52,23 @@ class Topic:
     daily_cap: int = 2
 
 
-DEFAULT_TAXONOMY: tuple[Topic, ...] = (
+DEFAULT_TAXONOMY: tuple[IntentTopic, ...] = (
     # Worth what a pricing visit was as a keyword rule, once a day: a return is renewed interest.
-    Topic(
+    IntentTopic(
         "pricing",
         "Pricing and buying",
         ("pricing", "price", "quote", "plans", "價格"),
         10,
         daily_cap=1,
     ),
-    Topic("integration", "Integrations", ("integration", "api", "webhook", "sdk", "整合"), 5),
-    Topic(
+    IntentTopic("integration", "Integrations", ("integration", "api", "webhook", "sdk", "整合"), 5),
+    IntentTopic(
         "security",
         "Security and compliance",
         ("security", "sso", "gdpr", "soc 2", "soc2", "iso 27001", "資安"),
         6,
     ),
-    Topic(
+    IntentTopic(
         "migration",
         "Switching from a competitor",
         ("migrate", "migration", "alternative", "vs", "switch"),
@@ -102,19 +123,21 @@ def _pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(alternatives) or r"(?!)")
 
 
-def topics_of(event: Envelope, taxonomy: Sequence[Topic] = DEFAULT_TAXONOMY) -> list[Topic]:
+def topics_of(
+    event: Envelope, taxonomy: Sequence[IntentTopic] = DEFAULT_TAXONOMY
+) -> list[IntentTopic]:
     text = _text_of(event)
     if not text.strip():
         return []
     return [t for t in taxonomy if _pattern(t.keywords).search(text)]
 
 
-def intent_rules(taxonomy: Sequence[Topic] = DEFAULT_TAXONOMY) -> dict[str, Rule]:
+def intent_rules(taxonomy: Sequence[IntentTopic] = DEFAULT_TAXONOMY) -> dict[str, Rule]:
     """Each topic as a capped rule, so awards go through the same evaluation and
     explanation as behaviour rules (matching is done by :func:`topics_of`)."""
     return {
-        f"intent:{t.id}": Rule(
-            f"intent:{t.id}",
+        intent_rule_id(t.id): Rule(
+            intent_rule_id(t.id),
             f"Researched {t.label.lower()}",
             t.weight,
             "intent",

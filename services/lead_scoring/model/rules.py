@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from shared.events import Envelope
+from shared.events import ORDER_COMPLETED, Envelope
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
 )
 
-PURCHASE_EVENT = "Order Completed"
-
 
 def page_path(event: Envelope) -> str:
     """The path of a page event: ``properties.path``, else ``context.page.path``."""
@@ -133,4 +131,4 @@ def evaluate(
 
 
 def is_purchase(event: Envelope) -> bool:
-    return event.type == "track" and event.payload.get("event") == PURCHASE_EVENT
+    return event.type == "track" and event.payload.get("event") == ORDER_COMPLETED

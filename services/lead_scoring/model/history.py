@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from services.lead_scoring.engagement import raw_increment
-from services.lead_scoring.fit import grade
-from services.lead_scoring.scoring import Award, page_path
+from services.lead_scoring.model.engagement import raw_increment
+from services.lead_scoring.model.fit import grade
+from services.lead_scoring.model.intent import with_intent
+from services.lead_scoring.model.rules import Award, page_path
 from shared.events import Envelope
 
 if TYPE_CHECKING:
-    from services.lead_scoring.settings import ScoringSettings
+    from services.lead_scoring.model.scoring import ScoringModel
 
 MAX_KEPT_BYTES = 8 * 1024  # properties beyond this are cut to their scalar fields
 PAGE_KEYS = ("path", "title", "search", "url", "referrer")
@@ -106,25 +107,22 @@ class Rescored:
 
 
 def score_history(
-    settings: ScoringSettings,
+    model: ScoringModel,
     rows: Iterable[Any],
     traits: Mapping[str, Any],
     account: Mapping[str, Any],
 ) -> Rescored:
-    """Replay ``rows`` (oldest first) under ``settings``."""
+    """Replay ``rows`` (oldest first) under ``model``."""
     history: dict[str, list[datetime]] = {}
     awards: list[tuple[Award, datetime]] = []
     score, raw = 0, 0.0
-    intent: dict[str, int] = {}
     for row in rows:
         event = as_event(row)
-        for award in settings.awards(event, history):
+        for award in model.awards(event, history):
             history.setdefault(award.rule_id, []).append(event.effective_at)
             awards.append((award, event.effective_at))
             score += award.points
-            raw += raw_increment(award.points, event.effective_at, settings.half_life_days)
-            if award.rule_id.startswith("intent:"):
-                topic = award.rule_id.removeprefix("intent:")
-                intent[topic] = intent.get(topic, 0) + award.points
-    fit = grade(traits, account, settings.fit_criteria, settings.grades)
+            raw += raw_increment(award.points, event.effective_at, model.half_life_days)
+    intent = with_intent({}, (award for award, _ in awards))
+    fit = grade(traits, account, model.fit_criteria, model.grades)
     return Rescored(awards, score, raw, intent, fit.score, fit.grade)

@@ -1,12 +1,9 @@
-"""Reads and writes of lead state. Runs inside the caller's transaction; never commits.
+"""The consumer's unit of work for one poll batch of traffic events.
 
-:class:`LeadStore` is what every writer shares (identities, merges, stage moves).
-:class:`TrafficBatch` is the consumer's unit of work for one batch of traffic events: it
-reads the batch's identities, leads and award histories with a few queries up front,
-keeps new rows in memory and writes them with one bulk INSERT per table in :meth:`flush`
-(row-by-row ORM writes made the consumer ~8x slower; see ``make bench``). Before any
-plain query must see the batch's rows (a merge, a rescore) the caller flushes; where rows
-change behind the batch's back it calls :meth:`forget`.
+:class:`TrafficBatch` reads the batch's identities, leads (locked) and award histories
+with a few queries up front (:meth:`~TrafficBatch.preload`), answers lookups from memory,
+and writes its rows in bulk at the end (:meth:`LeadStore.flush`). Where rows change behind
+its back (a merge, a rescore) it forgets what it read (:meth:`~TrafficBatch.forget`).
 """
 
 from __future__ import annotations
@@ -14,162 +11,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from services.lead_scoring.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
-from services.lead_scoring.history import history_fields
-from services.lead_scoring.lifecycle import RANK, Transition, automatic_transition
-from services.lead_scoring.models import (
-    Base,
-    Identity,
-    Lead,
-    LeadEvent,
-    LeadMerge,
-    ScoreEntry,
-    StageChange,
-)
-from services.lead_scoring.scoring import Award
-from services.lead_scoring.settings import HistoryScope
+from services.lead_scoring.model.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
+from services.lead_scoring.model.fit import LOWEST_GRADE
+from services.lead_scoring.model.history import history_fields
+from services.lead_scoring.model.intent import with_intent
+from services.lead_scoring.model.rules import Award
+from services.lead_scoring.model.scoring import HistoryScope
+from services.lead_scoring.models import Identity, Lead, LeadEvent, ScoreEntry
+from services.lead_scoring.processing.identities import IdentityKey
+from services.lead_scoring.processing.store import LeadStore
 from shared.db import utcnow
 from shared.events import Envelope
-from shared.limits import (
-    MAX_ACTOR_LENGTH,
-    MAX_ANONYMOUS_IDS,
-    MAX_REASON_LENGTH,
-    capped_traits,
-    truncate,
-)
-
-IdentityKey = tuple[str, str]
-
-
-class LeadStore:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def _insert(self, model: type[Base], row: dict[str, Any]) -> None:
-        """Add one history row (an identity, event, award or stage change)."""
-        self.session.add(model(**row))
-
-    def identities_of(self, lead_id: str) -> list[IdentityKey]:
-        rows = self.session.execute(
-            select(Identity.kind, Identity.value).where(Identity.lead_id == lead_id)
-        ).all()
-        return sorted((r.kind, r.value) for r in rows)
-
-    def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
-        """Move ``merged``'s whole history to ``survivor``; nothing is deleted but
-        duplicate one-time awards (kept once, the earliest) and, past the cap, the oldest
-        anonymous ids (returned: those browsers are strangers again)."""
-        for model in (Identity, LeadEvent, ScoreEntry, StageChange):
-            self.session.execute(
-                update(model).where(model.lead_id == merged.id).values(lead_id=survivor.id)
-            )
-        if RANK.get(merged.stage, -1) > RANK.get(survivor.stage, -1):
-            survivor.stage = merged.stage
-        survivor.email = survivor.email or merged.email
-        survivor.user_id = survivor.user_id or merged.user_id
-        survivor.traits = capped_traits(merged.traits, survivor.traits)
-        survivor.account_id = survivor.account_id or merged.account_id
-        survivor.account_traits = capped_traits(merged.account_traits, survivor.account_traits)
-        merged.merged_into = survivor.id
-        merged.score = 0
-        self.session.add(
-            LeadMerge(
-                lead_id=survivor.id,
-                merged_lead_id=merged.id,
-                reason=truncate(reason, MAX_REASON_LENGTH),
-            )
-        )
-        self.session.flush()
-        return self._trim_anonymous_ids(survivor.id)
-
-    def _trim_anonymous_ids(self, lead_id: str) -> list[IdentityKey]:
-        """Let go of the oldest anonymous ids past :data:`MAX_ANONYMOUS_IDS`."""
-        extra = self.session.scalars(
-            select(Identity.value)
-            .where(Identity.lead_id == lead_id, Identity.kind == "anonymous_id")
-            .order_by(Identity.created_at.desc(), Identity.value.desc())
-            .offset(MAX_ANONYMOUS_IDS)
-        ).all()
-        if extra:
-            self.session.execute(
-                delete(Identity).where(
-                    Identity.kind == "anonymous_id", Identity.value.in_(list(extra))
-                )
-            )
-        return [("anonymous_id", value) for value in extra]
-
-    def advance(
-        self,
-        lead: Lead,
-        *,
-        mql_threshold: int,
-        changed_by: str,
-        purchased: bool = False,
-        earned_points: int = 0,
-        at: datetime | None = None,
-    ) -> list[tuple[str, Transition]]:
-        """Apply every automatic forward move the lead's facts justify (one event can move
-        subscriber → lead → MQL); returns ``(from_stage, transition)`` per move."""
-        moves: list[tuple[str, Transition]] = []
-        step = automatic_transition(
-            lead.stage,
-            known=lead.email is not None,
-            score=lead.score,
-            mql_threshold=mql_threshold,
-            purchased=purchased,
-            earned_points=earned_points,
-        )
-        while step is not None:
-            from_stage = self.change_stage(lead, step.to_stage, step.reason, changed_by, at=at)
-            moves.append((from_stage, step))
-            step = automatic_transition(
-                lead.stage,
-                known=lead.email is not None,
-                score=lead.score,
-                mql_threshold=mql_threshold,
-                purchased=False,
-            )
-        return moves
-
-    def change_stage(
-        self,
-        lead: Lead,
-        to_stage: str,
-        reason: str,
-        changed_by: str,
-        *,
-        at: datetime | None = None,
-        reason_code: str | None = None,
-    ) -> str:
-        """Record the move with who and why; returns the stage it left. Becoming MQL
-        starts the follow-up SLA clock afresh."""
-        at = at or utcnow()
-        reason = truncate(reason, MAX_REASON_LENGTH)
-        changed_by = truncate(changed_by, MAX_ACTOR_LENGTH)
-        from_stage = lead.stage
-        lead.stage = to_stage
-        lead.updated_at = at
-        if to_stage == "mql":
-            lead.mql_at, lead.sla_breached_at = at, None
-        self._insert(
-            StageChange,
-            {
-                "lead_id": lead.id,
-                "from_stage": from_stage,
-                "to_stage": to_stage,
-                "reason": reason,
-                "reason_code": reason_code,
-                "changed_by": changed_by,
-                "changed_at": at,
-            },
-        )
-        return from_stage
-
+from shared.identity import ANONYMOUS_ID
+from shared.limits import MAX_ANONYMOUS_IDS
 
 # Keys per IN (...) list: far below SQLite's and PostgreSQL's bound-parameter limits.
 CHUNK = 1000
@@ -198,9 +57,6 @@ class TrafficBatch(LeadStore):
         self._leads: dict[str, Lead] = {}
         self._identities: dict[str, list[IdentityKey]] = {}
         self._history: dict[str, dict[str, list[datetime]]] = {}
-        self._pending: dict[type[Base], list[dict[str, Any]]] = {
-            model: [] for model in (Identity, LeadEvent, ScoreEntry, StageChange)
-        }
 
     def preload(self, identities: Iterable[IdentityKey]) -> None:
         """Read the owners of ``identities``, their leads (locked), the leads' other
@@ -267,7 +123,7 @@ class TrafficBatch(LeadStore):
             traits={},
             account_traits={},
             fit_score=0,
-            fit_grade="D",
+            fit_grade=LOWEST_GRADE,
             engagement_raw=0.0,
             intent={},
             rules_version=rules_version,
@@ -293,8 +149,8 @@ class TrafficBatch(LeadStore):
                 continue
             if owner is not None:
                 raise RuntimeError(f"{key} belongs to lead {owner}: merge it first")
-            if key[0] == "anonymous_id" and (
-                sum(1 for kind, _ in known if kind == "anonymous_id") >= MAX_ANONYMOUS_IDS
+            if key[0] == ANONYMOUS_ID and (
+                sum(1 for kind, _ in known if kind == ANONYMOUS_ID) >= MAX_ANONYMOUS_IDS
             ):
                 continue  # capped: this browser stays unlinked (its events still count here)
             self._insert(
@@ -310,7 +166,6 @@ class TrafficBatch(LeadStore):
         return sorted(self._identities[lead_id])
 
     def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
-        self.flush()
         released = super().merge(survivor, merged, reason)
         for key, owner in self._owner.items():
             if owner == merged.id:
@@ -366,7 +221,6 @@ class TrafficBatch(LeadStore):
         if not awards:
             return
         history = self.award_history(lead.id)
-        intent = dict(lead.intent)
         for award in awards:
             self._insert(
                 ScoreEntry,
@@ -380,23 +234,9 @@ class TrafficBatch(LeadStore):
                 },
             )
             history.setdefault(award.rule_id, []).append(occurred_at)
-            if award.rule_id.startswith("intent:"):
-                topic = award.rule_id.removeprefix("intent:")
-                intent[topic] = intent.get(topic, 0) + award.points
         earned = sum(a.points for a in awards)
         lead.score += earned
         lead.engagement_raw += raw_increment(earned, occurred_at, half_life_days)
+        intent = with_intent(lead.intent, awards)
         if intent != lead.intent:
             lead.intent = intent
-
-    def _insert(self, model: type[Base], row: dict[str, Any]) -> None:
-        self._pending[model].append(row)
-
-    def flush(self) -> None:
-        """Write the leads (ORM flush: new ones first, for the foreign keys), then one
-        INSERT per table of what waited in memory, in the order it was added."""
-        self.session.flush()
-        for model, rows in self._pending.items():
-            if rows:
-                self.session.execute(insert(cast(Table, model.__table__)), rows)
-                rows.clear()

@@ -1,0 +1,80 @@
+"""Scoring rule sets (admin): the active version, storing a new one (which starts
+rescoring every lead from its history), and a rescore's progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from services.lead_scoring.models import RescoreJob
+from services.lead_scoring.rulesets.documents import create_rule_set, document_from_model
+from services.lead_scoring.state import state
+from services.lead_scoring.web.schemas import RescoreJobOut, RuleSetIn, RuleSetOut
+from shared.http import Blueprint, fail, require_role
+
+blp = Blueprint(
+    "scoring-rules", __name__, url_prefix="/admin/scoring", description="Scoring rule sets"
+)
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _job_out(job: RescoreJob) -> dict[str, Any]:
+    progress = 1.0 if job.status == "done" else (job.done / job.total if job.total else 0.0)
+    return {
+        **{
+            c: getattr(job, c)
+            for c in (
+                "id",
+                "version",
+                "total",
+                "done",
+                "failed",
+                "status",
+                "created_at",
+                "finished_at",
+            )
+        },
+        "progress": round(progress, 4),
+    }
+
+
+@blp.route("/rules")
+class RulesView(MethodView):
+    @require_role("admin")
+    @blp.response(200, RuleSetOut)
+    @blp.doc(security=SECURED)
+    def get(self) -> dict[str, Any]:
+        """The active rule set (version 0 is the built-in default)."""
+        s = state()
+        with s.sessions() as session:
+            version, model = s.rule_sets.current(session)
+        return {"version": version, "document": document_from_model(model)}
+
+    @require_role("admin")
+    @blp.arguments(RuleSetIn)
+    @blp.response(202, RescoreJobOut)
+    @blp.doc(security=SECURED)
+    def put(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Store a new version and start rescoring every lead from its history; follow
+        the returned job for progress. New events use the new version at once."""
+        note = document.pop("note", None)
+        s = state()
+        with s.sessions.begin() as session:
+            out = _job_out(create_rule_set(session, document, note))
+        s.rule_sets.invalidate()
+        return out
+
+
+@blp.route("/rescores/<id:job_id>")
+class RescoreView(MethodView):
+    @require_role("admin")
+    @blp.response(200, RescoreJobOut)
+    @blp.doc(security=SECURED)
+    def get(self, job_id: int) -> dict[str, Any]:
+        """Progress of a rescore (done / total leads)."""
+        with state().sessions() as session:
+            job = session.get(RescoreJob, job_id)
+            if job is None:
+                fail(404, f"no rescore job {job_id}")
+            return _job_out(job)
