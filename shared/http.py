@@ -91,6 +91,13 @@ def fail(status: int, message: str, **kwargs: Any) -> NoReturn:
     raise AssertionError("abort returned")  # pragma: no cover
 
 
+def or_404(value: S | None, message: str) -> S:
+    """``value``, or a 404 with ``message`` when there is none."""
+    if value is None:
+        fail(404, message)
+    return value
+
+
 def error_body(code: str, message: str, fields: Mapping[str, list[str]] | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
 
@@ -302,10 +309,15 @@ def current_principal() -> Principal:
     return principal
 
 
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+"""The OpenAPI security requirement of a view behind :func:`require_role`."""
+
+
 def require_role(*roles: str) -> Callable[[F], F]:
     """Allow the view only to bearer tokens of ``roles``: no/unknown token → 401, a valid
-    token of another role → 403. Role tokens come from ``app.config["FUNNEL_TOKENS"]``,
-    personal ones from the service's resolver (see :data:`PERSON_TOKENS`)."""
+    token of another role → 403; the view is documented as needing a bearer token. Role
+    tokens come from ``app.config["FUNNEL_TOKENS"]``, personal ones from the service's
+    resolver (see :data:`PERSON_TOKENS`)."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -322,7 +334,8 @@ def require_role(*roles: str) -> Callable[[F], F]:
             g.funnel_principal = principal
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        # The OpenAPI document says so too: one place for the role check and its doc.
+        return _SmorestBlueprint.doc(security=BEARER)(wrapper)
 
     return decorator
 

@@ -98,14 +98,6 @@ REGISTRY: dict[str, Topic] = {
 }
 
 
-def topic(name: str) -> Topic:
-    return REGISTRY[name]
-
-
-def consumed_by(service: str) -> list[Topic]:
-    return [t for t in REGISTRY.values() if service in t.consumers]
-
-
 def example_payloads(topic_name: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(filename, envelope_dict)`` for every example of a topic."""
     folder = resources.files("shared").joinpath("examples", topic_name)

@@ -64,6 +64,18 @@ def kafka_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConf
 
 
 @pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[KafkaConfig]:
+    """A broker of the test's own, for a test that reads every record of its topics."""
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log").start()
+    config = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
+    ensure_topics(config)
+    try:
+        yield config
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 
@@ -143,7 +155,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if not hasattr(item, "_nodeid"):
             item._nodeid = item.nodeid  # type: ignore[attr-defined]
         names = getattr(item, "fixturenames", ())
-        if "kafka_config" in names:
+        if "kafka_config" in names or "own_broker" in names:
             item.add_marker(pytest.mark.kafka)
         if "postgres_url" in names:
             item.add_marker(pytest.mark.postgres)

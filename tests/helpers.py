@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -50,6 +51,28 @@ def message_ids(values: list[dict[str, Any]], source: str = "web") -> list[str]:
 
     prefix = f"{source_tag(source)}:"
     return [v["event_id"].removeprefix(prefix) for v in values if v["event_id"].startswith(prefix)]
+
+
+def intake_app(
+    database: Path, write_key: str, kafka: KafkaConfig | None = None, **config: Any
+) -> Any:
+    """A traffic-intake app on a SQLite file with its tables, taking ``write_key``, with
+    no rate limit unless ``config`` sets one."""
+    from services.traffic_intake.app import create_app, init_db
+    from services.traffic_intake.config import IntakeConfig
+    from services.traffic_intake.state import STATE
+
+    config.setdefault("rate_limit_per_second", 0)
+    app = create_app(
+        IntakeConfig(
+            database_url=f"sqlite:///{database}",
+            write_keys=(write_key,),
+            kafka=kafka or KafkaConfig(),
+            **config,
+        )
+    )
+    init_db(app.extensions[STATE].engine)
+    return app
 
 
 class TopicReader:

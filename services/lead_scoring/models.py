@@ -1,5 +1,9 @@
-"""lead-scoring's tables. Person identifiers live in ``leads`` (email, user id, traits)
-and ``identities``: erasure later deletes from exactly these places.
+"""lead-scoring's tables (the ORM models; events and HTTP schemas are separate things).
+
+Where person data lives, for erasure and access: ``leads`` (email, user id, traits,
+account traits), ``identities`` (every identifier), ``lead_events`` (event properties and
+page context), ``lead_merges`` (reasons name the identifiers that linked two leads),
+``stage_changes`` (sales notes in reasons) and ``outbox`` (lead snapshots until pruned).
 """
 
 from __future__ import annotations
@@ -117,13 +121,18 @@ class LeadEvent(Base):
     __table_args__ = (Index("ix_lead_events_lead_time", "lead_id", "occurred_at"),)
 
 
-class ScoreEntry(Base):
+class _LeadRecord:
+    """A numbered record kept under one lead (an award, a stage change, a merge)."""
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+
+
+class ScoreEntry(_LeadRecord, Base):
     """One award: which rule gave how many points for which event."""
 
     __tablename__ = "score_entries"
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
     event_id: Mapped[str] = mapped_column(String(128))
     rule_id: Mapped[str] = mapped_column(String(100))
     points: Mapped[int]
@@ -131,11 +140,11 @@ class ScoreEntry(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class StageChange(Base):
+class StageChange(_LeadRecord, Base):
+    """A move between lifecycle stages, with who and why."""
+
     __tablename__ = "stage_changes"
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
     from_stage: Mapped[str | None] = mapped_column(String(20))
     to_stage: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(500))
@@ -144,13 +153,11 @@ class StageChange(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class LeadMerge(Base):
+class LeadMerge(_LeadRecord, Base):
     """A record that ``merged_lead_id``'s history now belongs to ``lead_id``, and why."""
 
     __tablename__ = "lead_merges"
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
     merged_lead_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

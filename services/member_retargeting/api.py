@@ -27,10 +27,10 @@ from services.member_retargeting.schemas import (
 )
 from services.member_retargeting.segments import audience_query
 from services.member_retargeting.state import state
-from shared.http import Blueprint, fail, require_role
+from shared.http import Blueprint, or_404, require_role
+from shared.identity import ANONYMOUS_ID, USER_ID
 
 blp = Blueprint("marketing", __name__, description="Members and retargeting campaigns")
-SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def campaign_out(session: Any, campaign: Campaign) -> dict[str, Any]:
@@ -80,7 +80,6 @@ def campaign_out(session: Any, campaign: Campaign) -> dict[str, Any]:
 class CampaignsView(MethodView):
     @require_role("marketing")
     @blp.response(200, CampaignList)
-    @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """All campaigns, newest first."""
         with state().sessions() as session:
@@ -90,7 +89,6 @@ class CampaignsView(MethodView):
     @require_role("marketing")
     @blp.arguments(CampaignIn)
     @blp.response(201, CampaignOut)
-    @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Create a campaign over a segment rule."""
         with state().sessions.begin() as session:
@@ -104,13 +102,10 @@ class CampaignsView(MethodView):
 class CampaignView(MethodView):
     @require_role("marketing")
     @blp.response(200, CampaignOut)
-    @blp.doc(security=SECURED)
     def get(self, campaign_id: int) -> dict[str, Any]:
         """One campaign with its current audience size and dispatched counts."""
         with state().sessions() as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign is None:
-                fail(404, f"no campaign {campaign_id}")
+            campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
             return campaign_out(session, campaign)
 
 
@@ -118,14 +113,11 @@ class CampaignView(MethodView):
 class TriggerView(MethodView):
     @require_role("marketing")
     @blp.response(202, TriggerOut)
-    @blp.doc(security=SECURED)
     def post(self, campaign_id: int) -> dict[str, Any]:
         """Run the campaign now: one dispatch per recipient, queued durably; the consumer
         process publishes them to the dispatch topic."""
         with state().sessions.begin() as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign is None:
-                fail(404, f"no campaign {campaign_id}")
+            campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
             result = trigger(session, campaign, outbox, "manual")
         return {
             "campaign_id": campaign_id,
@@ -138,7 +130,6 @@ class TriggerView(MethodView):
 class MembersView(MethodView):
     @require_role("marketing")
     @blp.response(200, MemberList)
-    @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """Members with their order count and revenue (lifetime value so far)."""
         with state().sessions() as session:
@@ -154,8 +145,8 @@ class MembersView(MethodView):
                         ContactIdentity.lead_id == m.lead_id
                     )
                 ).all()
-                users = [v for k, v in ids if k == "user_id"]
-                anons = [v for k, v in ids if k == "anonymous_id"]
+                users = [v for k, v in ids if k == USER_ID]
+                anons = [v for k, v in ids if k == ANONYMOUS_ID]
                 row = session.execute(
                     select(func.count(), func.coalesce(func.sum(Order.revenue), 0)).where(
                         or_(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.member_retargeting.models import Contact, ContactIdentity, Order
 from shared.events import ORDER_COMPLETED, Envelope, InvalidEvent
+from shared.identity import ANONYMOUS_ID, USER_ID
 from shared.limits import MAX_MONEY, money
 from shared.outbox import Outgoing
 
@@ -39,9 +40,9 @@ def _upsert_contact(session: Session, snapshot: dict[str, Any], at: Any) -> Cont
     if contact.stage == "customer" and not contact.is_member:
         contact.is_member = True
         contact.member_since = at
-    ids = [("anonymous_id", a) for a in snapshot.get("anonymous_ids", [])]
+    ids = [(ANONYMOUS_ID, a) for a in snapshot.get("anonymous_ids", [])]
     if contact.user_id:
-        ids.append(("user_id", contact.user_id))
+        ids.append((USER_ID, contact.user_id))
     for kind, value in ids:
         existing = session.get(ContactIdentity, (kind, value))
         if existing is None:

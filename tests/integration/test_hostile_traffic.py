@@ -20,12 +20,11 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,17 +40,14 @@ from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.consumer import make_runner as retargeting_runner
 from services.member_retargeting.models import Contact, Order
 from services.member_retargeting.models import processed_events as retargeting_processed
-from services.traffic_intake.app import create_app, init_db
-from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.state import STATE as INTAKE_STATE
-from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.deadletter import parse_headers
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from shared.topics import DEADLETTER, LEAD_SCORING, MEMBER_RETARGETING, TRAFFIC
-from tests.helpers import TopicReader, serving
+from tests.helpers import TopicReader, intake_app, serving
 
 WRITE_KEY = "wk-hostile"
 EXAMPLES = int(
@@ -219,18 +215,6 @@ requests_ = st.one_of(
 # ---------------------------------------------------------------- the funnel
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaConfig]:
-    """A broker of this test's own: it reads every record of its topics."""
-    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log").start()
-    config = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
-    ensure_topics(config)
-    try:
-        yield config
-    finally:
-        broker.stop()
-
-
 def _auth() -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -264,15 +248,7 @@ def test_no_event_stops_the_funnel(
     own_broker: KafkaConfig, database_urls: Callable[[], str], tmp_path: Path
 ) -> None:
     kafka = own_broker
-    intake = create_app(
-        IntakeConfig(
-            database_url=f"sqlite:///{tmp_path / 'intake.db'}",
-            write_keys=(WRITE_KEY,),
-            kafka=kafka,
-            rate_limit_per_second=0,
-        )
-    )
-    init_db(intake.extensions[INTAKE_STATE].engine)
+    intake = intake_app(tmp_path / "intake.db", WRITE_KEY, kafka)
     statuses: dict[int, int] = {}
 
     with serving(intake) as url:

@@ -10,11 +10,10 @@ import base64
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select, update
 
 from services.lead_scoring.app import init_db as init_scoring
@@ -22,33 +21,20 @@ from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
 from services.lead_scoring.models import Lead, outbox, processed_events
 from services.traffic_intake import failed
-from services.traffic_intake.app import create_app, init_db
-from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import failed_events
 from services.traffic_intake.relay import RelayLoop
 from services.traffic_intake.state import STATE as INTAKE_STATE
-from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.db import make_engine, utcnow
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from shared.runner import ConsumerRunner, dedupe_horizon
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
+from tests.helpers import intake_app
 
 WRITE_KEY = "wk-retention"
 PEOPLE = 20
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaConfig]:
-    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log").start()
-    config = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
-    ensure_topics(config)
-    try:
-        yield config
-    finally:
-        broker.stop()
 
 
 def _run_until(runner: ConsumerRunner, condition: Callable[[], bool], what: str) -> None:
@@ -66,16 +52,8 @@ def test_pruning_past_the_horizon_keeps_exactly_once(
     own_broker: KafkaConfig, database_urls: Callable[[], str], tmp_path: Path
 ) -> None:
     kafka = own_broker
-    intake = create_app(
-        IntakeConfig(
-            database_url=f"sqlite:///{tmp_path / 'intake.db'}",
-            write_keys=(WRITE_KEY,),
-            kafka=kafka,
-            rate_limit_per_second=0,
-        )
-    )
+    intake = intake_app(tmp_path / "intake.db", WRITE_KEY, kafka)
     state = intake.extensions[INTAKE_STATE]
-    init_db(state.engine)
     client = intake.test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
     batch = [

@@ -1,7 +1,9 @@
 """The lifecycle: the shared language of sales and marketing.
 
 subscriber → lead → MQL → SQL → opportunity → customer, plus recycled and disqualified.
-Automatic moves only go forward; backwards moves are explicit sales actions (later).
+Automatic moves (:func:`automatic_transition`) only go forward; backward moves are
+explicit sales actions (:mod:`services.lead_scoring.handoff.actions`): a rejection, or a
+move with a reason. Pure.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from services.lead_scoring.models import Lead, outbox
 from services.lead_scoring.processing.store import LeadStore
 from shared.deadletter import DeadLetter
 from shared.events import new_event
+from shared.identity import ANONYMOUS_ID
 from shared.outbox import Outgoing, dead_letter_row
 from shared.topics import LEAD_SCORING, LEADS
 
@@ -37,7 +38,7 @@ def snapshot(
         "score": lead.score,
         "email": lead.email,
         "user_id": lead.user_id,
-        "anonymous_ids": [v for k, v in identities if k == "anonymous_id"],
+        "anonymous_ids": [v for k, v in identities if k == ANONYMOUS_ID],
         "traits": dict(lead.traits),
         "owner_id": lead.owner_id,
     }

@@ -129,25 +129,21 @@ class LeadStore:
         """Apply every automatic forward move the lead's facts justify (one event can move
         subscriber → lead → MQL); returns ``(from_stage, transition)`` per move."""
         moves: list[tuple[str, Transition]] = []
-        step = automatic_transition(
-            lead.stage,
-            known=lead.email is not None,
-            score=lead.score,
-            mql_threshold=mql_threshold,
-            purchased=purchased,
-            earned_points=earned_points,
-        )
-        while step is not None:
-            from_stage = self.change_stage(lead, step.to_stage, step.reason, changed_by, at=at)
-            moves.append((from_stage, step))
+        while True:
+            # The purchase and the new points are this event's: they count for its first
+            # move only (a customer does not become a customer again).
             step = automatic_transition(
                 lead.stage,
                 known=lead.email is not None,
                 score=lead.score,
                 mql_threshold=mql_threshold,
-                purchased=False,
+                purchased=purchased and not moves,
+                earned_points=earned_points if not moves else 0,
             )
-        return moves
+            if step is None:
+                return moves
+            from_stage = self.change_stage(lead, step.to_stage, step.reason, changed_by, at=at)
+            moves.append((from_stage, step))
 
     def change_stage(
         self,

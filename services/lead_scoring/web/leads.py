@@ -3,6 +3,7 @@ list by priority, one lead explained, the overdue list, and accept / reject / mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask.views import MethodView
@@ -10,7 +11,6 @@ from marshmallow import RAISE
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.handoff.actions import (
-    Action,
     HandoffError,
     accept,
     actor_name,
@@ -31,19 +31,19 @@ from services.lead_scoring.web.schemas import (
     StageMoveIn,
 )
 from shared.db import utcnow
-from shared.http import Blueprint, current_principal, fail, require_role
+from shared.http import Blueprint, current_principal, fail, or_404, require_role
+from shared.outbox import Outgoing
 
 blp = Blueprint("leads", __name__, url_prefix="/leads", description="Scored leads for sales")
-SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _detail(lead_id: str, page: int = 1, page_size: int = 50) -> dict[str, Any]:
     s = state()
     with s.sessions() as session:
         _, model = s.rule_sets.current(session)
-        detail = lead_detail(session, lead_id, model, page, page_size)
-    if detail is None:
-        fail(404, f"no lead {lead_id!r}")
+        detail = or_404(
+            lead_detail(session, lead_id, model, page, page_size), f"no lead {lead_id!r}"
+        )
     return detail
 
 
@@ -52,7 +52,6 @@ class LeadsView(MethodView):
     @require_role("sales")
     @blp.arguments(LeadQuery, location="query", unknown=RAISE)
     @blp.response(200, LeadPage)
-    @blp.doc(security=SECURED)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Leads by priority (fit grade, then engagement now: A1 first) unless ``sort``
         says otherwise; filtered by stage, fit, owner and minimum score; paginated."""
@@ -66,7 +65,6 @@ class LeadView(MethodView):
     @require_role("sales")
     @blp.arguments(HistoryQuery, location="query", unknown=RAISE)
     @blp.response(200, LeadDetail)
-    @blp.doc(security=SECURED)
     def get(self, query: dict[str, Any], lead_id: str) -> dict[str, Any]:
         """One lead: profile, its points (each with its rule and event) and events, newest
         first and paged (``page``, ``page_size``), stages and merges."""
@@ -77,7 +75,6 @@ class LeadView(MethodView):
 class OverdueView(MethodView):
     @require_role("sales")
     @blp.response(200, OverdueList)
-    @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """MQLs neither accepted nor rejected within the follow-up SLA, oldest first."""
         s = state()
@@ -85,15 +82,6 @@ class OverdueView(MethodView):
         with s.sessions() as session:
             items = overdue_list(session, utcnow(), sla, s.base_model.half_life_days)
         return {"items": items, "sla_hours": sla}
-
-
-def _act(lead_id: str, action: Action) -> dict[str, Any]:
-    """Run a sales action (its events queued in the same transaction); answer the lead."""
-    try:
-        perform(state().sessions, lead_id, action)
-    except HandoffError as exc:
-        fail(exc.status, exc.message)
-    return _detail(lead_id)
 
 
 def _actor(session: Session, rep_id: int | None) -> str:
@@ -111,23 +99,36 @@ def _actor(session: Session, rep_id: int | None) -> str:
     return actor_name(session, caller.person_id)
 
 
+ActAs = Callable[[Session, str, str], list[Outgoing]]
+"""A sales action given the acting person's name: session, lead id, actor in; events out."""
+
+
+def _act(lead_id: str, rep_id: int | None, action: ActAs) -> dict[str, Any]:
+    """Run a sales action as the caller (see :func:`_actor`), its events queued in the
+    same transaction; answer the lead."""
+    try:
+        perform(
+            state().sessions,
+            lead_id,
+            lambda session, lid: action(session, lid, _actor(session, rep_id)),
+        )
+    except HandoffError as exc:
+        fail(exc.status, exc.message)
+    return _detail(lead_id)
+
+
 @blp.route("/<string:lead_id>/accept")
 class AcceptView(MethodView):
     @require_role("sales")
     @blp.arguments(AcceptIn)
     @blp.response(200, LeadDetail)
-    @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
         """Accept an MQL: it becomes an SQL. 409 unless the lead is an MQL."""
+        note = data["note"]
         return _act(
             lead_id,
-            lambda session, lid: accept(
-                session,
-                lid,
-                actor=_actor(session, data["rep_id"]),
-                note=data["note"],
-                now=utcnow(),
-            ),
+            data["rep_id"],
+            lambda session, lid, actor: accept(session, lid, actor=actor, note=note, now=utcnow()),
         )
 
 
@@ -136,19 +137,15 @@ class RejectView(MethodView):
     @require_role("sales")
     @blp.arguments(RejectIn)
     @blp.response(200, LeadDetail)
-    @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
         """Reject an MQL or SQL with a reason code: recycled (nurture) or disqualified.
         The code is published with the stage change so marketing sees why leads bounce."""
+        code, note = data["reason_code"], data["note"]
         return _act(
             lead_id,
-            lambda session, lid: reject(
-                session,
-                lid,
-                data["reason_code"],
-                actor=_actor(session, data["rep_id"]),
-                note=data["note"],
-                now=utcnow(),
+            data["rep_id"],
+            lambda session, lid, actor: reject(
+                session, lid, code, actor=actor, note=note, now=utcnow()
             ),
         )
 
@@ -158,18 +155,14 @@ class StageView(MethodView):
     @require_role("sales")
     @blp.arguments(StageMoveIn)
     @blp.response(200, LeadDetail)
-    @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
         """Move a lead to any stage, forwards or back, with a reason (e.g. SQL →
         opportunity). The only way a lead moves backwards besides a rejection."""
+        to_stage, reason = data["to_stage"], data["reason"]
         return _act(
             lead_id,
-            lambda session, lid: move(
-                session,
-                lid,
-                data["to_stage"],
-                data["reason"],
-                actor=_actor(session, data["rep_id"]),
-                now=utcnow(),
+            data["rep_id"],
+            lambda session, lid, actor: move(
+                session, lid, to_stage, reason, actor=actor, now=utcnow()
             ),
         )

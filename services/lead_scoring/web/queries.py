@@ -72,21 +72,20 @@ def lead_detail(
         lead, hops = session.get(Lead, lead.merged_into), hops + 1
     if lead is None:
         return None
-    offset = (page - 1) * page_size
-    events = session.scalars(
-        select(LeadEvent)
-        .where(LeadEvent.lead_id == lead.id)
-        .order_by(LeadEvent.occurred_at.desc(), LeadEvent.id.desc())
-        .offset(offset)
-        .limit(page_size)
-    ).all()
-    entries = session.scalars(
-        select(ScoreEntry)
-        .where(ScoreEntry.lead_id == lead.id)
-        .order_by(ScoreEntry.occurred_at.desc(), ScoreEntry.id.desc())
-        .offset(offset)
-        .limit(page_size)
-    ).all()
+
+    def newest_first(model: Any) -> list[Any]:
+        return list(
+            session.scalars(
+                select(model)
+                .where(model.lead_id == lead.id)
+                .order_by(model.occurred_at.desc(), model.id.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            )
+        )
+
+    events = newest_first(LeadEvent)
+    entries = newest_first(ScoreEntry)
     by_event = {
         e.event_id: e
         for e in session.scalars(

@@ -14,17 +14,15 @@ from services.lead_scoring.handoff import rep_tokens
 from services.lead_scoring.models import Rep
 from services.lead_scoring.state import state
 from services.lead_scoring.web.schemas import RepIn, RepList, RepOut, RepPatch, RepTokenOut
-from shared.http import Blueprint, fail, require_role
+from shared.http import Blueprint, fail, or_404, require_role
 
 blp = Blueprint("reps", __name__, url_prefix="/admin/reps", description="Sales reps")
-SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 @blp.route("")
 class RepsView(MethodView):
     @require_role("admin", "sales")
     @blp.response(200, RepList)
-    @blp.doc(security=SECURED)
     def get(self) -> dict[str, Any]:
         """Every rep, with territory and availability."""
         with state().sessions() as session:
@@ -33,7 +31,6 @@ class RepsView(MethodView):
     @require_role("admin")
     @blp.arguments(RepIn)
     @blp.response(201, RepOut)
-    @blp.doc(security=SECURED)
     def post(self, data: dict[str, Any]) -> Rep:
         """Add a rep; new MQLs in their territory are routed to them round robin."""
         try:
@@ -55,13 +52,10 @@ class RepView(MethodView):
     @require_role("admin")
     @blp.arguments(RepPatch)
     @blp.response(200, RepOut)
-    @blp.doc(security=SECURED)
     def patch(self, data: dict[str, Any], rep_id: int) -> Rep:
         """Change availability (holidays) or territory. Owned leads keep their owner."""
         with state().sessions.begin() as session:
-            rep = session.get(Rep, rep_id)
-            if rep is None:
-                fail(404, f"no rep {rep_id}")
+            rep = or_404(session.get(Rep, rep_id), f"no rep {rep_id}")
             for key, value in data.items():
                 setattr(rep, key, value)
             session.flush()
@@ -72,7 +66,6 @@ class RepView(MethodView):
 class RepTokenView(MethodView):
     @require_role("admin")
     @blp.response(201, RepTokenOut)
-    @blp.doc(security=SECURED)
     def post(self, rep_id: int) -> dict[str, Any]:
         """Issue the rep's personal token (shown only in this answer), replacing any
         earlier one. With it the rep signs in to the pages and calls the API as
@@ -86,7 +79,6 @@ class RepTokenView(MethodView):
 
     @require_role("admin")
     @blp.response(204)
-    @blp.doc(security=SECURED)
     def delete(self, rep_id: int) -> None:
         """Revoke the rep's token: API calls with it fail and page sessions end."""
         with state().sessions.begin() as session:

@@ -11,7 +11,9 @@ from sqlalchemy import select
 from services.lead_scoring.app import create_app, init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import handlers
+from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead, outbox, processed_events
+from services.lead_scoring.rulesets.documents import document_from_model
 from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.config import Tokens
 from shared.events import Envelope, decode, encode, new_event
@@ -113,3 +115,24 @@ def page_login(client: FlaskClient, token: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page)
     assert match is not None
     return match.group(1)
+
+
+def default_rules() -> dict:
+    """The built-in rule set as a document, to edit and PUT."""
+    return document_from_model(ScoringModel())
+
+
+def seed_three_people(feed: Feeder) -> None:
+    """keen (a form, 2 pages), browser (30 pages), quiet (1 page), each identified."""
+    for user, forms, pages in (("keen", 1, 2), ("browser", 0, 30), ("quiet", 0, 1)):
+        feed(new_event("identify", {"traits": {"email": f"{user}@x.co"}}, source="w", user_id=user))
+        for _ in range(pages):
+            feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id=user))
+        for _ in range(forms):
+            feed(new_event("track", {"event": "Form Submitted"}, source="w", user_id=user))
+
+
+def scores(app: Flask) -> dict[str, tuple[int, str, int]]:
+    """email → (score, stage, rules version) of every lead."""
+    with app.extensions[SCORING_STATE].sessions() as s:
+        return {x.email: (x.score, x.stage, x.rules_version) for x in s.scalars(select(Lead))}

@@ -1,13 +1,12 @@
+"""The sales API on leads: lists, detail, auth and bad input."""
+
 from __future__ import annotations
 
 import pytest
 from flask import Flask
 
-from services.lead_scoring.state import STATE as SCORING_STATE
 from shared.events import new_event
-from tests.unit.lead_scoring.conftest import Feeder
-
-SALES = {"Authorization": "Bearer sales-t"}
+from tests.unit.lead_scoring.conftest import SALES, Feeder
 
 
 def seed(feed: Feeder) -> None:
@@ -83,31 +82,37 @@ def test_unknown_lead_is_404(scoring_app: Flask) -> None:
     assert response.json["error"]["code"] == "not_found"
 
 
-def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url: str) -> None:
-    from services.lead_scoring.app import create_app, init_db
-    from services.lead_scoring.config import ScoringConfig
-    from shared.config import Tokens
-
-    def app_with(sales: str):
-        app = create_app(
-            ScoringConfig(
-                database_url=database_url,
-                tokens=Tokens(sales=sales),
-                secret_key="fixed-for-the-test",
+def test_sales_sort_by_priority_fit_first_then_engagement(scoring_app: Flask, feed: Feeder) -> None:
+    def person(user: str, title: str, views: int) -> None:
+        feed(
+            new_event(
+                "identify",
+                {"traits": {"email": f"{user}@x.co", "title": title, "country": "TW"}},
+                source="w",
+                user_id=user,
             )
         )
-        init_db(app.extensions[SCORING_STATE].engine)
-        return app
+        for _ in range(views):
+            feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id=user))
 
-    first = app_with("old-token").test_client()
-    assert first.post("/app/login", data={"token": "old-token"}).status_code == 302
-    assert first.get("/app/leads").status_code == 200
-    cookie = first.get_cookie("session")
-    assert cookie is not None
-    rotated = app_with("new-token").test_client()  # same secret, the sales token rotated
-    rotated.set_cookie("session", cookie.value)
-    assert rotated.get("/app/leads").status_code == 302  # back to sign-in
-    nobody = app_with("").test_client()  # no sales token: nobody may use the pages
-    nobody.set_cookie("session", cookie.value)
-    assert nobody.get("/app/leads").status_code == 302
-    assert nobody.post("/app/login", data={"token": ""}).status_code == 401
+    person("cto", "CTO", 1)  # fit 20 → C
+    person("intern", "Intern", 30)  # fit 5 → D, but busy
+    feed(
+        new_event(
+            "group",
+            {"group_id": "acme", "traits": {"industry": "SaaS", "employees": 900}},
+            source="w",
+            user_id="cto",
+        )
+    )
+    body = scoring_app.test_client().get("/leads", headers=SALES).json
+    assert [(x["email"], x["fit_grade"]) for x in body["items"]] == [
+        ("cto@x.co", "A"),
+        ("intern@x.co", "D"),
+    ]
+    top = body["items"][0]
+    assert top["priority"] == "A4" and top["engagement"] == pytest.approx(6, abs=0.1)
+    only_d = scoring_app.test_client().get("/leads?fit_grade=D", headers=SALES).json
+    assert [x["email"] for x in only_d["items"]] == ["intern@x.co"]
+    detail = scoring_app.test_client().get(f"/leads/{top['id']}", headers=SALES).json
+    assert {r["label"] for r in detail["fit_reasons"]} >= {"Decision maker", "Target industry"}

@@ -1,64 +1,49 @@
-"""Sales reps as people: personal tokens on the API and the pages, and pages that answer
-errors as pages."""
+"""The sales pages: sign-in bound to the current token, a rep's own pages, errors as pages."""
 
 from __future__ import annotations
 
 import pytest
 from flask import Flask
 
+from services.lead_scoring.state import STATE as SCORING_STATE
 from tests.unit.lead_scoring.conftest import (
-    ADMIN,
     SALES,
     Feeder,
     add_rep,
-    bearer,
     issue_token,
     make_mql,
     page_login,
 )
 
 
-def test_a_rep_token_acts_as_that_rep_only(scoring_app: Flask, feed: Feeder) -> None:
-    client = scoring_app.test_client()
-    mei = add_rep(client, "Mei")
-    other = add_rep(client, "Ola")
-    token = issue_token(client, mei["id"])
-    first, second = make_mql(feed, "u1"), make_mql(feed, "u2")
+def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url: str) -> None:
+    from services.lead_scoring.app import create_app, init_db
+    from services.lead_scoring.config import ScoringConfig
+    from shared.config import Tokens
 
-    assert client.get("/leads", headers=bearer(token)).status_code == 200
-    assert client.get("/admin/scoring/rules", headers=bearer(token)).status_code == 403
-    posed = client.post(
-        f"/leads/{first}/accept", headers=bearer(token), json={"rep_id": other["id"]}
-    )
-    assert posed.status_code == 403
-    assert "rep_id" in posed.json["error"]["fields"]
+    def app_with(sales: str):
+        app = create_app(
+            ScoringConfig(
+                database_url=database_url,
+                tokens=Tokens(sales=sales),
+                secret_key="fixed-for-the-test",
+            )
+        )
+        init_db(app.extensions[SCORING_STATE].engine)
+        return app
 
-    accepted = client.post(f"/leads/{first}/accept", headers=bearer(token), json={})
-    assert accepted.status_code == 200, accepted.json
-    assert accepted.json["stage_history"][-1]["changed_by"] == f"rep:{mei['id']}:Mei"
-    # The shared sales token still works, naming a rep or nobody.
-    shared = client.post(
-        f"/leads/{second}/reject",
-        headers=SALES,
-        json={"reason_code": "bad_timing", "rep_id": other["id"]},
-    )
-    assert shared.json["stage_history"][-1]["changed_by"] == f"rep:{other['id']}:Ola"
-
-
-def test_issuing_again_replaces_the_token_and_revoking_ends_it(scoring_app: Flask) -> None:
-    client = scoring_app.test_client()
-    mei = add_rep(client, "Mei")
-    old = issue_token(client, mei["id"])
-    new = issue_token(client, mei["id"])
-    assert old != new and new.startswith("rep_")
-    assert client.get("/leads", headers=bearer(old)).status_code == 401
-    assert client.get("/leads", headers=bearer(new)).status_code == 200
-    assert client.delete(f"/admin/reps/{mei['id']}/token", headers=ADMIN).status_code == 204
-    assert client.get("/leads", headers=bearer(new)).status_code == 401
-    assert client.delete(f"/admin/reps/{mei['id']}/token", headers=ADMIN).status_code == 404
-    assert client.post("/admin/reps/999/token", headers=ADMIN).status_code == 404
-    assert client.post(f"/admin/reps/{mei['id']}/token", headers=SALES).status_code == 403
-    assert client.get("/leads", headers=bearer("rep_guessed")).status_code == 401
+    first = app_with("old-token").test_client()
+    assert first.post("/app/login", data={"token": "old-token"}).status_code == 302
+    assert first.get("/app/leads").status_code == 200
+    cookie = first.get_cookie("session")
+    assert cookie is not None
+    rotated = app_with("new-token").test_client()  # same secret, the sales token rotated
+    rotated.set_cookie("session", cookie.value)
+    assert rotated.get("/app/leads").status_code == 302  # back to sign-in
+    nobody = app_with("").test_client()  # no sales token: nobody may use the pages
+    nobody.set_cookie("session", cookie.value)
+    assert nobody.get("/app/leads").status_code == 302
+    assert nobody.post("/app/login", data={"token": ""}).status_code == 401
 
 
 def test_pages_signed_in_with_a_rep_token_are_that_reps(scoring_app: Flask, feed: Feeder) -> None:

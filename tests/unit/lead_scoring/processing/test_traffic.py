@@ -1,4 +1,5 @@
-"""The scoring handler through the real runner batch, on SQLite and PostgreSQL."""
+"""Applying traffic through the real runner batch, on SQLite and PostgreSQL: identities,
+merges, scoring, the lifecycle, dead letters."""
 
 from __future__ import annotations
 

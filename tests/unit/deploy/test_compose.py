@@ -9,7 +9,7 @@ import yaml
 
 from shared.topics import REGISTRY
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def compose() -> dict:
