@@ -201,6 +201,16 @@ class LeadMergedV1(_Payload):
     reason = fields.String(required=True)
 
 
+class LeadSplitV1(_Payload):
+    """A wrong merge undone, or an identifier given a lead of its own: ``lead`` and
+    ``split_lead`` as they are after both were rebuilt from their own events."""
+
+    lead = fields.Nested(LeadSnapshotV1, required=True)
+    split_lead = fields.Nested(LeadSnapshotV1, required=True)
+    reason = fields.String(required=True)
+    changed_by = fields.String(required=True)
+
+
 class LeadAssignedV1(_Payload):
     lead = fields.Nested(LeadSnapshotV1, required=True)
     owner_id = fields.Integer(required=True)
@@ -237,6 +247,7 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("lead.scored", 1): LeadScoredV1,
     ("lead.stage_changed", 1): LeadStageChangedV1,
     ("lead.merged", 1): LeadMergedV1,
+    ("lead.split", 1): LeadSplitV1,
     ("lead.assigned", 1): LeadAssignedV1,
     ("lead.sla_breached", 1): LeadSlaBreachedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,

@@ -71,6 +71,7 @@ REGISTRY: dict[str, Topic] = {
                 "lead.scored",
                 "lead.stage_changed",
                 "lead.merged",
+                "lead.split",
                 "lead.assigned",
                 "lead.sla_breached",
             }

@@ -10,10 +10,11 @@ from sqlalchemy import Engine
 
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.handoff import rep_tokens
+from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
 from services.lead_scoring.models import metadata
-from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.state import STATE, ScoringState
-from services.lead_scoring.web import leads, pages, reps, rules
+from services.lead_scoring.web import identity, leads, pages, reps, rules
 from shared.db import make_engine, make_sessionmaker
 from shared.http import PERSON_TOKENS, Principal, init_api, register_health
 
@@ -40,7 +41,12 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     sessions = make_sessionmaker(engine)
     base_model = config.base_model()
     app.extensions[STATE] = ScoringState(
-        config, engine, sessions, base_model, RuleSetCache(base_model)
+        config,
+        engine,
+        sessions,
+        base_model,
+        RuleSetCache(base_model),
+        IdentityRulesCache(DEFAULT_IDENTITY_RULES),
     )
 
     def rep_principal(token: str) -> Principal | None:
@@ -49,7 +55,7 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
 
     app.extensions[PERSON_TOKENS] = rep_principal
     api = init_api(app, title="Funnel lead-scoring")
-    for blueprint in (leads.blp, reps.blp, rules.blp):
+    for blueprint in (leads.blp, reps.blp, rules.blp, identity.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
     register_health(app)

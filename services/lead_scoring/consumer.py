@@ -13,9 +13,10 @@ import logging
 from services.lead_scoring.config import SERVICE, ScoringConfig
 from services.lead_scoring.jobs.rescore import rescore_step
 from services.lead_scoring.jobs.sla import escalate
+from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
 from services.lead_scoring.models import outbox, processed_events
-from services.lead_scoring.processing.traffic import handle_traffic_batch
-from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.processing.traffic import Rules, handle_traffic_batch
+from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from shared.db import make_engine, make_sessionmaker
 from shared.runner import BatchHandler, ConsumerRunner, Timer, build_runner, infrastructure_check
 from shared.topics import TRAFFIC
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 def handlers(
     config: ScoringConfig, rule_sets: RuleSetCache | None = None
 ) -> dict[str, BatchHandler]:
-    rule_sets = rule_sets or RuleSetCache(config.base_model())
-    return {TRAFFIC: functools.partial(handle_traffic_batch, rule_sets=rule_sets)}
+    rules = Rules(
+        scoring=rule_sets or RuleSetCache(config.base_model()),
+        identity=IdentityRulesCache(DEFAULT_IDENTITY_RULES),
+    )
+    return {TRAFFIC: functools.partial(handle_traffic_batch, rules=rules)}
 
 
 def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerRunner:

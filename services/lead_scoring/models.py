@@ -1,9 +1,10 @@
 """lead-scoring's tables (the ORM models; events and HTTP schemas are separate things).
 
 Where person data lives, for erasure and access: ``leads`` (email, user id, traits,
-account traits), ``identities`` (every identifier), ``lead_events`` (event properties and
-page context), ``lead_merges`` (reasons name the identifiers that linked two leads),
-``stage_changes`` (sales notes in reasons) and ``outbox`` (lead snapshots until pruned).
+account traits), ``identities`` (every identifier), ``lead_events`` (the identifiers,
+traits, properties and page context of each event), ``lead_merges`` (the identifiers that
+linked two leads), ``identity_conflicts`` (identifiers), ``stage_changes`` (sales notes in
+reasons) and ``outbox`` (lead snapshots until pruned).
 """
 
 from __future__ import annotations
@@ -92,15 +93,19 @@ class RepToken(Base):
 
 
 class Identity(Base):
-    """One identifier of a person: ``anonymous_id``, ``user_id`` or ``email``."""
+    """One identifier of a person (``user_id``, ``email``, ``anonymous_id``,
+    ``external:<type>``), owned by one lead, with where it came from."""
 
     __tablename__ = "identities"
 
-    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(String(320), primary_key=True)
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
     # When it was first linked to a lead: the oldest anonymous ids give way past the cap.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The event that linked it, and that event's source.
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(200))
 
 
 class LeadEvent(Base):
@@ -117,6 +122,13 @@ class LeadEvent(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     page_context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Enough to apply the event again (a split rebuilds both leads from their events): the
+    # identifiers it named, its source, and what identify / group / alias said.
+    source: Mapped[str | None] = mapped_column(String(200))
+    identities: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set aside by a split: it named both people, so it counts for neither.
+    excluded: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (Index("ix_lead_events_lead_time", "lead_id", "occurred_at"),)
 
@@ -154,13 +166,38 @@ class StageChange(_LeadRecord, Base):
 
 
 class LeadMerge(_LeadRecord, Base):
-    """A record that ``merged_lead_id``'s history now belongs to ``lead_id``, and why."""
+    """A record that ``merged_lead_id``'s history now belongs to ``lead_id``, and why:
+    the event and source that linked them and what the merged lead held then (what a
+    split gives back)."""
 
     __tablename__ = "lead_merges"
 
     merged_lead_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(200))
+    merged_identities: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    split_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    split_by: Mapped[str | None] = mapped_column(String(100))
+    split_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class IdentityConflict(_LeadRecord, Base):
+    """An event named an identifier the identity rules let another lead keep (or that
+    would break a limit): recorded, never silently resolved. ``lead_id`` is where the
+    event went; ``moved`` says the identifier went with it (it follows the latest)."""
+
+    __tablename__ = "identity_conflicts"
+
+    other_lead_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(500))
+    moved: Mapped[bool] = mapped_column(default=False)
+    event_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class RuleSet(Base):
@@ -168,6 +205,18 @@ class RuleSet(Base):
     The highest version is active; older ones stay for audit."""
 
     __tablename__ = "rule_sets"
+
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IdentityRuleSet(Base):
+    """A version of the identity rules (limits and priorities per identifier kind). The
+    highest version is active; older ones stay for audit."""
+
+    __tablename__ = "identity_rule_sets"
 
     version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.model.scoring import ScoringModel
-from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from shared.http import app_state
 
 STATE = "lead_scoring"
@@ -22,6 +22,7 @@ class ScoringState:
     sessions: sessionmaker
     base_model: ScoringModel  # version 0: the built-in rules with this deployment's config
     rule_sets: RuleSetCache  # the newest version
+    identity_rules: IdentityRulesCache
 
 
 def state() -> ScoringState:

@@ -2,7 +2,8 @@
 
 Lead events keep a contact per lead (the snapshot in every lead event is the whole
 truth); a snapshot older than the one the contact holds (by its ``version``) is ignored,
-since lead events of one lead can arrive out of order. A move to ``customer`` makes the
+since lead events of one lead can arrive out of order. A merge marks the merged contact;
+a split brings it back with its identifiers. A move to ``customer`` makes the
 contact a member. Traffic contributes completed orders, for lifetime value; an amount
 beyond what an order can hold is refused (a dead letter), not stored.
 """
@@ -55,6 +56,11 @@ def _upsert_contact(session: Session, snapshot: dict[str, Any], at: Any) -> Cont
 def handle_lead(event: Envelope, session: Session) -> list[Outgoing]:
     snapshot = event.payload["lead"]
     _upsert_contact(session, snapshot, event.effective_at)
+    if event.type == "lead.split":
+        # A wrong merge undone: the other person is a contact of their own again, with
+        # their identifiers (and so their orders) back.
+        split_off = _upsert_contact(session, event.payload["split_lead"], event.effective_at)
+        split_off.merged_into = None
     if event.type == "lead.merged":
         merged_id = event.payload["merged_lead_id"]
         session.execute(

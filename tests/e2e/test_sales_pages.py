@@ -156,3 +156,37 @@ def test_sales_pages_accept_a_lead_in_chromium(
             )
         ).one()
         assert accepted_by == f"rep:{rep['id']}:Mei"  # the signed-in person, not a pick
+
+
+def test_a_rep_splits_a_wrong_merge_from_the_lead_page_in_chromium(
+    scoring_app: Flask, feed: Feeder, server: str, browser
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.unit.lead_scoring.processing.test_split import lead_of, script
+
+    events, _ = script()
+    feed(*events)
+    ada = lead_of(scoring_app, "ada-laptop")
+    assert lead_of(scoring_app, "bob-laptop") == ada
+    wait = WebDriverWait(browser, 15)
+    browser.get(f"{server}/app/login")
+    browser.find_element(By.NAME, "token").send_keys(TOKENS.sales)
+    browser.find_element(By.CSS_SELECTOR, "button.primary").click()
+    wait.until(ec.presence_of_element_located((By.TAG_NAME, "main")))
+    browser.get(f"{server}/app/leads/{ada}")
+    wait.until(ec.presence_of_element_located((By.ID, "merges")))
+    identities = browser.find_element(By.ID, "identities").text
+    assert "bob-laptop" in identities and "web" in identities  # where it came from
+    form = browser.find_element(By.CSS_SELECTOR, "#merges form")
+    form.find_element(By.NAME, "reason").send_keys("a colleague typed Ada's e-mail")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "sales-lead-before-split.png"))
+    form.find_element(By.CSS_SELECTOR, "button.split-merge").click()
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "Split"))
+    assert "split by sales" in browser.find_element(By.ID, "merges").text
+    assert "bob-laptop" not in browser.find_element(By.ID, "identities").text
+    browser.save_screenshot(str(ARTIFACTS / "sales-lead-after-split.png"))
+    assert lead_of(scoring_app, "bob-laptop") != ada

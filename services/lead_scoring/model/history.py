@@ -9,7 +9,7 @@ rule set, giving the same awards the live handler gives event by event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from services.lead_scoring.model.fit import grade
 from services.lead_scoring.model.intent import with_intent
 from services.lead_scoring.model.rules import Award, page_path
 from shared.events import Envelope
+from shared.identity import ANONYMOUS_ID, USER_ID
 
 if TYPE_CHECKING:
     from services.lead_scoring.model.scoring import ScoringModel
@@ -56,7 +57,10 @@ def _bounded(properties: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def history_fields(event: Envelope) -> dict[str, Any]:
+def history_fields(event: Envelope, identities: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """What a lead keeps of an event: what a rule can look at (type, name, path,
+    properties, page context), and enough to apply it again (the identifiers it named,
+    its source, what identify / group / alias said)."""
     page = event.context.get("page")
     page_context = (
         {k: page[k] for k in PAGE_KEYS if isinstance(page.get(k), str)}
@@ -64,6 +68,12 @@ def history_fields(event: Envelope) -> dict[str, Any]:
         else {}
     )
     path = page_path(event) if event.type in ("page", "screen") else None
+    payload: dict[str, Any] = {}
+    if event.type in ("identify", "group"):
+        payload = {k: v for k, v in event.payload.items() if k != "traits"}
+        payload["traits"] = _bounded(event.payload.get("traits") or {})
+    elif event.type == "alias":
+        payload = dict(event.payload)
     return {
         "event_id": event.event_id,
         "type": event.type,
@@ -72,17 +82,22 @@ def history_fields(event: Envelope) -> dict[str, Any]:
         "properties": _bounded(event.payload.get("properties") or {}),
         "page_context": page_context,
         "occurred_at": event.effective_at,
+        "source": event.source,
+        "identities": [list(key) for key in identities],
+        "payload": payload,
     }
 
 
 def as_event(row: Any) -> Envelope:
-    """An envelope equivalent, for scoring, to the one the row was kept from."""
+    """An envelope equivalent, for scoring and for applying again, to the one the row was
+    kept from (its time is the time Funnel trusted)."""
     if row.type == "track":
         payload: dict[str, Any] = {"event": row.name, "properties": dict(row.properties)}
     elif row.type in ("page", "screen"):
         payload = {"name": row.name, "properties": dict(row.properties)}
     else:
-        payload = {}
+        payload = dict(row.payload or {})
+    named = {kind: value for kind, value in reversed(row.identities or [])}
     context = {"page": dict(row.page_context)} if row.page_context else {}
     return Envelope(
         event_id=row.event_id,
@@ -90,9 +105,11 @@ def as_event(row: Any) -> Envelope:
         schema_version=1,
         occurred_at=row.occurred_at,
         received_at=row.occurred_at,
-        source="history",
+        source=row.source or "history",
         payload=payload,
         context=context,
+        user_id=named.get(USER_ID),
+        anonymous_id=named.get(ANONYMOUS_ID),
     )
 
 

@@ -106,14 +106,19 @@ class TrafficBatch(LeadStore):
             ):
                 self._history[lead_id].setdefault(rule_id, []).append(at)
 
-    def leads_for(self, identities: Iterable[IdentityKey]) -> list[Lead]:
-        """Distinct live leads owning any of the identities, oldest first."""
-        keys = list(identities)
+    def owners(self, keys: Iterable[IdentityKey]) -> dict[IdentityKey, str | None]:
+        """Which lead owns each identifier now (None: nobody)."""
+        keys = list(keys)
         if any(k not in self._owner for k in keys):
             self.preload(keys)
-        ids = {self._owner[k] for k in keys} - {None}
-        leads = [self._leads[i] for i in ids if i is not None]
-        return sorted(leads, key=lambda lead: (lead.created_at, lead.id))
+        return {k: self._owner[k] for k in keys}
+
+    def holdings(self, lead_ids: Iterable[str]) -> dict[str, list[IdentityKey]]:
+        """What each lead holds now."""
+        return {lead_id: list(self._identities[lead_id]) for lead_id in lead_ids}
+
+    def lead(self, lead_id: str) -> Lead:
+        return self._leads[lead_id]
 
     def create_lead(self, at: datetime, rules_version: int = 0) -> Lead:
         lead = Lead(
@@ -137,50 +142,66 @@ class TrafficBatch(LeadStore):
         self._history[lead.id] = {}
         return lead
 
-    def attach(self, lead: Lead, identities: Iterable[IdentityKey]) -> None:
-        """Make ``lead`` the owner of each identity. Identities owned by another lead
-        are moved by :meth:`merge`, so here they are new or already ``lead``'s. A lead
-        keeps at most :data:`MAX_ANONYMOUS_IDS` anonymous ids; further ones are not
-        linked."""
+    def attach(self, lead: Lead, identities: Iterable[IdentityKey], event: Envelope) -> None:
+        """Make ``lead`` the owner of each identity, recording the event and source that
+        linked it. Identities owned by another lead are merged or moved first, so here
+        they are new or already ``lead``'s. A lead keeps at most
+        :data:`MAX_ANONYMOUS_IDS` anonymous ids: past that the oldest give way."""
         known = self._identities[lead.id]
         for key in identities:
             owner = self._owner.get(key)
             if owner == lead.id:
                 continue
             if owner is not None:
-                raise RuntimeError(f"{key} belongs to lead {owner}: merge it first")
-            if key[0] == ANONYMOUS_ID and (
-                sum(1 for kind, _ in known if kind == ANONYMOUS_ID) >= MAX_ANONYMOUS_IDS
-            ):
-                continue  # capped: this browser stays unlinked (its events still count here)
+                raise RuntimeError(f"{key} belongs to lead {owner}: merge or move it first")
             self._insert(
                 Identity,
-                {"kind": key[0], "value": key[1], "lead_id": lead.id, "created_at": utcnow()},
+                {
+                    "kind": key[0],
+                    "value": key[1],
+                    "lead_id": lead.id,
+                    "created_at": utcnow(),
+                    "event_id": event.event_id,
+                    "source": event.source,
+                },
             )
             self._owner[key] = lead.id
             known.append(key)
+        if sum(1 for kind, _ in known if kind == ANONYMOUS_ID) > MAX_ANONYMOUS_IDS:
+            self.flush()
+            self._release(self._trim_anonymous_ids(lead.id), lead.id)
+
+    def move_identity(self, key: IdentityKey, to_lead: Lead) -> None:
+        super().move_identity(key, to_lead)
+        previous = self._owner.get(key)
+        if previous is not None and previous in self._identities:
+            self._identities[previous] = [k for k in self._identities[previous] if k != key]
+        self._owner[key] = to_lead.id
+        self._identities[to_lead.id].append(key)
+
+    def _release(self, keys: Iterable[IdentityKey], lead_id: str) -> None:
+        gone = set(keys)
+        for key in gone:
+            self._owner[key] = None
+        self._identities[lead_id] = [k for k in self._identities[lead_id] if k not in gone]
 
     def identities_of(self, lead_id: str) -> list[IdentityKey]:
         if lead_id not in self._identities:
             return super().identities_of(lead_id)
         return sorted(self._identities[lead_id])
 
-    def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
-        released = super().merge(survivor, merged, reason)
+    def merge(
+        self, survivor: Lead, merged: Lead, reason: str, *, event: Envelope | None = None
+    ) -> list[IdentityKey]:
+        released = super().merge(survivor, merged, reason, event=event)
         for key, owner in self._owner.items():
             if owner == merged.id:
                 self._owner[key] = survivor.id
-        for key in released:
-            self._owner[key] = None
-        gone = set(released)
         self._identities[survivor.id] = [
-            key
-            for key in (
-                *self._identities.get(survivor.id, []),
-                *self._identities.pop(merged.id, []),
-            )
-            if key not in gone
+            *self._identities.get(survivor.id, []),
+            *self._identities.pop(merged.id, []),
         ]
+        self._release(released, survivor.id)
         self.forget(survivor.id, merged.id)
         return released
 
@@ -205,9 +226,20 @@ class TrafficBatch(LeadStore):
             self._load([lead_id])
         return self._history[lead_id]
 
-    def add_event(self, lead: Lead, event: Envelope) -> None:
-        """Keep the event in the lead's history, with what rescoring needs."""
-        self._insert(LeadEvent, {"lead_id": lead.id, **history_fields(event)})
+    def add_event(
+        self,
+        lead: Lead,
+        event: Envelope,
+        identities: Sequence[IdentityKey] = (),
+        *,
+        excluded: str | None = None,
+    ) -> None:
+        """Keep the event in the lead's history, with what rescoring and a split need;
+        ``excluded`` (why) keeps it without counting it."""
+        row = {"lead_id": lead.id, **history_fields(event, identities), "excluded": excluded}
+        self._insert(LeadEvent, row)
+        if excluded:
+            return
         if lead.last_event_at is None or event.effective_at > lead.last_event_at:
             lead.last_event_at = event.effective_at
 

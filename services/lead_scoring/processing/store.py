@@ -15,10 +15,12 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from services.lead_scoring.model.identity import Conflict
 from services.lead_scoring.model.lifecycle import RANK, Transition, automatic_transition
 from services.lead_scoring.models import (
     Base,
     Identity,
+    IdentityConflict,
     Lead,
     LeadEvent,
     LeadMerge,
@@ -27,6 +29,7 @@ from services.lead_scoring.models import (
 )
 from services.lead_scoring.processing.identities import IdentityKey
 from shared.db import utcnow
+from shared.events import Envelope
 from shared.identity import ANONYMOUS_ID
 from shared.limits import (
     MAX_ACTOR_LENGTH,
@@ -46,7 +49,7 @@ class LeadStore:
     (a merge, an identity lookup) flushes first. Callers flush before their transaction
     ends (:func:`.handoff.actions.perform` and the runner's handlers do)."""
 
-    HISTORY = (Identity, LeadEvent, ScoreEntry, StageChange)
+    HISTORY = (Identity, LeadEvent, ScoreEntry, StageChange, IdentityConflict)
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -72,11 +75,21 @@ class LeadStore:
         ).all()
         return sorted((r.kind, r.value) for r in rows)
 
-    def merge(self, survivor: Lead, merged: Lead, reason: str) -> list[IdentityKey]:
+    def merge(
+        self,
+        survivor: Lead,
+        merged: Lead,
+        reason: str,
+        *,
+        event: Envelope | None = None,
+    ) -> list[IdentityKey]:
         """Move ``merged``'s whole history to ``survivor``; nothing is deleted but
         duplicate one-time awards (kept once, the earliest) and, past the cap, the oldest
-        anonymous ids (returned: those browsers are strangers again)."""
+        anonymous ids (returned: those browsers are strangers again). The merge is
+        recorded with the event that caused it and what ``merged`` held (a split gives
+        that back)."""
         self.flush()
+        held = self.identities_of(merged.id)
         for model in self.HISTORY:
             self.session.execute(
                 update(model).where(model.lead_id == merged.id).values(lead_id=survivor.id)
@@ -95,10 +108,39 @@ class LeadStore:
                 lead_id=survivor.id,
                 merged_lead_id=merged.id,
                 reason=truncate(reason, MAX_REASON_LENGTH),
+                event_id=event.event_id if event else None,
+                source=event.source if event else None,
+                merged_identities=[list(key) for key in held],
             )
         )
         self.session.flush()
         return self._trim_anonymous_ids(survivor.id)
+
+    def move_identity(self, key: IdentityKey, to_lead: Lead) -> None:
+        """Give ``key`` to ``to_lead`` (an identifier that follows the latest person)."""
+        self.flush()
+        self.session.execute(
+            update(Identity)
+            .where(Identity.kind == key[0], Identity.value == key[1])
+            .values(lead_id=to_lead.id)
+        )
+
+    def add_conflict(self, lead: Lead, conflict: Conflict, event: Envelope) -> None:
+        """Record an identity conflict on the lead the event went to."""
+        self._insert(
+            IdentityConflict,
+            {
+                "lead_id": lead.id,
+                "other_lead_id": conflict.other_lead,
+                "kind": conflict.key[0],
+                "value": conflict.key[1],
+                "reason": truncate(conflict.reason, MAX_REASON_LENGTH),
+                "moved": conflict.moved,
+                "event_id": event.event_id,
+                "source": event.source,
+                "at": event.effective_at,
+            },
+        )
 
     def _trim_anonymous_ids(self, lead_id: str) -> list[IdentityKey]:
         """Let go of the oldest anonymous ids past :data:`MAX_ANONYMOUS_IDS`."""

@@ -7,8 +7,9 @@ end); applying events one call each gives the same result, which the runner reli
 when it retries a batch one message at a time. Raises ``InvalidEvent`` only for events it
 can never process (they are dead-lettered).
 
-Each event, in order (:func:`_apply`): resolve the person (:func:`_resolve`, merging
-leads the event links), update the profile (:func:`_update_profile`), bring the points to
+Each event, in order (:func:`apply_event`): resolve the person under the identity rules
+(:func:`_resolve`: merging leads the event links where the rules allow, recording
+conflicts where they do not), update the profile (:func:`_update_profile`), bring the points to
 one history under the newest rules (:func:`_rescore_if_needed`), score the event, move
 the stage, route a new MQL, and describe every change as an event (:func:`_events`).
 """
@@ -23,38 +24,54 @@ from sqlalchemy.orm import Session
 
 from services.lead_scoring.handoff.assignment import assign_if_unowned
 from services.lead_scoring.model.fit import grade
+from services.lead_scoring.model.identity import IdentityRules, resolve
 from services.lead_scoring.model.lifecycle import Transition
 from services.lead_scoring.model.rules import Award, is_purchase
 from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead
 from services.lead_scoring.processing.batch import TrafficBatch
-from services.lead_scoring.processing.identities import IdentityKey, identities_of, normal_email
+from services.lead_scoring.processing.identities import (
+    IdentityKey,
+    event_keys,
+    lookup_keys,
+    normal_email,
+)
 from services.lead_scoring.processing.lead_events import derived_event_id, lead_event, snapshot
-from services.lead_scoring.rulesets.active import RuleSetCache
+from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.rulesets.rescoring import explain_change, points_by_rule, rescore_leads
 from shared.db import utcnow
 from shared.events import Envelope, InvalidEvent
+from shared.identity import EMAIL, USER_ID
 from shared.limits import capped_traits
 from shared.outbox import Outgoing
 
 
+@dataclass
+class Rules:
+    """The newest scoring and identity rules, as this process sees them."""
+
+    scoring: RuleSetCache
+    identity: IdentityRulesCache
+
+
 def handle_traffic_batch(
-    events: Sequence[Envelope], session: Session, rule_sets: RuleSetCache
+    events: Sequence[Envelope], session: Session, rules: Rules
 ) -> list[Outgoing]:
     """Apply traffic events in order; one ``lead.*`` event per change."""
     if not events:
         return []
-    named = [identities_of(event) for event in events]
+    _, identity_rules = rules.identity.current(session)
+    named = [lookup_keys(event, identity_rules) for event in events]
     if not all(named):
-        raise InvalidEvent("event names no person (no user_id, anonymous_id or email)")
-    _, model = rule_sets.current(session)
+        raise InvalidEvent("event names no person (no usable user_id or anonymous_id)")
+    _, model = rules.scoring.current(session)
     batch = TrafficBatch(
         session, model.history_scope, since=min(event.effective_at for event in events)
     )
     batch.preload(key for identities in named for key in identities)
     out: list[Outgoing] = []
-    for event, identities in zip(events, named, strict=True):
-        out.extend(_apply(event, identities, batch, rule_sets))
+    for event in events:
+        out.extend(apply_event(event, batch, rules.scoring, identity_rules))
     batch.flush()
     return out
 
@@ -65,6 +82,7 @@ class _Change:
 
     lead: Lead
     score_before: int
+    keys: list[IdentityKey] = field(default_factory=list)  # what the event named
     merged: list[tuple[str, str]] = field(default_factory=list)  # (merged lead id, reason)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     awards: list[Award] = field(default_factory=list)
@@ -72,13 +90,25 @@ class _Change:
     assigned: Outgoing | None = None
 
 
-def _apply(
-    event: Envelope, identities: list[IdentityKey], store: TrafficBatch, rule_sets: RuleSetCache
+def apply_event(
+    event: Envelope,
+    store: TrafficBatch,
+    rule_sets: RuleSetCache,
+    identity_rules: IdentityRules,
+    *,
+    to: Lead | None = None,
 ) -> list[Outgoing]:
+    """Apply one event (see the module docstring); returns the events describing it.
+    ``to`` applies it to that lead without resolving identities (a split rebuilding a
+    lead whose identifiers are already its own)."""
     version, model = rule_sets.current(store.session)
     store.rescope(model.history_scope)
-    change = _resolve(event, identities, store, version)
-    _update_profile(change.lead, event)
+    keys = event_keys(event, identity_rules, lambda key: store.owners([key])[key] is not None)
+    if to is None:
+        change = _resolve(event, keys, store, version, identity_rules)
+    else:
+        change = _Change(lead=to, score_before=to.score, keys=keys)
+    _update_profile(change.lead, event, set(store.holdings([change.lead.id])[change.lead.id]))
     version, model = _newest_rules(change.lead, store, rule_sets, version, model)
     change.adjustments = _rescore_if_needed(change, event, store, version, model)
     if not change.adjustments and event.type in ("identify", "group"):
@@ -90,31 +120,52 @@ def _apply(
 
 
 def _resolve(
-    event: Envelope, identities: list[IdentityKey], store: TrafficBatch, version: int
+    event: Envelope,
+    keys: list[IdentityKey],
+    store: TrafficBatch,
+    version: int,
+    rules: IdentityRules,
 ) -> _Change:
-    """The lead the event belongs to: the oldest of the leads its identifiers point at
-    (the others are merged into it), or a new one. The identifiers are then its."""
-    leads = store.leads_for(identities)
-    lead = leads[0] if leads else store.create_lead(event.effective_at, version)
-    change = _Change(lead=lead, score_before=lead.score)
-    for other in leads[1:]:
-        reason = f"{event.type} linked {', '.join(f'{k}={v}' for k, v in identities)}"
+    """The lead the event belongs to under the identity rules (see
+    :func:`..model.identity.resolve`): merges what may be merged, moves identifiers that
+    follow the latest person, records every conflict, attaches the new identifiers."""
+    owners = store.owners(keys)
+    candidates = {lead_id for lead_id in owners.values() if lead_id is not None}
+    decision = resolve(keys, owners, store.holdings(candidates), rules, event.source)
+    if decision.target is not None:
+        lead = store.lead(decision.target)
+    else:
+        lead = store.create_lead(event.effective_at, version)
+    change = _Change(lead=lead, score_before=lead.score, keys=keys)
+    for other_id, via in decision.merges:
+        other = store.lead(other_id)
+        reason = f"{event.type} from {event.source} linked {via[0]}={via[1]}"
         change.score_before += other.score
-        store.merge(lead, other, reason)
-        change.merged.append((other.id, reason))
-    store.attach(lead, identities)
+        store.merge(lead, other, reason, event=event)
+        change.merged.append((other_id, reason))
+    for key, _from in decision.moves:
+        store.move_identity(key, lead)
+    for conflict in decision.conflicts:
+        store.add_conflict(lead, conflict, event)
+    store.attach(lead, decision.attach, event)
     return change
 
 
-def _update_profile(lead: Lead, event: Envelope) -> None:
+def _update_profile(lead: Lead, event: Envelope, held: set[IdentityKey]) -> None:
     """What an event says about the person: their user id, traits and e-mail (identify),
-    their account (group). Traits stay within their cap."""
-    if event.user_id and not lead.user_id:
+    their account (group). Identity fields the lead does not hold (another person keeps
+    them, see the recorded conflict) are never written onto it. Traits stay within their
+    cap."""
+    if event.user_id and not lead.user_id and (USER_ID, event.user_id) in held:
         lead.user_id = event.user_id
     if event.type == "identify":
         traits = dict(event.payload.get("traits", {}))
+        email = normal_email(traits.get("email"))
+        if email is not None and (EMAIL, email) not in held:
+            traits.pop("email", None)
+            email = None
         lead.traits = capped_traits(lead.traits, traits)
-        lead.email = normal_email(traits.get("email")) or lead.email
+        lead.email = email or lead.email
     elif event.type == "group":
         lead.account_id = event.payload["group_id"]
         lead.account_traits = capped_traits(lead.account_traits, event.payload.get("traits", {}))
@@ -160,7 +211,7 @@ def _score(change: _Change, event: Envelope, store: TrafficBatch, model: Scoring
     """Keep the event, award its points, move the stage forward as far as the facts go,
     and route the lead if it just became an MQL without an owner."""
     lead = change.lead
-    store.add_event(lead, event)
+    store.add_event(lead, event, change.keys)
     change.awards = model.awards(event, store.award_history(lead.id))
     store.add_awards(lead, change.awards, event.effective_at, model.half_life_days)
     change.moves = store.advance(

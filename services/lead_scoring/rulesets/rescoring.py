@@ -96,7 +96,8 @@ def rescore_leads(
     ids = [lead.id for lead in leads]
     rows = session.scalars(
         select(LeadEvent)
-        .where(LeadEvent.lead_id.in_(ids))
+        # Events a split set aside named two people: they count for neither.
+        .where(LeadEvent.lead_id.in_(ids), LeadEvent.excluded.is_(None))
         .order_by(LeadEvent.lead_id, LeadEvent.occurred_at, LeadEvent.id)
     ).all()
     by_lead = {lead_id: list(group) for lead_id, group in groupby(rows, key=lambda r: r.lead_id)}

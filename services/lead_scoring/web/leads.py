@@ -18,6 +18,7 @@ from services.lead_scoring.handoff.actions import (
     perform,
     reject,
 )
+from services.lead_scoring.processing.split import SplitRequest, split
 from services.lead_scoring.state import state
 from services.lead_scoring.web.queries import lead_detail, list_leads, overdue_list
 from services.lead_scoring.web.schemas import (
@@ -28,6 +29,7 @@ from services.lead_scoring.web.schemas import (
     LeadQuery,
     OverdueList,
     RejectIn,
+    SplitIn,
     StageMoveIn,
 )
 from shared.db import utcnow
@@ -86,8 +88,11 @@ class OverdueView(MethodView):
 
 def _actor(session: Session, rep_id: int | None) -> str:
     """Who is acting: with a rep's own token, that rep (``rep_id`` may only repeat it);
-    with the shared sales token, the rep named by ``rep_id`` or just "sales"."""
+    with the shared sales token, the rep named by ``rep_id`` or just "sales"; with the
+    admin token, "admin"."""
     caller = current_principal()
+    if caller.person_id is None and caller.role != "sales":
+        return caller.name  # an admin (shared token)
     if caller.person_id is None:
         return actor_name(session, rep_id)
     if rep_id is not None and rep_id != caller.person_id:
@@ -166,3 +171,42 @@ class StageView(MethodView):
                 session, lid, to_stage, reason, actor=actor, now=utcnow()
             ),
         )
+
+
+@blp.route("/<string:lead_id>/split")
+class SplitView(MethodView):
+    @require_role("sales", "admin")
+    @blp.arguments(SplitIn)
+    @blp.response(200, LeadDetail)
+    def post(self, data: dict[str, Any], lead_id: str) -> dict[str, Any]:
+        """Undo a wrong merge (``merge_id``) or give one of the lead's identifiers a lead
+        of its own (``identifier``), with a reason. Both leads are rebuilt from their own
+        events; an event that named both people is set aside. Answers this lead; the other
+        is named by ``split_lead`` in the published ``lead.split``."""
+        request = SplitRequest(
+            lead_id=lead_id,
+            merge_id=data["merge_id"],
+            identifier=(data["identifier"]["kind"], data["identifier"]["value"])
+            if data["identifier"]
+            else None,
+        )
+        return _act(
+            lead_id,
+            data["rep_id"],
+            lambda session, _lid, actor: split_lead(session, request, actor, data["reason"]),
+        )
+
+
+def split_lead(session: Session, request: SplitRequest, actor: str, reason: str) -> list[Outgoing]:
+    """A split as the signed-in person, under the newest rules."""
+    s = state()
+    _, identity_rules = s.identity_rules.current(session)
+    return split(
+        session,
+        request,
+        actor=actor,
+        reason=reason,
+        now=utcnow(),
+        rule_sets=s.rule_sets,
+        identity_rules=identity_rules,
+    )

@@ -50,7 +50,9 @@ from services.lead_scoring.handoff.actions import (
 )
 from services.lead_scoring.model.fit import GRADE_LETTERS
 from services.lead_scoring.models import Rep, ScoreEntry
+from services.lead_scoring.processing.split import SplitRequest
 from services.lead_scoring.state import state
+from services.lead_scoring.web.leads import split_lead as split_lead_as
 from services.lead_scoring.web.queries import lead_detail, list_leads, overdue_list
 from shared.db import utcnow
 from shared.events import STAGES
@@ -318,6 +320,28 @@ def reject_lead(lead_id: str) -> Response:
             db, lid, code, actor=actor_name(db, session.get("rep_id")), note=note, now=utcnow()
         ),
         f"Rejected ({code}).",
+    )
+
+
+@bp.post("/leads/<string:lead_id>/split")
+@signed_in
+def split_lead(lead_id: str) -> Response:
+    """Undo a merge or separate an identifier, as the signed-in person."""
+    reason = (request.form.get("reason") or "").strip()
+    merge_id = request.form.get("merge_id", type=int)
+    kind, value = request.form.get("kind"), request.form.get("value")
+    if len(reason) < 3 or (merge_id is None) == (kind is None or value is None):
+        flash("Say why, and what to split.", "error")
+        return redirect(url_for("pages.lead", lead_id=lead_id))
+    split_off = SplitRequest(
+        lead_id, merge_id, (kind, value) if kind is not None and value is not None else None
+    )
+    return _act(
+        lead_id,
+        lambda db, _lid: split_lead_as(
+            db, split_off, actor_name(db, session.get("rep_id")), reason[:300]
+        ),
+        "Split: each lead now has its own history.",
     )
 
 

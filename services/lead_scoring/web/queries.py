@@ -15,6 +15,7 @@ from services.lead_scoring.model.fit import grade
 from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import (
     Identity,
+    IdentityConflict,
     Lead,
     LeadEvent,
     LeadMerge,
@@ -23,8 +24,21 @@ from services.lead_scoring.models import (
 )
 from shared.db import utcnow
 from shared.identity import ANONYMOUS_ID
+from shared.limits import MAX_ANONYMOUS_IDS
 
 HISTORY_PAGE_SIZE = 50
+MERGE_FIELDS = (
+    "id",
+    "merged_lead_id",
+    "reason",
+    "merged_at",
+    "event_id",
+    "source",
+    "split_at",
+    "split_by",
+    "split_reason",
+)
+CONFLICT_FIELDS = ("kind", "value", "other_lead_id", "reason", "moved", "event_id", "source", "at")
 SORTS = {
     "priority": (Lead.fit_grade.asc(), Lead.engagement_raw.desc(), Lead.score.desc()),
     "-score": (Lead.score.desc(), Lead.updated_at.desc()),
@@ -169,11 +183,35 @@ def lead_detail(
             for e in events
         ],
         "merges": [
-            {"merged_lead_id": m.merged_lead_id, "reason": m.reason, "merged_at": m.merged_at}
+            {c: getattr(m, c) for c in MERGE_FIELDS}
             for m in session.scalars(
                 select(LeadMerge)
                 .where(LeadMerge.lead_id == lead.id)
                 .order_by(LeadMerge.id.desc())
+                .limit(HISTORY_PAGE_SIZE)
+            )
+        ],
+        "identities": [
+            {
+                "kind": i.kind,
+                "value": i.value,
+                "linked_at": i.created_at,
+                "event_id": i.event_id,
+                "source": i.source,
+            }
+            for i in session.scalars(
+                select(Identity)
+                .where(Identity.lead_id == lead.id)
+                .order_by(Identity.kind, Identity.created_at.desc(), Identity.value)
+                .limit(MAX_ANONYMOUS_IDS + 20)
+            )
+        ],
+        "conflicts": [
+            {c: getattr(x, c) for c in CONFLICT_FIELDS}
+            for x in session.scalars(
+                select(IdentityConflict)
+                .where(IdentityConflict.lead_id == lead.id)
+                .order_by(IdentityConflict.id.desc())
                 .limit(HISTORY_PAGE_SIZE)
             )
         ],

@@ -46,8 +46,7 @@ class RulesView(MethodView):
         """The active rule set (version 0 is the built-in default)."""
         s = state()
         with s.sessions() as session:
-            version, model = s.rule_sets.current(session)
-        return {"version": version, "document": document_from_model(model)}
+            return s.rule_sets.described(session, document_from_model)
 
     @require_role("admin")
     @blp.arguments(RuleSetIn)

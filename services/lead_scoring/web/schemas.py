@@ -7,9 +7,17 @@ from marshmallow import fields, validate
 
 from services.lead_scoring.handoff.actions import REJECTION_CODES
 from services.lead_scoring.model.fit import GRADE_LETTERS
+from services.lead_scoring.model.identity import ANY, EVICT_OLDEST, NEVER, REFUSE, TRUSTED
 from shared.events import STAGES
 from shared.fields import JsonObject, JsonValue
-from shared.limits import MAX_EMAIL_LENGTH, MAX_EVENT_NAME_LENGTH, MAX_REASON_LENGTH
+from shared.identity import ANONYMOUS_ID, USER_ID
+from shared.limits import (
+    MAX_ANONYMOUS_IDS,
+    MAX_EMAIL_LENGTH,
+    MAX_EVENT_NAME_LENGTH,
+    MAX_INTEGER,
+    MAX_REASON_LENGTH,
+)
 
 # A sales note is kept inside the stage change's reason ("rejected by sales (code): …").
 MAX_NOTE_LENGTH = MAX_REASON_LENGTH - 100
@@ -92,9 +100,34 @@ class EventOut(ma.Schema):
 
 
 class MergeOut(ma.Schema):
+    id = fields.Integer(metadata={"description": "what a split names to undo it"})
     merged_lead_id = fields.String()
     reason = fields.String()
     merged_at = fields.DateTime()
+    event_id = fields.String(allow_none=True, metadata={"description": "the linking event"})
+    source = fields.String(allow_none=True, metadata={"description": "that event's source"})
+    split_at = fields.DateTime(allow_none=True)
+    split_by = fields.String(allow_none=True)
+    split_reason = fields.String(allow_none=True)
+
+
+class IdentityOut(ma.Schema):
+    kind = fields.String()
+    value = fields.String()
+    linked_at = fields.DateTime(metadata={"description": "when it was linked to this lead"})
+    event_id = fields.String(allow_none=True, metadata={"description": "the event that did"})
+    source = fields.String(allow_none=True, metadata={"description": "that event's source"})
+
+
+class ConflictOut(ma.Schema):
+    kind = fields.String()
+    value = fields.String()
+    other_lead_id = fields.String(allow_none=True)
+    reason = fields.String()
+    moved = fields.Boolean(metadata={"description": "the identifier came to this lead"})
+    event_id = fields.String()
+    source = fields.String(allow_none=True)
+    at = fields.DateTime()
 
 
 class FitReason(ma.Schema):
@@ -131,6 +164,13 @@ class LeadDetail(LeadSummary):
         fields.Nested(EventOut), metadata={"description": "a page, newest first"}
     )
     merges = fields.List(fields.Nested(MergeOut))
+    identities = fields.List(
+        fields.Nested(IdentityOut), metadata={"description": "where each identifier came from"}
+    )
+    conflicts = fields.List(
+        fields.Nested(ConflictOut),
+        metadata={"description": "identifiers the identity rules let another lead keep"},
+    )
 
 
 class _SalesAction(ma.Schema):
@@ -161,6 +201,35 @@ class RejectIn(_SalesAction):
 class StageMoveIn(_SalesAction):
     to_stage = fields.String(required=True, validate=validate.OneOf(STAGES))
     reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+
+
+class IdentifierIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    kind = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    value = fields.String(required=True, validate=validate.Length(min=1, max=MAX_EMAIL_LENGTH))
+
+
+class SplitIn(_SalesAction):
+    merge_id = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=MAX_INTEGER),
+        metadata={"description": "a merge recorded on the lead, to undo"},
+    )
+    identifier = fields.Nested(
+        IdentifierIn,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "or one identifier of the lead, to give a lead of its own"},
+    )
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=300))
+
+    @ma.validates_schema
+    def _one_of(self, data: dict, **_: object) -> None:
+        if (data.get("merge_id") is None) == (data.get("identifier") is None):
+            raise ma.ValidationError("name either merge_id or identifier", "merge_id")
 
 
 class OverdueLead(LeadSummary):
@@ -333,3 +402,57 @@ class RescoreJobOut(ma.Schema):
     status = fields.String()
     created_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
+
+
+class IdentityRuleIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    kind = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^(user_id|email|anonymous_id|external:[A-Za-z0-9_.-]{1,30})$",
+            error="user_id, email, anonymous_id or external:<type>",
+        ),
+    )
+    priority = fields.Integer(required=True, validate=validate.Range(min=1, max=100))
+    limit = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ANONYMOUS_IDS))
+    on_limit = fields.String(load_default=REFUSE, validate=validate.OneOf([REFUSE, EVICT_OLDEST]))
+    follows_latest = fields.Boolean(load_default=False)
+    merge = fields.String(load_default=ANY, validate=validate.OneOf([ANY, TRUSTED, NEVER]))
+    trusted_sources = fields.List(
+        fields.String(validate=validate.Length(min=1, max=200)),
+        load_default=list,
+        validate=validate.Length(max=100),
+    )
+    blocked = fields.List(
+        fields.String(validate=validate.Length(min=1, max=MAX_EMAIL_LENGTH)),
+        load_default=list,
+        validate=validate.Length(max=1000),
+    )
+
+
+class IdentityRulesIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    rules = fields.List(
+        fields.Nested(IdentityRuleIn), required=True, validate=validate.Length(min=2, max=50)
+    )
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+    @ma.validates_schema
+    def _sound(self, data: dict, **_: object) -> None:
+        kinds = [r["kind"] for r in data.get("rules", [])]
+        if len(kinds) != len(set(kinds)):
+            raise ma.ValidationError("one rule per kind", "rules")
+        if not {USER_ID, ANONYMOUS_ID} <= set(kinds):
+            raise ma.ValidationError("user_id and anonymous_id need rules", "rules")
+        priorities = [r["priority"] for r in data["rules"]]
+        if len(priorities) != len(set(priorities)):
+            raise ma.ValidationError("priorities must differ", "rules")
+
+
+class IdentityRulesOut(ma.Schema):
+    version = fields.Integer()
+    document = fields.Dict()

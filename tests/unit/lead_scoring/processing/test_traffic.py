@@ -89,8 +89,11 @@ def test_two_profiles_merge_without_losing_history(scoring_app: Flask, feed: Fee
 
 
 def test_a_merge_explains_the_points_it_takes_away(scoring_app: Flask, feed: Feeder) -> None:
-    feed(identify("a1", "u1", "one@x.co"), identify("a2", "u2", "two@x.co"))  # 5 + 5
-    alias = new_event("alias", {"previous_id": "u2"}, source="web", user_id="u1")
+    anonymous_two = new_event(
+        "identify", {"traits": {"email": "two@x.co"}}, source="web", anonymous_id="a2"
+    )
+    feed(identify("a1", "u1", "one@x.co"), anonymous_two)  # 5 + 5
+    alias = new_event("alias", {"previous_id": "a2"}, source="web", user_id="u1")
     result = feed(alias)
     [survivor] = leads(scoring_app)
     assert survivor.score == 5  # "identified" is one-time: it counts once after the merge
@@ -133,5 +136,5 @@ def test_junk_ids_never_merge_strangers(scoring_app: Flask, feed: Feeder) -> Non
     assert sorted(lead.email or "" for lead in leads(scoring_app)) == ["", "one@x.co", "two@x.co"]
     result = feed(new_event("page", {"properties": {}}, source="web", anonymous_id="0"))
     assert [d.reason for d in result.dead_letters] == [
-        "event names no person (no user_id, anonymous_id or email)"
+        "event names no person (no usable user_id or anonymous_id)"
     ]

@@ -44,23 +44,14 @@ def test_impossible_times_are_scored_not_fatal(scoring_app: Flask, feed: Feeder)
 
 
 def test_long_values_fit_their_columns(scoring_app: Flask, feed: Feeder) -> None:
-    """A merge reason names every identifier of the event (up to 1,200 characters), a rep
-    name can be 200: both land in shorter columns, cut with a marker."""
-    long_id = "x" * 200
-    feed(new_event("page", {"properties": {}}, source="t", anonymous_id="a" + long_id[1:]))
-    feed(
-        new_event(
-            "identify", {"traits": {"email": f"{'e' * 300}@x.co"}}, source="t", user_id=long_id
-        )
-    )
+    """A merge reason names the source and the identifier that linked two leads (up to
+    540 characters), a rep name can be 200: both land in shorter columns, cut with a
+    marker."""
+    long_id, source, email = "x" * 200, "s" * 200, f"{'e' * 300}@x.co"
+    feed(new_event("identify", {"traits": {"email": email}}, source=source, anonymous_id="a1"))
+    feed(new_event("identify", {"traits": {}}, source=source, user_id=long_id))
     result = feed(
-        new_event(
-            "identify",
-            {"traits": {"email": f"{'e' * 300}@x.co"}},
-            source="t",
-            user_id=long_id,
-            anonymous_id="a" + long_id[1:],
-        )
+        new_event("identify", {"traits": {"email": email}}, source=source, user_id=long_id)
     )
     assert result.dead_letters == []
     with scoring_app.extensions[SCORING_STATE].sessions() as s:
