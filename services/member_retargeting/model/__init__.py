@@ -1,0 +1,1 @@
+"""member-retargeting's pure model: no database, no Flask."""
