@@ -2,7 +2,8 @@
 
 Starts the embedded broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), creates the
 topics and the databases (SQLite under ``var/`` unless ``<SERVICE>_DATABASE_URL`` is set),
-then the three APIs under gunicorn and the relay and consumers as their own processes.
+then the three APIs under gunicorn and the relay, consumers and campaign scheduler as
+their own processes.
 Prints the URLs and dev credentials. A process that dies is restarted after a pause.
 Ctrl-C / SIGTERM stops every process (SIGTERM, then a grace period) and then the broker.
 
@@ -198,6 +199,10 @@ def main() -> int:
             Child("lead-scoring-consumer", [py, "-m", "services.lead_scoring", "consume"]),
             Child(
                 "member-retargeting-consumer", [py, "-m", "services.member_retargeting", "consume"]
+            ),
+            Child(
+                "member-retargeting-scheduler",
+                [py, "-m", "services.member_retargeting", "schedule"],
             ),
         ],
         env=child_env,

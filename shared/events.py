@@ -167,6 +167,10 @@ class LeadSnapshotV1(Schema):
     # Added compatibly (optional): counts up with each snapshot of the lead, so a consumer
     # can ignore one older than the one it holds.
     version = fields.Integer(load_default=None, allow_none=True)
+    # Added compatibly (optional): intent topic → points (what the lead researches).
+    intent = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), load_default=None, allow_none=True
+    )
 
 
 class PointV1(Schema):
@@ -225,6 +229,35 @@ class LeadSlaBreachedV1(_Payload):
     owner_id = fields.Integer(load_default=None, allow_none=True)
 
 
+# Members: what member-retargeting tells others about buyers.
+
+
+class MemberSnapshotV1(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    contact_id = fields.String(required=True)  # the lead id of the person
+    is_member = fields.Boolean(required=True)
+    member_since = fields.AwareDateTime(load_default=None, allow_none=True)
+    tier = fields.String(load_default=None, allow_none=True)
+    tier_since = fields.AwareDateTime(load_default=None, allow_none=True)
+    orders = fields.Integer(required=True)
+    revenue = fields.Decimal(required=True, as_string=True)
+    last_order_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    rfm_group = fields.String(load_default=None, allow_none=True)
+    rfm = fields.Dict(load_default=None, allow_none=True)  # {"recency", "frequency", "monetary"}
+
+
+class MemberUpdatedV1(_Payload):
+    """A member enrolled, changed tier or RFM group."""
+
+    member = fields.Nested(MemberSnapshotV1, required=True)
+    change = fields.String(
+        required=True, validate=validate.OneOf(["enrolled", "tier", "rfm_group"])
+    )
+    reason = fields.String(required=True)
+
+
 # Dispatch: one message per recipient of a campaign run, for the senders (email, ads …).
 
 
@@ -235,6 +268,19 @@ class CampaignDispatchV1(_Payload):
     email = fields.String(load_default=None, allow_none=True)
     channel = fields.String(required=True)
     message = fields.Dict(required=True)
+    # Added compatibly (optional): the phone for SMS and WhatsApp, and the campaign's kind
+    # (marketing or transactional).
+    phone = fields.String(load_default=None, allow_none=True)
+    kind = fields.String(load_default=None, allow_none=True)
+
+
+class AudienceBatchV1(_Payload):
+    """A part of a hashed ads audience: SHA-256 values only, as the platform uploads them."""
+
+    export_id = fields.Integer(required=True, strict=True)
+    platform = fields.String(required=True, validate=validate.OneOf(["meta", "google"]))
+    part = fields.Integer(required=True, strict=True)
+    rows = fields.List(fields.Dict(keys=fields.String(), values=fields.String()), required=True)
 
 
 PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
@@ -251,6 +297,8 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("lead.assigned", 1): LeadAssignedV1,
     ("lead.sla_breached", 1): LeadSlaBreachedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,
+    ("audience.batch", 1): AudienceBatchV1,
+    ("member.updated", 1): MemberUpdatedV1,
 }
 
 

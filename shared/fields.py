@@ -106,3 +106,12 @@ class Timestamp(fields.AwareDateTime):
         if problem:
             raise ValidationError(f"must be a real event time: {problem}")
         return at
+
+
+class MoneyOut(fields.Decimal):
+    """An amount in an answer: a decimal string ("120.50"), never a float, and documented
+    as one (OpenAPI ``string`` of format ``decimal``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"type": "string", "format": "decimal", **kwargs.pop("metadata", {})}
+        super().__init__(places=2, as_string=True, metadata=metadata, **kwargs)

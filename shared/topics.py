@@ -20,6 +20,7 @@ from shared.events import PAYLOAD_SCHEMAS
 TRAFFIC = "funnel.traffic"
 LEADS = "funnel.leads"
 DISPATCH = "funnel.dispatch"
+MEMBERS = "funnel.members"
 DEADLETTER = "funnel.deadletter"
 
 TRAFFIC_INTAKE = "traffic-intake"
@@ -79,10 +80,17 @@ REGISTRY: dict[str, Topic] = {
         producers=(LEAD_SCORING,),
         consumers=(MEMBER_RETARGETING,),
     ),
+    MEMBERS: Topic(
+        name=MEMBERS,
+        key="contact_id (the lead id of the member)",
+        event_types=frozenset({"member.updated"}),
+        producers=(MEMBER_RETARGETING,),
+        consumers=(),  # for others: loyalty, finance, CRM
+    ),
     DISPATCH: Topic(
         name=DISPATCH,
-        key="contact_id (the lead id of the recipient)",
-        event_types=frozenset({"campaign.dispatch"}),
+        key="contact_id (the lead id of the recipient); an audience batch: its export id",
+        event_types=frozenset({"campaign.dispatch", "audience.batch"}),
         producers=(MEMBER_RETARGETING,),
         consumers=(),  # channel senders outside Funnel
     ),

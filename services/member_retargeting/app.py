@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from services.member_retargeting import api as marketing_api
 from services.member_retargeting.config import RetargetingConfig
-from services.member_retargeting.models import metadata
+from services.member_retargeting.models import Segment, metadata
+from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
+from services.member_retargeting.web import campaigns, members, segments, sharing
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
 
 
 def init_db(engine: Engine) -> None:
-    """Create member-retargeting's tables if missing (idempotent)."""
+    """Create member-retargeting's tables if missing and seed the built-in segments
+    (idempotent)."""
     metadata.create_all(engine)
+    with make_sessionmaker(engine).begin() as session:
+        have = set(session.scalars(select(Segment.name)))
+        for name, (description, rule) in BUILTINS.items():
+            if name not in have:
+                session.add(Segment(name=name, rule=rule, builtin=True, description=description))
 
 
 def create_app(config: RetargetingConfig | None = None) -> Flask:
@@ -26,6 +33,7 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
-    api.register_blueprint(marketing_api.blp)
+    for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp):
+        api.register_blueprint(blueprint)
     register_health(app)
     return app

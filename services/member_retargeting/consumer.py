@@ -1,13 +1,17 @@
-"""member-retargeting's consumer process: lead and traffic events in; it also relays the
-outbox, which holds the dispatches campaign triggers queue. Runs apart from gunicorn."""
+"""member-retargeting's consumer process: lead and traffic events in (contacts, members,
+orders, behaviours, consent); it relays the outbox too, which holds member events and the
+dispatches campaign runs queue. Runs apart from gunicorn, as does the scheduler
+(:mod:`.jobs.scheduler`) that runs campaigns."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from services.member_retargeting.config import SERVICE, RetargetingConfig
-from services.member_retargeting.handlers import handle_lead, handle_traffic
 from services.member_retargeting.models import outbox, processed_events
+from services.member_retargeting.processing.leads import handle_lead
+from services.member_retargeting.processing.traffic import handle_traffic
 from shared.db import make_engine
 from shared.runner import BatchHandler, ConsumerRunner, build_runner, each
 from shared.topics import LEADS, TRAFFIC
@@ -15,8 +19,12 @@ from shared.topics import LEADS, TRAFFIC
 log = logging.getLogger(__name__)
 
 
-def handlers() -> dict[str, BatchHandler]:
-    return {LEADS: each(handle_lead), TRAFFIC: each(handle_traffic)}
+def handlers(config: RetargetingConfig | None = None) -> dict[str, BatchHandler]:
+    tiers = config.tiers if config is not None else RetargetingConfig(database_url="").tiers
+    return {
+        LEADS: each(functools.partial(handle_lead, tiers=tiers)),
+        TRAFFIC: each(functools.partial(handle_traffic, tiers=tiers)),
+    }
 
 
 def make_runner(config: RetargetingConfig, group_id: str | None = None) -> ConsumerRunner:
@@ -24,7 +32,7 @@ def make_runner(config: RetargetingConfig, group_id: str | None = None) -> Consu
         service=SERVICE,
         kafka=config.kafka,
         engine=make_engine(config.database_url),
-        handlers=handlers(),
+        handlers=handlers(config),
         processed_table=processed_events,
         outbox_table=outbox,
         group_id=group_id,

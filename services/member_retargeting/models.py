@@ -1,5 +1,15 @@
-"""member-retargeting's tables. Person data (email, ids, traits) lives in ``contacts`` and
-``contact_identities`` only, so erasure has two places to look."""
+"""member-retargeting's tables (ORM models; events and HTTP schemas are separate things).
+
+Where person data lives, for erasure and access: ``contacts`` (e-mail, user id, phone,
+names, traits), ``contact_identities`` (ids), ``orders`` and ``behaviours`` (what a person
+did, by their ids), ``consents`` (decisions by their ids), ``dispatches`` and
+``sharing_ledger`` (who received what of them), ``outbox`` (dispatches until pruned).
+``suppressions`` hold hashes only.
+
+What a person did is kept by the identifiers it arrived with (traffic can come before the
+lead events that name its person); queries reach a contact's through
+``contact_identities``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, MetaData, Numeric, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import (
@@ -18,6 +28,8 @@ from shared.db import (
     processed_events_table,
     utcnow,
 )
+
+Money = Numeric(14, 2)
 
 
 class Base(DeclarativeBase):
@@ -30,7 +42,7 @@ outbox = outbox_table(metadata)
 
 
 class Contact(Base):
-    """A person as lead-scoring last described them; a member once they bought."""
+    """A person as lead-scoring last described them, and as a member once they bought."""
 
     __tablename__ = "contacts"
 
@@ -39,13 +51,33 @@ class Contact(Base):
     score: Mapped[int] = mapped_column(default=0)
     email: Mapped[str | None] = mapped_column(String(320))
     user_id: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    # Suppression keys (see model.suppression): whom the list says never to contact.
+    email_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(64))
+    timezone: Mapped[str | None] = mapped_column(String(64))
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    is_member: Mapped[bool] = mapped_column(default=False, index=True)
-    member_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     merged_into: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The version of the lead snapshot this contact was last updated from.
     lead_version: Mapped[int | None] = mapped_column()
+    # Membership: from the first completed order.
+    is_member: Mapped[bool] = mapped_column(default=False, index=True)
+    member_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tier: Mapped[str | None] = mapped_column(String(40), index=True)
+    tier_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    orders_count: Mapped[int] = mapped_column(default=0)
+    revenue_total: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    first_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    rfm_recency: Mapped[int | None] = mapped_column()
+    rfm_frequency: Mapped[int | None] = mapped_column()
+    rfm_monetary: Mapped[int | None] = mapped_column()
+    rfm_group: Mapped[str | None] = mapped_column(String(40), index=True)
 
 
 class ContactIdentity(Base):
@@ -53,7 +85,7 @@ class ContactIdentity(Base):
 
     __tablename__ = "contact_identities"
 
-    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(String(320), primary_key=True)
     lead_id: Mapped[str] = mapped_column(String(32), index=True)
 
@@ -66,9 +98,77 @@ class Order(Base):
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(String(200), index=True)
     anonymous_id: Mapped[str | None] = mapped_column(String(200), index=True)
-    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0))
+    revenue: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     currency: Mapped[str | None] = mapped_column(String(3))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(String(200))
+
+
+class Behaviour(Base):
+    """One thing a person did, by the identifier it arrived with: a tracked event, and
+    for Segment's e-commerce events one row per product (its id and category)."""
+
+    __tablename__ = "behaviours"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(String(320))
+    event: Mapped[str] = mapped_column(String(200))
+    product_id: Mapped[str | None] = mapped_column(String(200))
+    product_name: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_id: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_behaviours_who", "kind", "value", "event", "at"),
+        Index("ix_behaviours_event_time", "event", "at"),
+    )
+
+
+class Consent(Base):
+    """A decision about one purpose (analytics, marketing, advertising), by the identifier
+    it arrived with; every decision is kept, the latest counts."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(String(320))
+    purpose: Mapped[str] = mapped_column(String(20))
+    granted: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_consents_who", "kind", "value", "purpose", "at"),)
+
+
+class Suppression(Base):
+    """Never contact this person, whatever a segment says: kept by the SHA-256 of a
+    normalised e-mail or phone (never the plain value)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    value_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Segment(Base):
+    """A saved segment rule (see :mod:`.model.segments`); built-ins are seeded."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    builtin: Mapped[bool] = mapped_column(default=False)
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Campaign(Base):
@@ -76,32 +176,99 @@ class Campaign(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
+    # The segment rule (the rule language; a saved segment's rule is copied in).
     segment: Mapped[dict[str, Any]] = mapped_column(JSON)
     channel: Mapped[str] = mapped_column(String(20))
     message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # transactional campaigns are exempt from frequency caps (never from consent).
+    kind: Mapped[str] = mapped_column(String(20), default="marketing")
+    # When to run: now (a trigger), once at ``schedule_at``, or on an event after a delay.
+    schedule_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # none_as_null: "no trigger" is SQL NULL (queries test IS NOT NULL), not JSON null.
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    attribution_days: Mapped[int] = mapped_column(default=7)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class CampaignRun(Base):
+    """One sending of a campaign: a background job in chunks, with progress. Started with
+    an idempotency key: the same key never starts a second run."""
+
     __tablename__ = "campaign_runs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
-    trigger: Mapped[str] = mapped_column(String(20))
-    audience_size: Mapped[int]
+    trigger: Mapped[str] = mapped_column(String(40))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    audience_size: Mapped[int] = mapped_column(default=0)
+    processed: Mapped[int] = mapped_column(default=0)
+    requested_by: Mapped[str] = mapped_column(String(100), default="system")
     triggered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("campaign_id", "idempotency_key"),)
+
+
+class RunRecipient(Base):
+    """The audience of a run, fixed when it starts (the segment can change meanwhile)."""
+
+    __tablename__ = "run_recipients"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(index=True)
 
 
 class Dispatch(Base):
-    """One recipient of one run; unique, so a run never sends twice to a person."""
+    """What a run did for one recipient: ``sent`` (with the event id published) or
+    ``skipped`` (with the reason). Unique per run and person: never twice."""
 
     __tablename__ = "dispatches"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
-    contact_id: Mapped[str] = mapped_column(String(32))
-    event_id: Mapped[str] = mapped_column(String(128), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    contact_id: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="sent")
+    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    # The campaign's kind: only marketing messages count toward the frequency cap.
+    kind: Mapped[str] = mapped_column(String(20), default="marketing")
+    event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    # A purchase until then counts as this dispatch's conversion (the attribution window).
+    attributed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("run_id", "contact_id"),)
+
+
+class AudienceExport(Base):
+    """A hashed audience sent to an ads platform: who asked, when, where, what."""
+
+    __tablename__ = "audience_exports"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    segment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    people: Mapped[int] = mapped_column(default=0)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SharingRecord(Base):
+    """Append-only: one person's data went to one destination (a dispatch channel or an
+    ads platform), which fields, why, at whose request. Never updated."""
+
+    __tablename__ = "sharing_ledger"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    contact_id: Mapped[str] = mapped_column(String(32), index=True)
+    destination: Mapped[str] = mapped_column(String(60))
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(20))
+    campaign_id: Mapped[int | None] = mapped_column()
+    export_id: Mapped[int | None] = mapped_column()
+    requested_by: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -22,7 +22,7 @@ import requests
 
 from shared.broker import free_port
 from shared.config import KafkaConfig
-from shared.topics import DISPATCH, LEADS
+from shared.topics import DISPATCH, LEADS, MEMBERS
 from tests.conftest import wait_for
 from tests.helpers import TopicReader
 
@@ -140,6 +140,7 @@ def test_make_run_prints_urls_and_the_configured_credentials(funnel: Funnel) -> 
 def test_the_whole_journey(funnel: Funnel) -> None:
     leads_topic = TopicReader(funnel.kafka, LEADS)
     dispatch_topic = TopicReader(funnel.kafka, DISPATCH)
+    members_topic = TopicReader(funnel.kafka, MEMBERS)
     anon, user, email = "visitor-1", "user-1", "grace@example.com"
     try:
         # 1. Anonymous page views: a subscriber lead with points.
@@ -154,7 +155,15 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         # 2. identify with an email ties the earlier activity to the known lead.
         funnel.track(
             "identify",
-            {"anonymousId": anon, "userId": user, "traits": {"email": email, "name": "Grace"}},
+            {
+                "anonymousId": anon,
+                "userId": user,
+                "traits": {"email": email, "name": "Grace"},
+                # Messages yes, ads no: honoured at every send and export below.
+                "context": {
+                    "consent": {"categoryPreferences": {"marketing": True, "advertising": False}}
+                },
+            },
         )
         wait_for(
             lambda: funnel.sales(f"/leads/{lead['id']}")["stage"] == "lead", message="stage lead"
@@ -187,7 +196,8 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         nurture = created.json()
         wait_for(
             lambda: (
-                funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["audience_size"] == 1
+                funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["current_audience"]
+                == 1
             ),
             message="MQL visible to retargeting",
         )
@@ -210,9 +220,17 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         assert [(m["lead_id"], m["email"], m["orders"], m["revenue"]) for m in members] == [
             (lead["id"], email, 1, "499.00")
         ]
-        assert funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["audience_size"] == 0
+        assert (
+            funnel.marketing("GET", f"/campaigns/{nurture['id']}").json()["current_audience"] == 0
+        )
 
-        # 5. A campaign to members, triggered: one dispatch per recipient on Kafka.
+        enrolled = members_topic.wait(
+            lambda vs: any(v["payload"]["change"] == "enrolled" for v in vs)
+        )
+        assert [v["payload"]["member"]["contact_id"] for v in enrolled] == [lead["id"]]
+
+        # 5. A campaign to members, triggered: the scheduler process sends, one dispatch
+        # per recipient on Kafka.
         created = funnel.marketing(
             "POST",
             "/campaigns",
@@ -260,6 +278,7 @@ def test_the_whole_journey(funnel: Funnel) -> None:
     finally:
         leads_topic.close()
         dispatch_topic.close()
+        members_topic.close()
 
 
 def test_sigterm_stops_every_process(funnel: Funnel) -> None:

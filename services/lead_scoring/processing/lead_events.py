@@ -40,6 +40,7 @@ def snapshot(
         "user_id": lead.user_id,
         "anonymous_ids": [v for k, v in identities if k == ANONYMOUS_ID],
         "traits": dict(lead.traits),
+        "intent": dict(lead.intent or {}),
         "owner_id": lead.owner_id,
     }
 

@@ -28,14 +28,15 @@ def test_compose_runs_the_production_shape() -> None:
         "lead-scoring-consumer",
         "member-retargeting",
         "member-retargeting-consumer",
+        "member-retargeting-scheduler",
     } <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["postgres"]
     for name in ("traffic-intake", "lead-scoring", "member-retargeting"):
         assert services[name]["command"][0] == "gunicorn"
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
-    consumers = [s for n, s in services.items() if n.endswith(("-consumer", "-relay"))]
-    assert len(consumers) == 3 and all(c["command"][0] == "python" for c in consumers)
+    workers = [s for n, s in services.items() if n.endswith(("-consumer", "-relay", "-scheduler"))]
+    assert len(workers) == 4 and all(c["command"][0] == "python" for c in workers)
 
 
 def test_compose_commands_name_real_modules_and_databases() -> None:

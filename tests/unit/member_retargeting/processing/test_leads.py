@@ -48,7 +48,7 @@ def test_merged_contacts_are_not_targeted_twice(app: Flask) -> None:
             ),
         ),
     )
-    assert create(app.test_client(), {"stages": ["mql"]})["audience_size"] == 1
+    assert create(app.test_client(), {"stages": ["mql"]})["current_audience"] == 1
 
 
 def test_an_older_snapshot_never_overwrites_a_newer_one(app: Flask) -> None:

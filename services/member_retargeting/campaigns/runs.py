@@ -1,0 +1,292 @@
+"""Campaign runs: a background job, in chunks, exactly once per recipient.
+
+Starting a run (:func:`start`) takes an idempotency key: the same key for the same
+campaign returns the run it started before, never a second one. The run's audience is
+fixed then, in one set-based INSERT … SELECT of the segment (``run_recipients``), so
+the segment changing meanwhile changes nothing.
+
+The scheduler process then works each run a chunk at a time (:func:`work`), one
+transaction per chunk: for each recipient not handled yet, the checks of
+:mod:`..people.policy` at send time — consent for the channel's purpose, suppression,
+the frequency cap — and an address for the channel; a recipient who fails one is
+recorded as ``skipped`` with the reason; the others get one ``campaign.dispatch`` event
+(in the outbox, id derived from run and person) and a line in the sharing ledger. All of
+a chunk commits together or not at all, and ``dispatches`` is unique per run and person:
+a process killed mid-run and restarted sends each recipient exactly once.
+
+An ``ads`` campaign is not a message: a run exports its consenting recipients as a hashed
+audience (:mod:`..sharing.exports`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, insert, literal, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.member_retargeting.model.consent import CHANNEL_PURPOSE
+from services.member_retargeting.model.segments import parse
+from services.member_retargeting.model.templates import render
+from services.member_retargeting.models import (
+    Campaign,
+    CampaignRun,
+    Contact,
+    Dispatch,
+    RunRecipient,
+    outbox,
+)
+from services.member_retargeting.people.affinity import affinities
+from services.member_retargeting.people.policy import consented, over_cap, suppressed
+from services.member_retargeting.people.segments import condition
+from services.member_retargeting.sharing.ledger import record_sharing
+from shared.events import new_event
+from shared.outbox import Outgoing, enqueue
+from shared.topics import DISPATCH, MEMBER_RETARGETING
+
+# Why a recipient got nothing, as reports count them.
+NO_CONSENT, SUPPRESSED, CAPPED, NO_ADDRESS, GONE = (
+    "no_consent",
+    "suppressed",
+    "frequency_cap",
+    "no_address",
+    "merged_or_gone",
+)
+ADDRESS = {"email": "email", "sms": "phone", "whatsapp": "phone"}
+SHARED_FIELDS = {
+    "email": ["email", "first_name", "last_name", "tier", "product"],
+    "sms": ["phone", "first_name", "tier", "product"],
+    "whatsapp": ["phone", "first_name", "tier", "product"],
+    "webhook": ["contact_id", "user_id", "first_name", "tier", "product"],
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The frequency cap and the chunk size, from the service's configuration."""
+
+    per_day: int
+    per_week: int
+    chunk: int = 500
+
+
+def start(
+    session: Session,
+    campaign: Campaign,
+    *,
+    key: str,
+    trigger: str,
+    requested_by: str,
+    now: datetime,
+    extra: Any = None,
+) -> tuple[CampaignRun, bool]:
+    """The run for ``key`` (``created`` False when it existed). ``extra`` narrows the
+    audience further (an event trigger's condition). Its recipients are fixed now."""
+    existing = session.scalar(
+        select(CampaignRun).where(
+            CampaignRun.campaign_id == campaign.id, CampaignRun.idempotency_key == key
+        )
+    )
+    if existing is not None:
+        return existing, False
+    run = CampaignRun(
+        campaign_id=campaign.id,
+        trigger=trigger,
+        idempotency_key=key,
+        status="pending",
+        requested_by=requested_by,
+        triggered_at=now,
+        audience_size=0,
+        processed=0,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:  # the same key, started a moment ago by another request
+        found = session.scalar(
+            select(CampaignRun).where(
+                CampaignRun.campaign_id == campaign.id, CampaignRun.idempotency_key == key
+            )
+        )
+        assert found is not None
+        return found, False
+    match = condition(parse(campaign.segment), now)
+    if extra is not None:
+        match = match & extra
+    position = func.row_number().over(order_by=Contact.lead_id)
+    session.execute(
+        insert(RunRecipient).from_select(
+            ["run_id", "contact_id", "position"],
+            select(literal(run.id), Contact.lead_id, position).where(
+                Contact.merged_into.is_(None), match
+            ),
+        )
+    )
+    run.audience_size = int(
+        session.scalar(select(func.count()).where(RunRecipient.run_id == run.id)) or 0
+    )
+    if run.audience_size == 0:
+        run.status, run.finished_at = "done", now
+    return run, True
+
+
+def work(session: Session, run: CampaignRun, limits: Limits, now: datetime) -> int:
+    """Handle the next chunk of the run's recipients (in the caller's transaction, which
+    must commit them all together); returns how many. Marks the run done at the end."""
+    campaign = session.get(Campaign, run.campaign_id)
+    assert campaign is not None
+    handled = exists().where(
+        Dispatch.run_id == run.id, Dispatch.contact_id == RunRecipient.contact_id
+    )
+    ids = list(
+        session.scalars(
+            select(RunRecipient.contact_id)
+            .where(RunRecipient.run_id == run.id, ~handled)
+            .order_by(RunRecipient.position)
+            .limit(limits.chunk)
+        )
+    )
+    run.status = "running"
+    if not ids:
+        run.status, run.finished_at = "done", now
+        return 0
+    if campaign.channel == "ads":
+        from services.member_retargeting.sharing.exports import export_run_chunk
+
+        export_run_chunk(session, campaign, run, ids, now)
+    else:
+        _send(session, campaign, run, ids, limits, now)
+    run.processed += len(ids)
+    return len(ids)
+
+
+def _send(
+    session: Session,
+    campaign: Campaign,
+    run: CampaignRun,
+    ids: list[str],
+    limits: Limits,
+    now: datetime,
+) -> None:
+    purpose = CHANNEL_PURPOSE[campaign.channel]
+    contacts = {
+        c.lead_id: c for c in session.scalars(select(Contact).where(Contact.lead_id.in_(ids)))
+    }
+    allowed = set(
+        session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), consented(purpose)))
+    )
+    blocked = set(
+        session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), suppressed()))
+    )
+    live = [c for c in contacts.values() if c.merged_into is None]
+    capped = (
+        set()
+        if campaign.kind == "transactional"
+        else over_cap(session, live, now, limits.per_day, limits.per_week)
+    )
+    wants = affinities(session, [c.lead_id for c in live], now)
+    rows: list[dict[str, Any]] = []
+    outgoing: list[Outgoing] = []
+    for contact_id in ids:
+        contact = contacts.get(contact_id)
+        reason = _skip_reason(contact, campaign.channel, allowed, blocked, capped)
+        row = {
+            "run_id": run.id,
+            "campaign_id": campaign.id,
+            "contact_id": contact_id,
+            "channel": campaign.channel,
+            "kind": campaign.kind,
+            "created_at": now,
+        }
+        if reason is not None:
+            rows.append(
+                {
+                    **row,
+                    "status": "skipped",
+                    "skip_reason": reason,
+                    "event_id": None,
+                    "attributed_until": None,
+                }
+            )
+            continue
+        assert contact is not None
+        affinity = wants.get(contact_id)
+        person = {
+            "first_name": contact.first_name,
+            "last_name": contact.last_name,
+            "tier": contact.tier,
+            "product": affinity.top_product if affinity else None,
+            "category": affinity.categories[0][0] if affinity and affinity.categories else None,
+            "company": contact.traits.get("company"),
+        }
+        event = _dispatch_event(campaign, run, contact, person, now)
+        rows.append(
+            {
+                **row,
+                "status": "sent",
+                "skip_reason": None,
+                "event_id": event.event_id,
+                "attributed_until": now + timedelta(days=campaign.attribution_days),
+            }
+        )
+        outgoing.append(Outgoing(DISPATCH, contact_id, event))
+        record_sharing(
+            session,
+            contact_id,
+            destination=campaign.channel,
+            fields=SHARED_FIELDS[campaign.channel],
+            purpose=purpose,
+            requested_by=run.requested_by,
+            at=now,
+            campaign_id=campaign.id,
+        )
+    session.execute(insert(Dispatch), rows)
+    enqueue(session, outbox, outgoing, validate_payload=False)
+
+
+def _skip_reason(
+    contact: Contact | None, channel: str, allowed: set[str], blocked: set[str], capped: set[str]
+) -> str | None:
+    if contact is None or contact.merged_into is not None:
+        return GONE
+    if contact.lead_id not in allowed:
+        return NO_CONSENT
+    if contact.lead_id in blocked:
+        return SUPPRESSED
+    address = ADDRESS.get(channel)
+    if address is not None and getattr(contact, address) is None:
+        return NO_ADDRESS
+    if contact.lead_id in capped:
+        return CAPPED
+    return None
+
+
+def _dispatch_event(
+    campaign: Campaign, run: CampaignRun, contact: Contact, person: dict[str, Any], now: datetime
+) -> Any:
+    message = {
+        key: render(str(value), person) if key in ("subject", "body") else value
+        for key, value in campaign.message.items()
+    }
+    return new_event(
+        "campaign.dispatch",
+        {
+            "campaign_id": campaign.id,
+            "run_id": run.id,
+            "contact_id": contact.lead_id,
+            "email": contact.email if campaign.channel == "email" else None,
+            "phone": contact.phone if campaign.channel in ("sms", "whatsapp") else None,
+            "channel": campaign.channel,
+            "kind": campaign.kind,
+            "message": message,
+        },
+        source=MEMBER_RETARGETING,
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:dispatch:{run.id}:{contact.lead_id}").hex,
+        occurred_at=now,
+        user_id=contact.user_id,
+    )

@@ -1,0 +1,126 @@
+"""member-retargeting's scheduler: a process of its own (``python -m
+services.member_retargeting schedule``; ``make run`` and docker-compose start it).
+
+Each pass, every ``poll`` seconds:
+
+1. start due scheduled campaigns and event-triggered ones (:mod:`..campaigns.triggers`);
+2. work every unfinished run one chunk further, each chunk in its own transaction
+   (:func:`..campaigns.runs.work`): a kill -9 loses at most the chunk in hand, which is
+   done again, exactly once, after the restart;
+3. once a day: tiers reviewed, RFM scored (:mod:`..people.members`), behaviours past
+   their retention pruned.
+
+Events (dispatches, audience parts, member updates) go into the outbox with the state
+that caused them; the consumer process relays the outbox. A failure is judged as the
+runner judges one (:func:`shared.runner.database_check`): with the database down the
+process exits for its supervisor; otherwise it is logged and retried next pass, with a
+growing pause. SIGTERM / SIGINT finish the chunk in hand and exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import FrameType
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+
+from services.member_retargeting.campaigns.runs import Limits, work
+from services.member_retargeting.campaigns.triggers import due_schedules, event_triggers
+from services.member_retargeting.config import RetargetingConfig
+from services.member_retargeting.models import Behaviour, CampaignRun, outbox
+from services.member_retargeting.people.members import review_tiers, score_rfm
+from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.outbox import enqueue
+from shared.runner import InfrastructureError, database_check
+
+log = logging.getLogger(__name__)
+DAY = timedelta(days=1)
+
+
+@dataclass
+class Scheduler:
+    sessions: sessionmaker
+    config: RetargetingConfig
+    clock: Callable[[], datetime] = utcnow
+    last_daily: datetime | None = None
+    failures: int = 0
+    _stop: bool = field(default=False, repr=False)
+
+    @property
+    def limits(self) -> Limits:
+        c = self.config
+        return Limits(per_day=c.cap_per_day, per_week=c.cap_per_week, chunk=c.run_chunk)
+
+    def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._stop = True
+
+    def run_once(self) -> int:
+        """One pass; returns how many recipients runs handled."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            due_schedules(session, now)
+            event_triggers(session, now)
+        handled = 0
+        with self.sessions() as session:
+            runs = list(
+                session.scalars(
+                    select(CampaignRun.id)
+                    .where(CampaignRun.status.in_(("pending", "running")))
+                    .order_by(CampaignRun.id)
+                )
+            )
+        for run_id in runs:
+            if self._stop:
+                break
+            with self.sessions.begin() as session:
+                run = session.get(CampaignRun, run_id, with_for_update=True)
+                if run is not None and run.status != "done":
+                    handled += work(session, run, self.limits, now)
+        if self.last_daily is None or now - self.last_daily >= DAY:
+            self.daily(now)
+            self.last_daily = now
+        return handled
+
+    def daily(self, now: datetime) -> None:
+        with self.sessions.begin() as session:
+            events = review_tiers(session, self.config.tiers, now) + score_rfm(session, now)
+            enqueue(session, outbox, events, validate_payload=False)
+            session.execute(
+                delete(Behaviour).where(
+                    Behaviour.at < now - timedelta(days=self.config.behaviour_days)
+                )
+            )
+
+    def run(self, *, max_seconds: float | None = None) -> None:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while not self._stop and (deadline is None or time.monotonic() < deadline):
+            try:
+                handled = self.run_once()
+                self.failures = 0
+            except InfrastructureError:
+                raise
+            except Exception:
+                with self.sessions() as session:
+                    database_check(session)  # raises when the database is gone
+                self.failures += 1
+                pause = min(self.config.schedule_poll_seconds * 2**self.failures, 60.0)
+                log.exception("scheduler pass failed (%d in a row)", self.failures)
+                time.sleep(pause)
+                continue
+            if not handled:
+                time.sleep(self.config.schedule_poll_seconds)
+
+
+def main(config: RetargetingConfig | None = None) -> None:
+    config = config or RetargetingConfig.from_env()
+    scheduler = Scheduler(make_sessionmaker(make_engine(config.database_url)), config)
+    signal.signal(signal.SIGTERM, scheduler.request_stop)
+    signal.signal(signal.SIGINT, scheduler.request_stop)
+    log.info("scheduler running campaigns every %.1fs", config.schedule_poll_seconds)
+    scheduler.run()

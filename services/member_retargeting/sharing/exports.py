@@ -1,0 +1,162 @@
+"""Hashed ads audiences: a segment exported for Meta Custom Audiences or Google Customer
+Match. Only people with advertising consent who are not suppressed and can be matched
+(an e-mail or a phone); each identifier normalised and SHA-256-hashed as the platform
+wants (:mod:`..model.audiences`) — no plain identifier ever leaves. The rows go out as
+``audience.batch`` events on the dispatch topic, 1,000 a part, and every person exported
+gets a ledger line. An ``ads`` campaign's run exports its recipients the same way, a
+chunk at a time; :func:`export_segment` exports a segment in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from services.member_retargeting.model.audiences import FIELDS, hashed_person, upload_row
+from services.member_retargeting.model.consent import ADVERTISING
+from services.member_retargeting.model.segments import Rule
+from services.member_retargeting.models import (
+    AudienceExport,
+    Campaign,
+    CampaignRun,
+    Contact,
+    Dispatch,
+    outbox,
+)
+from services.member_retargeting.people.policy import consented, suppressed
+from services.member_retargeting.people.segments import condition
+from services.member_retargeting.sharing.ledger import record_many
+from shared.events import new_event
+from shared.outbox import Outgoing, enqueue
+from shared.topics import DISPATCH, MEMBER_RETARGETING
+
+PART = 1000
+DESTINATIONS = {"meta": "meta:custom_audience", "google": "google:customer_match"}
+
+
+def export_segment(
+    session: Session, rule: Rule, platform: str, *, requested_by: str, now: datetime
+) -> AudienceExport:
+    """Export everyone the segment matches now (who may be exported) to ``platform``."""
+    export = AudienceExport(
+        platform=platform,
+        segment={},
+        fields=list(FIELDS[platform]),  # type: ignore[index]
+        people=0,
+        requested_by=requested_by,
+        created_at=now,
+    )
+    session.add(export)
+    session.flush()
+    ids = list(
+        session.scalars(
+            select(Contact.lead_id)
+            .where(Contact.merged_into.is_(None), condition(rule, now))
+            .order_by(Contact.lead_id)
+        )
+    )
+    for start in range(0, len(ids), PART):
+        _export(session, export, ids[start : start + PART], now, part=start // PART)
+    return export
+
+
+def export_run_chunk(
+    session: Session, campaign: Campaign, run: CampaignRun, ids: Sequence[str], now: datetime
+) -> None:
+    """An ``ads`` campaign's run: its chunk of recipients exported, each recorded as a
+    dispatch (sent, or skipped with the reason) so the run counts and resumes as any."""
+    platform = str(campaign.message.get("platform", "meta"))
+    export = session.scalar(
+        select(AudienceExport).where(AudienceExport.requested_by == f"run:{run.id}")
+    )
+    if export is None:
+        export = AudienceExport(
+            platform=platform,
+            segment=campaign.segment,
+            fields=list(FIELDS[platform]),  # type: ignore[index]
+            people=0,
+            requested_by=f"run:{run.id}",
+            created_at=now,
+        )
+        session.add(export)
+        session.flush()
+    part = int(session.scalar(select(func.count()).where(Dispatch.run_id == run.id)) or 0) // PART
+    exported = _export(session, export, ids, now, part=part, campaign_id=campaign.id)
+    session.execute(
+        insert(Dispatch),
+        [
+            {
+                "run_id": run.id,
+                "campaign_id": campaign.id,
+                "contact_id": contact_id,
+                "channel": "ads",
+                "kind": campaign.kind,
+                "status": "sent" if contact_id in exported else "skipped",
+                "skip_reason": None if contact_id in exported else "no_consent_or_match",
+                "event_id": None,
+                "created_at": now,
+                "attributed_until": None,
+            }
+            for contact_id in ids
+        ],
+    )
+
+
+def _export(
+    session: Session,
+    export: AudienceExport,
+    ids: Sequence[str],
+    now: datetime,
+    *,
+    part: int,
+    campaign_id: int | None = None,
+) -> set[str]:
+    """Hash and publish the exportable ones among ``ids``; returns who was exported."""
+    platform = export.platform
+    contacts = session.scalars(
+        select(Contact).where(Contact.lead_id.in_(list(ids)), consented(ADVERTISING), ~suppressed())
+    ).all()
+    rows: list[dict[str, str]] = []
+    exported: set[str] = set()
+    for contact in contacts:
+        hashed = hashed_person(
+            email=contact.email,
+            phone=contact.phone,
+            first_name=contact.first_name,
+            last_name=contact.last_name,
+            country=contact.country,
+            platform=platform,  # type: ignore[arg-type]
+        )
+        if hashed is None:
+            continue
+        rows.append(upload_row(hashed, platform))  # type: ignore[arg-type]
+        exported.add(contact.lead_id)
+    if rows:
+        event = new_event(
+            "audience.batch",
+            {"export_id": export.id, "platform": platform, "part": part, "rows": rows},
+            source=MEMBER_RETARGETING,
+            event_id=f"audience-{export.id}-{part}",
+            occurred_at=now,
+        )
+        enqueue(session, outbox, [Outgoing(DISPATCH, str(export.id), event)])
+        ledger: list[dict[str, Any]] = [
+            {
+                "contact_id": contact_id,
+                "destination": DESTINATIONS[platform],
+                "fields": [f"sha256({f})" for f in FIELDS[platform]],  # type: ignore[index]
+                "purpose": ADVERTISING,
+                "campaign_id": campaign_id,
+                "export_id": export.id,
+                "requested_by": export.requested_by,
+                "at": now,
+            }
+            for contact_id in sorted(exported)
+        ]
+        record_many(session, ledger)
+    export.people += len(exported)
+    return exported

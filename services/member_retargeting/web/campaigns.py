@@ -1,0 +1,167 @@
+"""The marketing API on campaigns (bearer token of role ``marketing``): create one over a
+segment, run it (a background job, idempotent on a key), follow a run, read its report."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.member_retargeting.campaigns.reports import report
+from services.member_retargeting.campaigns.runs import start
+from services.member_retargeting.model.segments import parse
+from services.member_retargeting.models import Campaign, CampaignRun, Segment
+from services.member_retargeting.people.segments import count
+from services.member_retargeting.state import state
+from services.member_retargeting.web.schemas import (
+    CampaignIn,
+    CampaignList,
+    CampaignOut,
+    ReportOut,
+    RunIn,
+    RunOut,
+    TriggerOut,
+)
+from shared.db import utcnow
+from shared.http import Blueprint, current_principal, or_404, require_role
+
+blp = Blueprint("campaigns", __name__, description="Retargeting campaigns")
+
+
+def run_out(run: CampaignRun) -> dict[str, Any]:
+    progress = 1.0 if run.status == "done" else run.processed / max(run.audience_size, 1)
+    return {
+        "run_id": run.id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "audience_size": run.audience_size,
+        "processed": run.processed,
+        "progress": round(progress, 4),
+        "triggered_at": run.triggered_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def campaign_out(session: Session, campaign: Campaign) -> dict[str, Any]:
+    runs = session.scalars(
+        select(CampaignRun).where(CampaignRun.campaign_id == campaign.id).order_by(CampaignRun.id)
+    ).all()
+    return {
+        **report(session, campaign),
+        "id": campaign.id,
+        "name": campaign.name,
+        "segment": campaign.segment,
+        "channel": campaign.channel,
+        "kind": campaign.kind,
+        "message": campaign.message,
+        "schedule_at": campaign.schedule_at,
+        "trigger": campaign.trigger,
+        "created_at": campaign.created_at,
+        "current_audience": count(session, parse(campaign.segment), utcnow()),
+        "runs": [run_out(r) for r in runs],
+    }
+
+
+@blp.route("/campaigns")
+class CampaignsView(MethodView):
+    @require_role("marketing")
+    @blp.response(200, CampaignList)
+    def get(self) -> dict[str, Any]:
+        """All campaigns, newest first, each with its report."""
+        with state().sessions() as session:
+            campaigns = session.scalars(select(Campaign).order_by(Campaign.id.desc())).all()
+            return {"items": [campaign_out(session, c) for c in campaigns]}
+
+    @require_role("marketing")
+    @blp.arguments(CampaignIn)
+    @blp.response(201, CampaignOut)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create a campaign over a segment (a rule, or a saved segment's rule copied
+        in): sent now (run it), at ``schedule_at``, or on an event after a delay."""
+        with state().sessions.begin() as session:
+            segment_id = data.pop("segment_id")
+            if segment_id is not None:
+                saved = or_404(session.get(Segment, segment_id), f"no segment {segment_id}")
+                data["segment"] = saved.rule
+            campaign = Campaign(**data)
+            session.add(campaign)
+            session.flush()
+            return campaign_out(session, campaign)
+
+
+@blp.route("/campaigns/<id:campaign_id>")
+class CampaignView(MethodView):
+    @require_role("marketing")
+    @blp.response(200, CampaignOut)
+    def get(self, campaign_id: int) -> dict[str, Any]:
+        """One campaign: who its segment matches now, its runs and its report."""
+        with state().sessions() as session:
+            campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
+            return campaign_out(session, campaign)
+
+
+def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
+    key = key or request.headers.get("Idempotency-Key") or f"manual:{uuid.uuid4().hex}"
+    with state().sessions.begin() as session:
+        campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
+        run, created = start(
+            session,
+            campaign,
+            key=key[:200],
+            trigger="manual",
+            requested_by=current_principal().name or "marketing",
+            now=utcnow(),
+        )
+        return {
+            "campaign_id": campaign_id,
+            "run_id": run.id,
+            "audience_size": run.audience_size,
+            "status": run.status,
+            "created": created,
+        }
+
+
+@blp.route("/campaigns/<id:campaign_id>/runs")
+class RunsView(MethodView):
+    @require_role("marketing")
+    @blp.arguments(RunIn)
+    @blp.response(202, TriggerOut)
+    def post(self, data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
+        """Run the campaign now: its audience is fixed at once; the scheduler process
+        sends in chunks, exactly once per person. The same idempotency key (body or
+        ``Idempotency-Key`` header) never starts a second run."""
+        return _start(campaign_id, data["idempotency_key"])
+
+
+@blp.route("/campaigns/<id:campaign_id>/trigger")
+class TriggerView(MethodView):
+    @require_role("marketing")
+    @blp.response(202, TriggerOut)
+    def post(self, campaign_id: int) -> dict[str, Any]:
+        """Run the campaign now (the ``Idempotency-Key`` header, if sent, is honoured)."""
+        return _start(campaign_id, None)
+
+
+@blp.route("/campaigns/<id:campaign_id>/report")
+class ReportView(MethodView):
+    @require_role("marketing")
+    @blp.response(200, ReportOut)
+    def get(self, campaign_id: int) -> dict[str, Any]:
+        """Audience, dispatched, skipped by reason, conversions and revenue."""
+        with state().sessions() as session:
+            campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
+            return report(session, campaign)
+
+
+@blp.route("/runs/<id:run_id>")
+class RunView(MethodView):
+    @require_role("marketing")
+    @blp.response(200, RunOut)
+    def get(self, run_id: int) -> dict[str, Any]:
+        """A run's progress."""
+        with state().sessions() as session:
+            return run_out(or_404(session.get(CampaignRun, run_id), f"no run {run_id}"))

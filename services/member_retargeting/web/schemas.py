@@ -1,0 +1,303 @@
+"""HTTP schemas of the marketing API (separate from event schemas and ORM models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from services.member_retargeting.model.segments import (
+    ROOT,
+    SegmentError,
+    is_legacy,
+    legacy,
+    parse,
+)
+from services.member_retargeting.model.templates import check
+from shared.fields import MoneyOut, Name, Timestamp
+from shared.limits import MAX_EMAIL_LENGTH, MAX_INTEGER
+
+CHANNELS = ("email", "sms", "whatsapp", "webhook", "ads")
+KINDS = ("marketing", "transactional")
+PLATFORMS = ("meta", "google")
+
+
+class SegmentRuleField(fields.Raw):
+    """A segment rule in the rule language (or the first, three-field form), validated
+    with every bad part named by its path."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        rule = legacy(value) if is_legacy(value) or value == {} else value
+        try:
+            parse(rule)
+        except SegmentError as exc:
+            problems = dict(exc.problems)
+            whole = problems.pop(ROOT, None)  # the rule itself is wrong: name the field
+            raise ma.ValidationError(whole if whole and not problems else problems) from exc
+        return rule
+
+
+class Message(ma.Schema):
+    """What to send: a template (subject, body) with the person's fields; for ``ads`` the
+    platform to export to."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    subject = fields.String(validate=validate.Length(min=1, max=300))
+    body = fields.String(validate=validate.Length(min=1, max=20_000))
+    platform = fields.String(validate=validate.OneOf(PLATFORMS))
+    url = fields.String(validate=validate.Length(max=2000), metadata={"description": "webhook"})
+
+    @ma.validates_schema
+    def _templates(self, data: dict[str, Any], **_: Any) -> None:
+        for name in ("subject", "body"):
+            if name in data and (problem := check(data[name])):
+                raise ma.ValidationError(f"template: {problem}", name)
+
+
+class TriggerRule(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    event = Name(required=True, max_length=200)
+    delay_hours = fields.Float(load_default=0, validate=validate.Range(min=0, max=24 * 30))
+    unless = Name(load_default=None, allow_none=True, max_length=200)
+
+
+class CampaignIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    segment = SegmentRuleField(load_default=None, metadata={"description": "a segment rule"})
+    segment_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_INTEGER))
+    channel = fields.String(load_default="email", validate=validate.OneOf(CHANNELS))
+    kind = fields.String(load_default="marketing", validate=validate.OneOf(KINDS))
+    message = fields.Nested(Message, required=True)
+    schedule_at = Timestamp(load_default=None, allow_none=True)
+    trigger = fields.Nested(TriggerRule, load_default=None, allow_none=True)
+    attribution_days = fields.Integer(load_default=7, validate=validate.Range(min=1, max=90))
+
+    @ma.validates_schema
+    def _whole(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("segment") is None) == (data.get("segment_id") is None):
+            raise ma.ValidationError("give a segment rule or a segment_id", "segment")
+        message = data.get("message") or {}
+        if data.get("channel") == "ads":
+            if "platform" not in message:
+                raise ma.ValidationError("an ads campaign names its platform", "message.platform")
+        elif not {"subject", "body"} <= set(message):
+            raise ma.ValidationError("a message needs a subject and a body", "message")
+        if data.get("schedule_at") and data.get("trigger"):
+            raise ma.ValidationError("a schedule or an event trigger, not both", "trigger")
+
+
+class RunOut(ma.Schema):
+    run_id = fields.Integer()
+    trigger = fields.String()
+    status = fields.String(metadata={"description": "pending, running or done"})
+    audience_size = fields.Integer()
+    processed = fields.Integer()
+    progress = fields.Float(metadata={"description": "0..1"})
+    triggered_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class ReportOut(ma.Schema):
+    audience_size = fields.Integer(metadata={"description": "of the latest run"})
+    dispatched_count = fields.Integer(metadata={"description": "sent, all runs"})
+    published_count = fields.Integer(metadata={"description": "acked by Kafka"})
+    skipped_count = fields.Integer()
+    skipped = fields.Dict(keys=fields.String(), values=fields.Integer())
+    conversions = fields.Integer(metadata={"description": "people who bought in the window"})
+    revenue = MoneyOut()
+    attribution_days = fields.Integer()
+
+
+class CampaignOut(ReportOut):
+    id = fields.Integer(dump_only=True)
+    name = fields.String()
+    segment = fields.Dict()
+    channel = fields.String()
+    kind = fields.String()
+    message = fields.Dict()
+    schedule_at = fields.DateTime(allow_none=True)
+    trigger = fields.Dict(allow_none=True)
+    created_at = fields.DateTime()
+    current_audience = fields.Integer(metadata={"description": "who the segment matches now"})
+    runs = fields.List(fields.Nested(RunOut))
+
+
+class CampaignList(ma.Schema):
+    items = fields.List(fields.Nested(CampaignOut))
+
+
+class TriggerOut(ma.Schema):
+    campaign_id = fields.Integer()
+    run_id = fields.Integer()
+    audience_size = fields.Integer()
+    status = fields.String()
+    created = fields.Boolean(metadata={"description": "false: this key started it before"})
+
+
+class RunIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    idempotency_key = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "or the Idempotency-Key header; one run per key"},
+    )
+
+
+class SegmentIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    rule = SegmentRuleField(required=True)
+    description = fields.String(load_default=None, validate=validate.Length(max=500))
+
+
+class PreviewIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    rule = SegmentRuleField(required=True)
+
+
+class PersonOut(ma.Schema):
+    contact_id = fields.String()
+    email = fields.String(allow_none=True)
+    stage = fields.String()
+    is_member = fields.Boolean()
+    tier = fields.String(allow_none=True)
+    rfm_group = fields.String(allow_none=True)
+
+
+class PreviewOut(ma.Schema):
+    count = fields.Integer()
+    sample = fields.List(fields.Nested(PersonOut))
+
+
+class SegmentOut(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String()
+    rule = fields.Dict()
+    builtin = fields.Boolean()
+    description = fields.String(allow_none=True)
+    count = fields.Integer(metadata={"description": "who it matches now"})
+
+
+class SegmentList(ma.Schema):
+    items = fields.List(fields.Nested(SegmentOut))
+
+
+class AffinityOut(ma.Schema):
+    products = fields.List(fields.Tuple((fields.String(), fields.Integer())))
+    categories = fields.List(fields.Tuple((fields.String(), fields.Integer())))
+
+
+class MemberOut(ma.Schema):
+    lead_id = fields.String()
+    email = fields.String(allow_none=True)
+    user_id = fields.String(allow_none=True)
+    member_since = fields.DateTime(allow_none=True)
+    orders = fields.Integer()
+    revenue = MoneyOut(metadata={"description": "lifetime value so far"})
+    tier = fields.String(allow_none=True)
+    tier_since = fields.DateTime(allow_none=True)
+    last_order_at = fields.DateTime(allow_none=True)
+    rfm = fields.Dict(allow_none=True)
+    rfm_group = fields.String(allow_none=True)
+    affinity = fields.Nested(AffinityOut, allow_none=True)
+
+
+class MemberQuery(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    tier = fields.String(validate=validate.Length(max=40))
+    rfm_group = fields.String(validate=validate.Length(max=40))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class MemberList(ma.Schema):
+    items = fields.List(fields.Nested(MemberOut))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class SuppressionIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    email = fields.String(load_default=None, validate=validate.Length(max=MAX_EMAIL_LENGTH))
+    phone = fields.String(load_default=None, validate=validate.Length(max=64))
+    region = fields.String(load_default=None, validate=validate.Length(equal=2))
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+
+    @ma.validates_schema
+    def _one(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("email") is None) == (data.get("phone") is None):
+            raise ma.ValidationError("give an email or a phone", "email")
+
+
+class SuppressionOut(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    kind = fields.String()
+    value_hash = fields.String(metadata={"description": "SHA-256 of the normalised value"})
+    reason = fields.String()
+    created_by = fields.String()
+    created_at = fields.DateTime()
+
+
+class SuppressionList(ma.Schema):
+    items = fields.List(fields.Nested(SuppressionOut))
+
+
+class ExportIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    platform = fields.String(required=True, validate=validate.OneOf(PLATFORMS))
+    rule = SegmentRuleField(load_default=None)
+    segment_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_INTEGER))
+
+    @ma.validates_schema
+    def _one(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("rule") is None) == (data.get("segment_id") is None):
+            raise ma.ValidationError("give a segment rule or a segment_id", "rule")
+
+
+class ExportOut(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    platform = fields.String()
+    fields_ = fields.List(fields.String(), data_key="fields", attribute="fields")
+    people = fields.Integer()
+    requested_by = fields.String()
+    created_at = fields.DateTime()
+
+
+class ExportList(ma.Schema):
+    items = fields.List(fields.Nested(ExportOut))
+
+
+class SharingOut(ma.Schema):
+    destination = fields.String()
+    fields_ = fields.List(fields.String(), data_key="fields", attribute="fields")
+    purpose = fields.String()
+    campaign_id = fields.Integer(allow_none=True)
+    export_id = fields.Integer(allow_none=True)
+    requested_by = fields.String()
+    at = fields.DateTime()
+
+
+class SharingList(ma.Schema):
+    contact_id = fields.String()
+    items = fields.List(fields.Nested(SharingOut))
