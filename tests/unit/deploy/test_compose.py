@@ -59,4 +59,7 @@ def test_compose_commands_name_real_modules_and_databases() -> None:
 def test_kafka_does_not_auto_create_topics_so_the_registry_is_the_truth() -> None:
     kafka_env = compose()["services"]["kafka"]["environment"]
     assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert len(REGISTRY) == 4
+    # So the one-shot init creates every registered topic (members and dispatch too).
+    assert compose()["services"]["init"]["command"] == ["python", "-m", "deploy.init"]
+    assert "ensure_topics" in (ROOT / "deploy/init.py").read_text()
+    assert {"funnel.members", "funnel.dispatch"} <= set(REGISTRY)
