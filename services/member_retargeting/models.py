@@ -200,7 +200,9 @@ class CampaignRun(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     trigger: Mapped[str] = mapped_column(String(40))
     idempotency_key: Mapped[str] = mapped_column(String(200))
+    # pending → running → done; or failed (a chunk failed again and again: ``error``).
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    error: Mapped[str | None] = mapped_column(String(500))
     audience_size: Mapped[int] = mapped_column(default=0)
     processed: Mapped[int] = mapped_column(default=0)
     requested_by: Mapped[str] = mapped_column(String(100), default="system")

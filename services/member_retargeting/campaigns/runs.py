@@ -162,6 +162,8 @@ def work(session: Session, run: CampaignRun, limits: Limits, now: datetime) -> i
     else:
         _send(session, campaign, run, ids, limits, now)
     run.processed += len(ids)
+    if run.processed >= run.audience_size:
+        run.status, run.finished_at = "done", now
     return len(ids)
 
 

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,18 +29,18 @@ from services.member_retargeting.models import (
     Dispatch,
 )
 
+log = logging.getLogger(__name__)
 LOOKBACK = timedelta(days=2)
 EVERY = timedelta(minutes=15)
 
 
 def due_schedules(session: Session, now: datetime) -> list[CampaignRun]:
     """Start every scheduled campaign whose time has come (once each)."""
-    started = []
-    for campaign in session.scalars(
-        select(Campaign).where(Campaign.schedule_at.is_not(None), Campaign.schedule_at <= now)
-    ):
+    due = select(Campaign).where(Campaign.schedule_at.is_not(None), Campaign.schedule_at <= now)
+
+    def begin(campaign: Campaign) -> tuple[CampaignRun, bool]:
         assert campaign.schedule_at is not None
-        run, created = start(
+        return start(
             session,
             campaign,
             key=f"schedule:{campaign.schedule_at.isoformat()}",
@@ -46,18 +48,17 @@ def due_schedules(session: Session, now: datetime) -> list[CampaignRun]:
             requested_by="scheduler",
             now=now,
         )
-        if created:
-            started.append(run)
-    return started
+
+    return _each(session, list(session.scalars(due)), begin)
 
 
 def event_triggers(session: Session, now: datetime) -> list[CampaignRun]:
     """Start a run for each event-triggered campaign's current time slot."""
-    started = []
     slot = int(now.timestamp() // EVERY.total_seconds())
-    for campaign in session.scalars(select(Campaign).where(Campaign.trigger.is_not(None))):
+
+    def begin(campaign: Campaign) -> tuple[CampaignRun, bool]:
         trigger: dict[str, Any] = campaign.trigger or {}
-        run, created = start(
+        return start(
             session,
             campaign,
             key=f"event:{slot}",
@@ -66,6 +67,27 @@ def event_triggers(session: Session, now: datetime) -> list[CampaignRun]:
             now=now,
             extra=_after_event(campaign, trigger, now),
         )
+
+    campaigns = list(session.scalars(select(Campaign).where(Campaign.trigger.is_not(None))))
+    return _each(session, campaigns, begin)
+
+
+def _each(
+    session: Session,
+    campaigns: list[Campaign],
+    begin: Callable[[Campaign], tuple[CampaignRun, bool]],
+) -> list[CampaignRun]:
+    """Start each campaign in a savepoint of its own: one whose stored rule no longer
+    compiles (or any other fault of its own) is logged and skipped, never stopping the
+    others."""
+    started = []
+    for campaign in campaigns:
+        try:
+            with session.begin_nested():
+                run, created = begin(campaign)
+        except Exception:
+            log.exception("campaign %s could not start; the others go on", campaign.id)
+            continue
         if created:
             started.append(run)
     return started

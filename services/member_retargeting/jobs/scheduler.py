@@ -6,7 +6,8 @@ Each pass, every ``poll`` seconds:
 1. start due scheduled campaigns and event-triggered ones (:mod:`..campaigns.triggers`);
 2. work every unfinished run one chunk further, each chunk in its own transaction
    (:func:`..campaigns.runs.work`): a kill -9 loses at most the chunk in hand, which is
-   done again, exactly once, after the restart;
+   done again, exactly once, after the restart; a run whose chunk fails five times in a
+   row is marked ``failed`` with the reason, and the others go on;
 3. once a day: tiers reviewed, RFM scored (:mod:`..people.members`), behaviours past
    their retention pruned.
 
@@ -36,11 +37,13 @@ from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import Behaviour, CampaignRun, outbox
 from services.member_retargeting.people.members import review_tiers, score_rfm
 from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.limits import truncate
 from shared.outbox import enqueue
-from shared.runner import InfrastructureError, database_check
+from shared.runner import InfrastructureError, database_check, describe
 
 log = logging.getLogger(__name__)
 DAY = timedelta(days=1)
+MAX_RUN_FAILURES = 5
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Scheduler:
     clock: Callable[[], datetime] = utcnow
     last_daily: datetime | None = None
     failures: int = 0
+    run_failures: dict[int, int] = field(default_factory=dict)
     _stop: bool = field(default=False, repr=False)
 
     @property
@@ -78,13 +82,38 @@ class Scheduler:
         for run_id in runs:
             if self._stop:
                 break
-            with self.sessions.begin() as session:
-                run = session.get(CampaignRun, run_id, with_for_update=True)
-                if run is not None and run.status != "done":
-                    handled += work(session, run, self.limits, now)
+            handled += self._work(run_id, now)
         if self.last_daily is None or now - self.last_daily >= DAY:
             self.daily(now)
             self.last_daily = now
+        return handled
+
+    def _work(self, run_id: int, now: datetime) -> int:
+        """One chunk of one run, in its own transaction. A chunk that fails is rolled
+        back and tried again next pass; after :data:`MAX_RUN_FAILURES` in a row the run is
+        marked ``failed`` with the reason, so one broken run never holds up the others.
+        With the database gone, :class:`InfrastructureError` stops the process."""
+        try:
+            with self.sessions.begin() as session:
+                run = session.get(CampaignRun, run_id, with_for_update=True)
+                if run is None or run.status not in ("pending", "running"):
+                    return 0
+                handled = work(session, run, self.limits, now)
+        except Exception as exc:
+            with self.sessions() as session:
+                database_check(session)
+            failures = self.run_failures.get(run_id, 0) + 1
+            self.run_failures[run_id] = failures
+            log.exception("run %s: chunk failed (%d in a row)", run_id, failures)
+            if failures >= MAX_RUN_FAILURES:
+                with self.sessions.begin() as session:
+                    run = session.get(CampaignRun, run_id)
+                    if run is not None:
+                        run.status, run.finished_at = "failed", now
+                        run.error = truncate(": ".join(describe(exc)), 500)
+                self.run_failures.pop(run_id, None)
+            return 0
+        self.run_failures.pop(run_id, None)
         return handled
 
     def daily(self, now: datetime) -> None:

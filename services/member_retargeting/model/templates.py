@@ -1,39 +1,104 @@
-"""Message templates with a person's fields, rendered in Jinja2's sandbox. Pure.
+"""Message templates with a person's fields, rendered in a locked-down Jinja2 sandbox. Pure.
 
 A campaign's subject and body may use ``{{ first_name }}``, ``{{ last_name }}``,
 ``{{ tier }}``, ``{{ product }}`` (the person's strongest product affinity), ``{{ category
-}}`` and ``{{ company }}``, with filters and defaults (``{{ first_name | default("there")
-}}``). The sandbox keeps templates from reaching anything else; a template that does not
-parse is refused when the campaign is created (:func:`check`), and one that fails for a
-person renders with that field empty rather than stopping the run.
+}}`` and ``{{ company }}``, with ``{% if %}`` and a short list of text filters
+(:data:`FILTERS`: ``{{ first_name | default("there") | title }}``).
+
+Templates are written by marketing and rendered once per recipient inside a campaign run,
+so a template must not be able to stall a run or exhaust memory: no loops, macros or
+``{% set %}`` (refused by :func:`check`), no globals such as ``range``, only the listed
+filters, no attribute or method access (``first_name.ljust(10**9)``), and ``*`` / ``**`` /
+``%`` refused on anything but small numbers. Rendering is
+then linear in the template's length, which the HTTP schema bounds. A template that does
+not parse or names an unknown field is refused when the campaign is created
+(:func:`check`); one that fails for a person renders with the fields empty rather than
+stopping the run.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 FIELDS = ("first_name", "last_name", "tier", "product", "category", "company")
-_STRICT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_LENIENT = SandboxedEnvironment(undefined=Undefined, autoescape=False)
+FILTERS = (
+    "default",
+    "d",
+    "upper",
+    "lower",
+    "title",
+    "capitalize",
+    "trim",
+    "truncate",
+    "replace",
+    "e",
+    "escape",
+    "string",
+)
+# Statements a message needs none of and that could repeat work without bound.
+FORBIDDEN = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.Assign, nodes.AssignBlock)
+MAX_OPERAND = 1000
+MAX_OUTPUT = 100_000
+
+
+class _MessageEnvironment(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%", "//", "/"})
+
+    def __init__(self, undefined: type[Undefined]) -> None:
+        super().__init__(undefined=undefined, autoescape=False)
+        self.globals.clear()
+        self.filters = {name: self.filters[name] for name in FILTERS}
+        self.tests = {name: self.tests[name] for name in ("defined", "undefined", "none")}
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        return False  # fields are plain texts: nothing to reach through them
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        small = all(
+            isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_OPERAND
+            for v in (left, right)
+        )
+        if not small:
+            raise SecurityError(f"'{operator_name}' only on numbers up to {MAX_OPERAND}")
+        ops = {
+            "*": operator.mul,
+            "**": operator.pow,
+            "%": operator.mod,
+            "//": operator.floordiv,
+            "/": operator.truediv,
+        }
+        return ops[operator_name](left, right)
+
+
+_STRICT = _MessageEnvironment(StrictUndefined)
+_LENIENT = _MessageEnvironment(Undefined)
 
 
 def check(template: str) -> str | None:
-    """Why ``template`` cannot be used (a syntax error, an unknown field), or None."""
+    """Why ``template`` cannot be used (a syntax error, a loop or assignment, an unknown
+    field or filter), or None."""
     try:
-        _STRICT.from_string(template).render(dict.fromkeys(FIELDS, ""))
-    except TemplateError as exc:
-        return str(exc)
+        tree = _STRICT.parse(template)
+        forbidden = next(iter(tree.find_all(FORBIDDEN)), None)
+        if forbidden is not None:
+            return f"line {forbidden.lineno}: {type(forbidden).__name__.lower()} not allowed"
+        _STRICT.from_string(template).render(dict.fromkeys(FIELDS, "x"))
+    except (TemplateError, ZeroDivisionError, OverflowError) as exc:
+        return str(exc) or type(exc).__name__
     return None
 
 
 def render(template: str, person: Mapping[str, Any]) -> str:
-    """``template`` with the person's fields (missing ones render empty)."""
+    """``template`` with the person's fields (missing ones render empty), at most
+    :data:`MAX_OUTPUT` characters."""
     values = {k: person.get(k) for k in FIELDS if person.get(k) is not None}
     try:
-        return _LENIENT.from_string(template).render(values)
-    except TemplateError:
-        return _LENIENT.from_string(template).render({})
+        text = _LENIENT.from_string(template).render(values)
+    except (TemplateError, ZeroDivisionError, OverflowError):
+        text = _LENIENT.from_string(template).render({})
+    return text[:MAX_OUTPUT]

@@ -35,6 +35,8 @@ from services.member_retargeting.model.segments import (
     Did,
     Not,
     Rule,
+    SegmentError,
+    parse,
 )
 from services.member_retargeting.models import Behaviour, Contact, ContactIdentity
 
@@ -121,6 +123,16 @@ def count(session: Session, rule: Rule, now: datetime) -> int:
         .where(Contact.merged_into.is_(None), condition(rule, now))
     )
     return int(session.scalar(stmt) or 0)
+
+
+def stored_count(session: Session, document: Any, now: datetime) -> int | None:
+    """Who a stored rule matches now; None when it no longer parses (a rule saved by an
+    older version): pages and lists show it as broken rather than failing."""
+    try:
+        rule = parse(document)
+    except SegmentError:
+        return None
+    return count(session, rule, now)
 
 
 def sample(session: Session, rule: Rule, now: datetime, size: int = 10) -> list[Contact]:

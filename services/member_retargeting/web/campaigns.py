@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from services.member_retargeting.campaigns.reports import report
 from services.member_retargeting.campaigns.runs import start
-from services.member_retargeting.model.segments import parse
 from services.member_retargeting.models import Campaign, CampaignRun, Segment
-from services.member_retargeting.people.segments import count
+from services.member_retargeting.people.segments import stored_count
 from services.member_retargeting.state import state
 from services.member_retargeting.web.schemas import (
     CampaignIn,
@@ -38,6 +37,7 @@ def run_out(run: CampaignRun) -> dict[str, Any]:
         "run_id": run.id,
         "trigger": run.trigger,
         "status": run.status,
+        "error": run.error,
         "audience_size": run.audience_size,
         "processed": run.processed,
         "progress": round(progress, 4),
@@ -61,7 +61,7 @@ def campaign_out(session: Session, campaign: Campaign) -> dict[str, Any]:
         "schedule_at": campaign.schedule_at,
         "trigger": campaign.trigger,
         "created_at": campaign.created_at,
-        "current_audience": count(session, parse(campaign.segment), utcnow()),
+        "current_audience": stored_count(session, campaign.segment, utcnow()),
         "runs": [run_out(r) for r in runs],
     }
 

@@ -97,7 +97,8 @@ class CampaignIn(ma.Schema):
 class RunOut(ma.Schema):
     run_id = fields.Integer()
     trigger = fields.String()
-    status = fields.String(metadata={"description": "pending, running or done"})
+    status = fields.String(metadata={"description": "pending, running, done or failed"})
+    error = fields.String(allow_none=True, metadata={"description": "why it failed"})
     audience_size = fields.Integer()
     processed = fields.Integer()
     progress = fields.Float(metadata={"description": "0..1"})
@@ -126,7 +127,10 @@ class CampaignOut(ReportOut):
     schedule_at = fields.DateTime(allow_none=True)
     trigger = fields.Dict(allow_none=True)
     created_at = fields.DateTime()
-    current_audience = fields.Integer(metadata={"description": "who the segment matches now"})
+    current_audience = fields.Integer(
+        allow_none=True,
+        metadata={"description": "who the segment matches now (null: the rule is broken)"},
+    )
     runs = fields.List(fields.Nested(RunOut))
 
 
@@ -189,7 +193,9 @@ class SegmentOut(ma.Schema):
     rule = fields.Dict()
     builtin = fields.Boolean()
     description = fields.String(allow_none=True)
-    count = fields.Integer(metadata={"description": "who it matches now"})
+    count = fields.Integer(
+        allow_none=True, metadata={"description": "who it matches now (null: rule broken)"}
+    )
 
 
 class SegmentList(ma.Schema):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.segments import parse
 from services.member_retargeting.models import Contact, Segment
-from services.member_retargeting.people.segments import count, sample
+from services.member_retargeting.people.segments import count, sample, stored_count
 from services.member_retargeting.state import state
 from services.member_retargeting.web.schemas import (
     PreviewIn,
@@ -53,7 +53,7 @@ def segment_out(session: Session, segment: Segment) -> dict[str, Any]:
         "rule": segment.rule,
         "builtin": segment.builtin,
         "description": segment.description,
-        "count": count(session, parse(segment.rule), utcnow()),
+        "count": stored_count(session, segment.rule, utcnow()),
     }
 
 

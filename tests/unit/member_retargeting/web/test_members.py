@@ -1,0 +1,61 @@
+"""The members API: who bought, with lifetime value, tier, RFM and product affinity;
+filtered and paged."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from tests.unit.member_retargeting.conftest import (
+    MARKETING,
+    did,
+    feed,
+    order,
+    seed,
+    stage,
+    work_runs,
+)
+
+
+def test_customers_become_members_with_their_orders(app: Flask) -> None:
+    seed(app)
+    body = app.test_client().get("/members", headers=MARKETING).json
+    assert body["total"] == 1
+    [member] = body["items"]
+    assert (member["lead_id"], member["orders"], member["revenue"]) == ("L2", 2, "150.50")
+    assert member["tier"] == "member"
+
+
+def test_members_show_tier_rfm_and_affinity_and_filter(app: Flask) -> None:
+    feed(
+        app,
+        stage("G", "lead", email="g@x.co", user="g"),
+        stage("S", "lead", email="s@x.co", user="s"),
+        stage("N", "lead", email="n@x.co", user="n"),
+        did("g", "Product Viewed", product_id="p1", name="Lamp", category="lights"),
+        order("g", 2500, products=[{"product_id": "p2", "name": "Sofa", "category": "seats"}]),
+        order("s", 600),
+        order("n", 20),
+    )
+    work_runs(app)  # the daily pass scores RFM
+    client = app.test_client()
+    body = client.get("/members", headers=MARKETING).json
+    by_id = {m["lead_id"]: m for m in body["items"]}
+    assert {k: m["tier"] for k, m in by_id.items()} == {"G": "gold", "S": "silver", "N": "member"}
+    assert all(
+        m["rfm_group"] and set(m["rfm"]) == {"recency", "frequency", "monetary"}
+        for m in by_id.values()
+    )
+    assert by_id["G"]["rfm"]["monetary"] > by_id["N"]["rfm"]["monetary"]
+    assert by_id["G"]["affinity"]["products"][0] == ["Sofa", 5]
+    assert ["Lamp", 1] in by_id["G"]["affinity"]["products"]
+    assert by_id["S"]["affinity"] is None
+    gold = client.get("/members?tier=gold", headers=MARKETING).json
+    assert [m["lead_id"] for m in gold["items"]] == ["G"]
+    group = by_id["N"]["rfm_group"]
+    grouped = client.get(f"/members?rfm_group={group}", headers=MARKETING).json["items"]
+    assert "N" in [m["lead_id"] for m in grouped]
+    page = client.get("/members?page=2&page_size=2", headers=MARKETING).json
+    assert (page["total"], len(page["items"]), page["page"]) == (3, 1, 2)
+    bad = client.get("/members?page_size=1000&colour=red", headers=MARKETING)
+    assert bad.status_code == 422
+    assert {"page_size", "colour"} <= set(bad.json["error"]["fields"])
