@@ -255,6 +255,8 @@ class AudienceExport(Base):
     segment: Mapped[dict[str, Any]] = mapped_column(JSON)
     fields: Mapped[list[str]] = mapped_column(JSON)
     people: Mapped[int] = mapped_column(default=0)
+    # audience.batch events published so far: the next part's number.
+    parts: Mapped[int] = mapped_column(default=0)
     requested_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

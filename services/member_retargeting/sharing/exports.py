@@ -2,7 +2,8 @@
 Match. Only people with advertising consent who are not suppressed and can be matched
 (an e-mail or a phone); each identifier normalised and SHA-256-hashed as the platform
 wants (:mod:`..model.audiences`) — no plain identifier ever leaves. The rows go out as
-``audience.batch`` events on the dispatch topic, 1,000 a part, and every person exported
+``audience.batch`` events on the dispatch topic in numbered parts (at most 1,000 rows;
+an ``ads`` run's chunk is a part), and every person exported
 gets a ledger line. An ``ads`` campaign's run exports its recipients the same way, a
 chunk at a time; :func:`export_segment` exports a segment in one call.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.audiences import FIELDS, hashed_person, upload_row
@@ -47,6 +48,7 @@ def export_segment(
         segment={},
         fields=list(FIELDS[platform]),  # type: ignore[index]
         people=0,
+        parts=0,
         requested_by=requested_by,
         created_at=now,
     )
@@ -60,7 +62,7 @@ def export_segment(
         )
     )
     for start in range(0, len(ids), PART):
-        _export(session, export, ids[start : start + PART], now, part=start // PART)
+        _export(session, export, ids[start : start + PART], now)
     return export
 
 
@@ -79,13 +81,13 @@ def export_run_chunk(
             segment=campaign.segment,
             fields=list(FIELDS[platform]),  # type: ignore[index]
             people=0,
+            parts=0,
             requested_by=f"run:{run.id}",
             created_at=now,
         )
         session.add(export)
         session.flush()
-    part = int(session.scalar(select(func.count()).where(Dispatch.run_id == run.id)) or 0) // PART
-    exported = _export(session, export, ids, now, part=part, campaign_id=campaign.id)
+    exported = _export(session, export, ids, now, campaign_id=campaign.id)
     session.execute(
         insert(Dispatch),
         [
@@ -112,10 +114,11 @@ def _export(
     ids: Sequence[str],
     now: datetime,
     *,
-    part: int,
     campaign_id: int | None = None,
 ) -> set[str]:
-    """Hash and publish the exportable ones among ``ids``; returns who was exported."""
+    """Hash and publish the exportable ones among ``ids`` as the export's next part
+    (numbered by the export, so a part's event id is never reused); returns who was
+    exported."""
     platform = export.platform
     contacts = session.scalars(
         select(Contact).where(Contact.lead_id.in_(list(ids)), consented(ADVERTISING), ~suppressed())
@@ -136,6 +139,7 @@ def _export(
         rows.append(upload_row(hashed, platform))  # type: ignore[arg-type]
         exported.add(contact.lead_id)
     if rows:
+        part, export.parts = export.parts, export.parts + 1
         event = new_event(
             "audience.batch",
             {"export_id": export.id, "platform": platform, "part": part, "rows": rows},

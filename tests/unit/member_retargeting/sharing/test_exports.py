@@ -124,3 +124,20 @@ def test_an_ads_campaign_run_exports_its_consenting_recipients(app: Flask) -> No
     exported = client.get("/audiences/exports", headers=MARKETING).json["items"]
     assert [(x["platform"], x["people"]) for x in exported] == [("google", 1)]
     assert json.dumps(exported).count("@") == 0
+
+
+def test_each_chunk_of_an_ads_run_is_a_part_of_its_own(app: Flask) -> None:
+    """Regression: parts were numbered by rows/1000, so every chunk of a run reused part 0's
+    event id and the outbox dropped all but the first as a duplicate."""
+    feed(
+        app,
+        *(stage(f"P{i:02}", "lead", email=f"p{i}@x.co", user=f"p{i}") for i in range(60)),
+        *(consent(f"p{i}", advertising=True) for i in range(60)),
+    )
+    client = app.test_client()
+    campaign = create(client, {"all": []}, channel="ads", message={"platform": "meta"})
+    client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+    work_runs(app)  # the app's chunk is 50: two chunks
+    batches = published(app, DISPATCH)
+    assert [b.payload["part"] for b in batches] == [0, 1]
+    assert [len(b.payload["rows"]) for b in batches] == [50, 10]
