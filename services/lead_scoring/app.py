@@ -3,8 +3,6 @@ and the sales pages. The consumer runs in a process of its own (:mod:`.consumer`
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Flask
 from sqlalchemy import Engine
 
@@ -15,6 +13,7 @@ from services.lead_scoring.models import metadata
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.state import STATE, ScoringState
 from services.lead_scoring.web import identity, leads, pages, reps, rules
+from shared import pages as pages_session
 from shared.db import make_engine, make_sessionmaker
 from shared.http import PERSON_TOKENS, Principal, init_api, register_health
 
@@ -29,14 +28,7 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
-    app.config["SECRET_KEY"] = (
-        config.secret_key
-        or hashlib.sha256(
-            ("funnel-pages:" + "|".join(config.tokens.by_role().values())).encode()
-        ).hexdigest()
-    )
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    pages_session.configure(app, config.secret_key, config.tokens.by_role())
     engine = make_engine(config.database_url)
     sessions = make_sessionmaker(engine)
     base_model = config.base_model()

@@ -1,30 +1,22 @@
 """Server-rendered sales pages: my queue, all leads by priority, lead detail (score
 explanation, score over time, timeline) with accept/reject, overdue MQLs.
 
-Browsers cannot send bearer headers from links and forms, so a salesperson signs in once,
-with their own rep token (then "my queue" is theirs and every accept/reject is recorded
-under their name) or with the shared sales token (then they pick whose queue to show).
-Who signed in lives in Flask's signed session cookie, bound to the token used: rotating
-or revoking it signs the session out. Every form carries a CSRF token bound to the
-session. Nothing is loaded from a CDN: styles are inline and the chart is inline SVG.
-Errors under ``/app`` are answered as pages (``error.html``), not as JSON.
+A salesperson signs in once (:mod:`shared.pages`), with their own rep token (then "my
+queue" is theirs and every accept/reject is recorded under their name) or with the shared
+sales token (then they pick whose queue to show). Nothing is loaded from a CDN: styles
+are inline and the chart is inline SVG. Errors under ``/app`` are answered as pages
+(``error.html``), not as JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-from collections.abc import Callable
 from datetime import datetime
-from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -54,6 +46,7 @@ from services.lead_scoring.processing.split import SplitRequest
 from services.lead_scoring.state import state
 from services.lead_scoring.web.leads import split_lead as split_lead_as
 from services.lead_scoring.web.queries import lead_detail, list_leads, overdue_list
+from shared import pages
 from shared.db import utcnow
 from shared.events import STAGES
 from shared.http import HTML_ERRORS, principal_for_token
@@ -62,22 +55,11 @@ bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates"
 PAGE_ROLES = ("sales",)
 
 
-def _token_fingerprint(role: str) -> str | None:
-    """Binds a page session to the role's current token: rotating the token signs every
-    session out, and with no token configured no session is valid."""
-    token = current_app.config["FUNNEL_TOKENS"].get(role) or ""
-    if not token:
-        return None
-    return hashlib.sha256(f"funnel-page-session:{token}".encode()).hexdigest()[:32]
-
-
 def _rep_fingerprint(rep_id: int) -> str | None:
     """Binds a rep's page session to the rep's current personal token."""
     with state().sessions() as db:
         current = rep_tokens.current_hash(db, rep_id)
-    if current is None:
-        return None
-    return hashlib.sha256(f"funnel-page-session:{current}".encode()).hexdigest()[:32]
+    return None if current is None else pages.fingerprint(current)
 
 
 def _session_fingerprint() -> str | None:
@@ -86,23 +68,10 @@ def _session_fingerprint() -> str | None:
         return None
     if session.get("personal"):
         return _rep_fingerprint(int(session.get("rep_id", 0)))
-    return _token_fingerprint(role)
+    return pages.role_fingerprint(role)
 
 
-def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        expected = _session_fingerprint()
-        if expected is None or not hmac.compare_digest(session.get("token_fp", ""), expected):
-            session.clear()
-            return redirect(url_for("pages.login", next=request.full_path))
-        if request.method == "POST" and not hmac.compare_digest(
-            request.form.get("csrf", ""), session.get("csrf", "")
-        ):
-            abort(400, "invalid form token; reload the page")
-        return view(*args, **kwargs)
-
-    return wrapper
+signed_in = pages.signed_in(_session_fingerprint, "pages.login")
 
 
 def render_error(error: HTTPException) -> tuple[str, int]:
@@ -131,20 +100,17 @@ def login() -> Any:
     if request.method == "POST":
         who = principal_for_token(request.form.get("token", "").strip())
         if who is not None and who.role in PAGE_ROLES:
-            session.clear()
-            session.update(role=who.role, csrf=secrets.token_urlsafe(24))
             if who.person_id is not None:
-                session.update(
+                pages.start_session(
+                    who.role,
+                    _rep_fingerprint(who.person_id),
                     personal=True,
                     rep_id=who.person_id,
                     rep_name=who.name,
-                    token_fp=_rep_fingerprint(who.person_id),
                 )
             else:
-                session["token_fp"] = _token_fingerprint(who.role)
-            target = request.args.get("next", "")
-            # Only local paths: never an open redirect.
-            return redirect(target if target.startswith("/app/") else url_for("pages.queue"))
+                pages.start_session(who.role, pages.role_fingerprint(who.role))
+            return redirect(pages.local_next(bp.url_prefix or "", url_for("pages.queue")))
         error = "That token belongs neither to a rep nor to sales."
     return render_template("login.html", error=error), 401 if error else 200
 
