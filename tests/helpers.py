@@ -111,3 +111,15 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def page_login(client: Any, token: str, home: str = "/app/") -> str:
+    """Signs a test client in to a service's pages; returns the new session's CSRF token."""
+    import re
+
+    response = client.post("/app/login", data={"token": token})
+    assert response.status_code == 302, response.text
+    page = client.get(home).text
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)

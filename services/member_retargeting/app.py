@@ -1,4 +1,5 @@
-"""member-retargeting application factory."""
+"""member-retargeting application factory: the marketing API and the marketing pages. The
+consumer and the campaign scheduler run in processes of their own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import Segment, metadata
 from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
-from services.member_retargeting.web import campaigns, members, segments, sharing
+from services.member_retargeting.web import campaigns, members, pages, segments, sharing
+from shared import pages as pages_session
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
 
@@ -30,10 +32,12 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
+    pages_session.configure(app, config.secret_key, config.tokens.by_role())
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
     for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(pages.bp)
     register_health(app)
     return app

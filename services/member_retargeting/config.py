@@ -40,6 +40,9 @@ class RetargetingConfig:
     # What people did is kept this long for segments (orders are kept for lifetime value).
     behaviour_days: int = 730
     schedule_poll_seconds: float = 1.0
+    # Signs the marketing pages' session cookie; empty: derived from the tokens, so every
+    # worker agrees without another secret to manage in development.
+    secret_key: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -75,5 +78,6 @@ class RetargetingConfig:
             schedule_poll_seconds=env.number(
                 "RETARGETING_SCHEDULE_POLL_SECONDS", cls.schedule_poll_seconds
             ),
+            secret_key=env.text("RETARGETING_SECRET_KEY", ""),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

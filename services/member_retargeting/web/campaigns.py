@@ -104,8 +104,9 @@ class CampaignView(MethodView):
             return campaign_out(session, campaign)
 
 
-def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
-    key = key or request.headers.get("Idempotency-Key") or f"manual:{uuid.uuid4().hex}"
+def run_now(campaign_id: int, key: str, requested_by: str) -> dict[str, Any]:
+    """Start the campaign's run for ``key`` (or find the one it started): 404 for no
+    such campaign. The audience is fixed now; the scheduler process sends."""
     with state().sessions.begin() as session:
         campaign = or_404(session.get(Campaign, campaign_id), f"no campaign {campaign_id}")
         run, created = start(
@@ -113,7 +114,7 @@ def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
             campaign,
             key=key[:200],
             trigger="manual",
-            requested_by=current_principal().name or "marketing",
+            requested_by=requested_by,
             now=utcnow(),
         )
         return {
@@ -123,6 +124,11 @@ def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
             "status": run.status,
             "created": created,
         }
+
+
+def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
+    key = key or request.headers.get("Idempotency-Key") or f"manual:{uuid.uuid4().hex}"
+    return run_now(campaign_id, key, current_principal().name or "marketing")
 
 
 @blp.route("/campaigns/<id:campaign_id>/runs")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pytest
@@ -105,16 +104,6 @@ def issue_token(client: FlaskClient, rep_id: int) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def page_login(client: FlaskClient, token: str) -> str:
-    """Signs in; returns the CSRF token of the new session."""
-    response = client.post("/app/login", data={"token": token})
-    assert response.status_code == 302, response.text
-    page = client.get("/app/").text
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None
-    return match.group(1)
 
 
 def default_rules() -> dict:

@@ -27,8 +27,8 @@ from services.member_retargeting.state import STATE as RETARGETING_STATE
 from shared.events import Envelope, decode, encode
 from shared.runner import BatchProcessor
 from shared.topics import LEADS
-from tests.helpers import FakeRecord
-from tests.unit.lead_scoring.conftest import ADMIN, SALES, TOKENS, Feeder, page_login
+from tests.helpers import FakeRecord, page_login
+from tests.unit.lead_scoring.conftest import ADMIN, SALES, TOKENS, Feeder
 from tests.unit.lead_scoring.processing.test_identity import Clock, identify, page, track
 
 

@@ -6,13 +6,13 @@ import pytest
 from flask import Flask
 
 from services.lead_scoring.state import STATE as SCORING_STATE
+from tests.helpers import page_login
 from tests.unit.lead_scoring.conftest import (
     SALES,
     Feeder,
     add_rep,
     issue_token,
     make_mql,
-    page_login,
 )
 
 
