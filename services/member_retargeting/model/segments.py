@@ -31,6 +31,7 @@ Bounded: at most :data:`MAX_NODES` parts, :data:`MAX_DEPTH` levels, 100 listed v
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -222,10 +223,15 @@ def _attribute(node: Mapping[str, Any], path: str, bad: Any) -> Attribute | None
     if op in ("in", "not_in") and (not isinstance(value, list) or not 0 < len(value) <= MAX_VALUES):
         bad(_at(path, "value"), f"a list of 1 to {MAX_VALUES} values")
         return None
+    if op not in ("in", "not_in") and isinstance(value, list):
+        bad(_at(path, "value"), f"one value for {op!r} (a list needs 'in' or 'not_in')")
+        return None
     values: list[Any] = value if isinstance(value, list) else [value]
     for v in values:
-        if kind == NUMBER and (isinstance(v, bool) or not isinstance(v, int | float)):
-            bad(_at(path, "value"), "must be a number")
+        if kind == NUMBER and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        ):
+            bad(_at(path, "value"), "must be a finite number")
             return None
         if kind == FLAG and not isinstance(v, bool):
             bad(_at(path, "value"), "must be true or false")

@@ -18,11 +18,12 @@ stopping the run.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2 import StrictUndefined, Template, Undefined, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 FIELDS = ("first_name", "last_name", "tier", "product", "category", "company")
@@ -35,13 +36,29 @@ FILTERS = (
     "capitalize",
     "trim",
     "truncate",
-    "replace",
     "e",
     "escape",
     "string",
 )
-# Statements a message needs none of and that could repeat work without bound.
-FORBIDDEN = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.Assign, nodes.AssignBlock)
+# What a message needs none of: loops, calls and blocks could repeat work without bound
+# (a block calling the one before it twice doubles the work per level), attributes reach
+# past the text (``.format`` with a huge width), other templates need a loader.
+FORBIDDEN = (
+    nodes.For,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.Call,
+    nodes.Block,
+    nodes.Assign,
+    nodes.AssignBlock,
+    nodes.FilterBlock,
+    nodes.With,
+    nodes.Include,
+    nodes.Extends,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.Getattr,
+)
 MAX_OPERAND = 1000
 MAX_OUTPUT = 100_000
 
@@ -57,6 +74,9 @@ class _MessageEnvironment(SandboxedEnvironment):
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         return False  # fields are plain texts: nothing to reach through them
+
+    def wrap_str_format(self, value: Any) -> None:
+        return None  # no str.format either (the sandbox would hand it out before the check)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         small = all(
@@ -80,15 +100,18 @@ _LENIENT = _MessageEnvironment(Undefined)
 
 
 def check(template: str) -> str | None:
-    """Why ``template`` cannot be used (a syntax error, a loop or assignment, an unknown
-    field or filter), or None."""
+    """Why ``template`` cannot be used (a syntax error, a statement or call, an unknown
+    field or filter), or None. Never raises."""
     try:
         tree = _STRICT.parse(template)
         forbidden = next(iter(tree.find_all(FORBIDDEN)), None)
         if forbidden is not None:
             return f"line {forbidden.lineno}: {type(forbidden).__name__.lower()} not allowed"
+        unknown = sorted({n.name for n in tree.find_all(nodes.Name)} - set(FIELDS))
+        if unknown:
+            return f"unknown field {unknown[0]!r}: use {', '.join(FIELDS)}"
         _STRICT.from_string(template).render(dict.fromkeys(FIELDS, "x"))
-    except (TemplateError, ZeroDivisionError, OverflowError) as exc:
+    except Exception as exc:  # any failure is a reason to refuse it, never a crash
         return str(exc) or type(exc).__name__
     return None
 
@@ -97,8 +120,17 @@ def render(template: str, person: Mapping[str, Any]) -> str:
     """``template`` with the person's fields (missing ones render empty), at most
     :data:`MAX_OUTPUT` characters."""
     values = {k: person.get(k) for k in FIELDS if person.get(k) is not None}
-    try:
-        text = _LENIENT.from_string(template).render(values)
-    except (TemplateError, ZeroDivisionError, OverflowError):
-        text = _LENIENT.from_string(template).render({})
+    text = ""
+    for attempt in (values, dict.fromkeys(FIELDS, "")):
+        try:
+            text = _compiled(template).render(attempt)
+            break
+        except Exception:  # a template that fails for this person: try with empty fields
+            continue
     return text[:MAX_OUTPUT]
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> Template:
+    """A run renders the same few templates for every recipient: compile each once."""
+    return _LENIENT.from_string(template)

@@ -46,7 +46,10 @@ class TierRules:
         return None if self.window == LIFETIME else now - timedelta(days=self.window_days)
 
     def earned(self, spend: Decimal) -> Tier:
-        return [t for t in self.tiers if spend >= t.min_spend][-1]
+        """The highest tier ``spend`` reaches; the lowest for any spend below it (refunds
+        can make a window's spend negative)."""
+        reached = [t for t in self.tiers if spend >= t.min_spend]
+        return reached[-1] if reached else self.tiers[0]
 
     def rank(self, name: str | None) -> int:
         names = [t.name for t in self.tiers]
