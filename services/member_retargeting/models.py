@@ -219,7 +219,10 @@ class RunRecipient(Base):
 
     run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"), primary_key=True)
     contact_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    position: Mapped[int] = mapped_column(index=True)
+    # 1..N in the order the run handles them (its ``processed`` is how far it got).
+    position: Mapped[int]
+
+    __table_args__ = (Index("ix_run_recipients_order", "run_id", "position"),)
 
 
 class Dispatch(Base):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, select
+from sqlalchemy import func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -140,13 +140,12 @@ def work(session: Session, run: CampaignRun, limits: Limits, now: datetime) -> i
     must commit them all together); returns how many. Marks the run done at the end."""
     campaign = session.get(Campaign, run.campaign_id)
     assert campaign is not None
-    handled = exists().where(
-        Dispatch.run_id == run.id, Dispatch.contact_id == RunRecipient.contact_id
-    )
+    # Recipients are numbered 1..N when the run starts and handled in that order, chunk
+    # by chunk, each chunk committing with ``processed``: the next chunk starts after it.
     ids = list(
         session.scalars(
             select(RunRecipient.contact_id)
-            .where(RunRecipient.run_id == run.id, ~handled)
+            .where(RunRecipient.run_id == run.id, RunRecipient.position > run.processed)
             .order_by(RunRecipient.position)
             .limit(limits.chunk)
         )
