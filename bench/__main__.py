@@ -261,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
 
-    def shown(value: float) -> str:
-        return f"{value:.3f}" if value < 100 else f"{value:.0f}"
+    def shown(value: object) -> str:
+        number = float(value)  # type: ignore[arg-type]
+        return f"{number:.3f}" if number < 100 else f"{number:.0f}"
 
     print(f"\n{'benchmark':30} {'value':>12} {'baseline':>30} {'ratio':>7} {'target':>7}")
     for r in results:

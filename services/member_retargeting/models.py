@@ -58,6 +58,9 @@ class Contact(Base):
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
     country: Mapped[str | None] = mapped_column(String(64))
+    # The country case-folded in Python, so segments match it alike on every database
+    # (SQLite's lower() knows ASCII only).
+    country_key: Mapped[str | None] = mapped_column(String(64), index=True)
     timezone: Mapped[str | None] = mapped_column(String(64))
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

@@ -106,17 +106,18 @@ def refresh(session: Session, contact: Contact, rules: TierRules, now: datetime)
     contact.orders_count, contact.revenue_total = int(count), Decimal(str(total))
     contact.first_order_at, contact.last_order_at = _aware(first), _aware(last)
     out: list[Outgoing] = []
-    if not contact.is_member and (count > 0 or contact.stage == "customer"):
+    enrolled = not contact.is_member and (count > 0 or contact.stage == "customer")
+    if enrolled:
         contact.is_member = True
         contact.member_since = contact.first_order_at or now
-        out.append(member_event(contact, "enrolled", "first purchase", now))
     if contact.is_member:
         move = next_tier(rules, contact.tier, contact.tier_since, Decimal(str(window_spend)), now)
         if move is not None:
-            enrolled = contact.tier is None
             contact.tier, contact.tier_since = move.tier, move.since
             if not enrolled:
                 out.append(member_event(contact, "tier", move.reason, now))
+    if enrolled:  # after the tier: the first event says which tier the member starts in
+        out.append(member_event(contact, "enrolled", "first purchase", now))
     return out
 
 
@@ -159,7 +160,10 @@ def score_rfm(session: Session, now: datetime) -> list[Outgoing]:
     ranked = (
         select(
             Contact.lead_id.label("lead_id"),
-            func.ntile(5).over(order_by=(Contact.last_order_at, Contact.lead_id)).label("r"),
+            # Never ordered (a customer by stage) is the least recent, on every database.
+            func.ntile(5)
+            .over(order_by=(Contact.last_order_at.asc().nulls_first(), Contact.lead_id))
+            .label("r"),
             func.ntile(5).over(order_by=(Contact.orders_count, Contact.lead_id)).label("f"),
             func.ntile(5).over(order_by=(Contact.revenue_total, Contact.lead_id)).label("m"),
         )

@@ -47,8 +47,13 @@ def consented(purpose: str) -> ColumnElement[bool]:
 
 
 def suppressed() -> ColumnElement[bool]:
+    """The contact's e-mail or phone is on the suppression list. Never NULL (so its
+    negation keeps the people without an e-mail or a phone)."""
     keys = select(Suppression.value_hash)
-    return or_(Contact.email_key.in_(keys), Contact.phone_key.in_(keys))
+    return or_(
+        and_(Contact.email_key.is_not(None), Contact.email_key.in_(keys)),
+        and_(Contact.phone_key.is_not(None), Contact.phone_key.in_(keys)),
+    )
 
 
 def over_cap(

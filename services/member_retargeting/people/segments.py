@@ -10,6 +10,7 @@ for first; they are seeded as saved segments.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -149,8 +150,8 @@ def _attribute(rule: Attribute, now: datetime) -> ColumnElement[bool]:
     if name == "days_since_last_order":
         return _days_since(op, value, now)
     if name == "country":
-        column: Any = func.lower(Contact.country)
-        value = tuple(v.lower() for v in value) if isinstance(value, tuple) else value.lower()
+        column: Any = Contact.country_key
+        value = tuple(v.casefold() for v in value) if isinstance(value, tuple) else value.casefold()
     elif name.startswith(INTENT_PREFIX):
         topic = name.removeprefix(INTENT_PREFIX)
         column = func.coalesce(Contact.intent[topic].as_integer(), 0)
@@ -177,22 +178,29 @@ def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
 
 
 def _days_since(op: str, days: Any, now: datetime) -> ColumnElement[bool]:
-    """Days since the last order, for members: "gte 90" is "last ordered 90 or more days
-    ago". People who never ordered have no such number and never match."""
-    if op in ("in", "not_in"):
-        clauses = [_days_since("eq", d, now) for d in days]
-        either = or_(false(), *clauses)
-        return either if op == "in" else and_(Contact.last_order_at.is_not(None), not_(either))
+    """Days since the last order, for members, in whole days (a member who last ordered
+    90 days and 12 hours ago is at 90): "gte 90" is "last ordered 90 or more days ago".
+    People who never ordered have no such number and never match."""
     at = Contact.last_order_at
-    point = now - timedelta(days=float(days))
-    day_before = point - timedelta(days=1)
+
+    def at_least(n: int) -> ColumnElement[bool]:  # whole days since >= n
+        return at <= now - timedelta(days=n)
+
+    def fewer_than(n: int) -> ColumnElement[bool]:  # whole days since < n
+        return at > now - timedelta(days=n)
+
+    if op in ("in", "not_in"):
+        either = or_(false(), *(_days_since("eq", d, now) for d in days))
+        return either if op == "in" else and_(at.is_not(None), not_(either))
+    whole = float(days).is_integer()
+    low, high = math.floor(days), math.ceil(days)
     conditions = {
-        "gte": at <= point,
-        "gt": at < point,
-        "lte": at >= point,
-        "lt": at > point,
-        "eq": and_(at <= point, at > day_before),
-        "ne": or_(at > point, at <= day_before),
+        "gte": at_least(high),
+        "gt": at_least(low + 1),
+        "lte": fewer_than(low + 1),
+        "lt": fewer_than(high),
+        "eq": and_(at_least(low), fewer_than(low + 1)) if whole else false(),
+        "ne": or_(fewer_than(low), at_least(low + 1)) if whole else true(),
     }
     return and_(at.is_not(None), conditions[op])
 

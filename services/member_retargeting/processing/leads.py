@@ -22,6 +22,7 @@ from services.member_retargeting.people.members import refresh
 from shared.db import utcnow
 from shared.events import Envelope
 from shared.identity import ANONYMOUS_ID, USER_ID
+from shared.limits import truncate
 from shared.outbox import Outgoing
 
 
@@ -69,6 +70,7 @@ def upsert_contact(session: Session, snapshot: dict[str, Any], event: Envelope) 
     first, last = _names(traits)
     contact.first_name, contact.last_name = first, last
     contact.country = _text(_country(traits), 64)
+    contact.country_key = contact.country.casefold() if contact.country else None
     region = contact.country.upper() if contact.country and len(contact.country) == 2 else None
     contact.email_key = suppression_key(EMAIL, contact.email)
     contact.phone_key = suppression_key(PHONE, contact.phone, region)
@@ -87,7 +89,7 @@ def upsert_contact(session: Session, snapshot: dict[str, Any], event: Envelope) 
 
 
 def _text(value: Any, limit: int) -> str | None:
-    return value.strip()[:limit] or None if isinstance(value, str) else None
+    return truncate(value.strip(), limit) or None if isinstance(value, str) else None
 
 
 def _names(traits: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -23,7 +23,7 @@ from services.member_retargeting.people.members import refresh
 from shared.db import utcnow
 from shared.events import ORDER_COMPLETED, Envelope, InvalidEvent
 from shared.identity import ANONYMOUS_ID, USER_ID
-from shared.limits import MAX_MONEY, money
+from shared.limits import MAX_MONEY, money, truncate
 from shared.outbox import Outgoing
 
 MAX_PRODUCTS = 50
@@ -99,9 +99,11 @@ def _products(properties: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _text(value: Any) -> str | None:
+    """A product's id, name or category as stored: text (numbers written out), cleaned of
+    what no column can hold (NUL, lone surrogates), at most 200 characters."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
-    return value.strip()[:200] or None if isinstance(value, str) else None
+    return truncate(value.strip(), 200) or None if isinstance(value, str) else None
 
 
 def _revenue(properties: dict[str, Any]) -> Decimal:
