@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from services.member_retargeting.model.consent import ADVERTISING, MARKETING
+from shared.consent import ADVERTISING, MARKETING
 from shared.db import utcnow
 from shared.events import new_event
 from shared.topics import DISPATCH, TRAFFIC

@@ -1,35 +1,9 @@
-"""Consent per purpose, read from what clients send, and which purpose each use needs. Pure.
-
-Purposes: ``analytics`` (measuring), ``marketing`` (messages: e-mail, SMS, WhatsApp,
-webhooks), ``advertising`` (ads audiences). Decisions come from
-``context.consent.categoryPreferences`` on any call (Segment's consent format; category
-names as common consent managers spell them are mapped below) and from identify traits:
-``traits.consent`` in the same shape, or ``unsubscribed: true`` (marketing withdrawn).
-Anything not stated is unknown, and unknown is no: a message or an export needs a
-``granted`` decision for its purpose.
-"""
+"""Which consent purpose each channel's sending needs (purposes and how decisions are read
+from events: :mod:`shared.consent`). Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-ANALYTICS, MARKETING, ADVERTISING = "analytics", "marketing", "advertising"
-PURPOSES = (ANALYTICS, MARKETING, ADVERTISING)
-
-# Category names consent managers use (lower-cased) → the purpose they grant or deny.
-CATEGORIES = {
-    "analytics": ANALYTICS,
-    "performance": ANALYTICS,
-    "statistics": ANALYTICS,
-    "measurement": ANALYTICS,
-    "marketing": MARKETING,
-    "email": MARKETING,
-    "communications": MARKETING,
-    "advertising": ADVERTISING,
-    "targeting": ADVERTISING,
-    "ads": ADVERTISING,
-}
+from shared.consent import ADVERTISING, MARKETING
 
 # What each channel's sending uses a person's data for.
 CHANNEL_PURPOSE = {
@@ -39,26 +13,3 @@ CHANNEL_PURPOSE = {
     "webhook": MARKETING,
     "ads": ADVERTISING,
 }
-
-
-def decisions(context: Mapping[str, Any], traits: Mapping[str, Any] | None) -> dict[str, bool]:
-    """The consent decisions one event states, purpose → granted (later keys win: traits
-    over context)."""
-    out: dict[str, bool] = {}
-    consent = context.get("consent")
-    if isinstance(consent, Mapping):
-        _read(consent.get("categoryPreferences"), out)
-    if traits:
-        _read(traits.get("consent"), out)
-        if traits.get("unsubscribed") is True:
-            out[MARKETING] = False
-    return out
-
-
-def _read(preferences: Any, out: dict[str, bool]) -> None:
-    if not isinstance(preferences, Mapping):
-        return
-    for name, granted in list(preferences.items())[:50]:
-        purpose = CATEGORIES.get(str(name).strip().lower())
-        if purpose is not None and isinstance(granted, bool):
-            out[purpose] = granted

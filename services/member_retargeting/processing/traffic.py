@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.member_retargeting.model.consent import decisions
 from services.member_retargeting.model.tiers import TierRules
 from services.member_retargeting.models import Behaviour, Consent, Contact, ContactIdentity, Order
 from services.member_retargeting.people.members import refresh
+from shared.consent import decisions
 from shared.db import utcnow
 from shared.events import ORDER_COMPLETED, Envelope, InvalidEvent
 from shared.identity import ANONYMOUS_ID, USER_ID

@@ -18,7 +18,6 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.audiences import FIELDS, hashed_person, upload_row
-from services.member_retargeting.model.consent import ADVERTISING
 from services.member_retargeting.model.segments import Rule
 from services.member_retargeting.models import (
     AudienceExport,
@@ -31,6 +30,7 @@ from services.member_retargeting.models import (
 from services.member_retargeting.people.policy import consented, suppressed
 from services.member_retargeting.people.segments import condition
 from services.member_retargeting.sharing.ledger import record_many
+from shared.consent import ADVERTISING
 from shared.events import new_event
 from shared.outbox import Outgoing, enqueue
 from shared.topics import DISPATCH, MEMBER_RETARGETING
