@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select, text
 from services.member_retargeting.app import init_db
 from services.member_retargeting.campaigns.runs import Limits, start, work
 from services.member_retargeting.model.segments import parse
+from services.member_retargeting.model.suppression import EMAIL, suppression_key
 from services.member_retargeting.models import Campaign, CampaignRun, Contact, outbox
 from services.member_retargeting.people.segments import count
 from shared.db import make_engine, make_sessionmaker
@@ -67,6 +68,7 @@ def _contacts(ids: range, now: datetime) -> Any:
             f"M{i:07}", "customer", i % 100, f"m{i}@x.co", f"u{i}", "{}", "{}", "true",
             now.isoformat(), TIERS[i % 3], i % 9 + 1, (i % 50) * 10 + 5, last.isoformat(),
             i % 5 + 1, (i // 5) % 5 + 1, (i // 25) % 5 + 1,
+            suppression_key(EMAIL, f"m{i}@x.co"),
         )  # fmt: skip
 
 
@@ -84,7 +86,7 @@ def _behaviours(ids: range, now: datetime) -> Any:
 CONTACT_COLUMNS = [
     "lead_id", "stage", "score", "email", "user_id", "traits", "intent", "is_member",
     "updated_at", "tier", "orders_count", "revenue_total", "last_order_at", "rfm_recency",
-    "rfm_frequency", "rfm_monetary",
+    "rfm_frequency", "rfm_monetary", "email_key",
 ]  # fmt: skip
 
 

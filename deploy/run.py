@@ -196,6 +196,7 @@ def main() -> int:
             api("lead-scoring-api", "services.lead_scoring", config.scoring_port),
             api("member-retargeting-api", "services.member_retargeting", config.retargeting_port),
             Child("traffic-intake-relay", [py, "-m", "services.traffic_intake", "relay"]),
+            Child("traffic-intake-consumer", [py, "-m", "services.traffic_intake", "consume"]),
             Child("lead-scoring-consumer", [py, "-m", "services.lead_scoring", "consume"]),
             Child(
                 "member-retargeting-consumer", [py, "-m", "services.member_retargeting", "consume"]

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import click
 from sqlalchemy import Engine
 
 from shared.db import ensure_sqlite_directory, make_engine
@@ -22,18 +23,25 @@ def service_main(
     *,
     load_config: Callable[[], Any],
     init_db: Callable[[Engine], None],
-    commands: Mapping[str, Callable[[Any], None]],
+    commands: Mapping[str, Callable[[Any], None] | click.Group],
     argv: list[str] | None = None,
 ) -> None:
     """``init-db`` creates the service's tables; every other command runs a process
-    (relay or consumer) with the service's config."""
+    (relay or consumer) with the service's config, or is a click group given the rest of
+    the arguments (e.g. ``accounts add --name …``) with the config in ``ctx.obj``."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("command", choices=["init-db", *commands])
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     config: ServiceConfig = load_config()
     configure_logging(config.log_level)
+    command = commands.get(args.command)
     if args.command == "init-db":
         ensure_sqlite_directory(config.database_url)
         init_db(make_engine(config.database_url))
+    elif isinstance(command, click.Group):
+        command.main(args=rest, prog_name=f"{prog} {args.command}", obj={"config": config})
     else:
-        commands[args.command](config)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        assert command is not None
+        command(config)

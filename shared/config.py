@@ -8,9 +8,11 @@ defaults; malformed values raise :class:`ConfigError` naming the variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 
 class ConfigError(ValueError):
@@ -96,22 +98,160 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class Tokens:
-    """Bearer tokens per role. A role whose token is empty cannot be used."""
+    """Bearer tokens per role, shared by everyone holding them (development, machines).
+    A role whose token is empty cannot be used. ``FUNNEL_ROLE_TOKENS=off`` turns them all
+    off, whatever is set: then only personal tokens work."""
 
     sales: str = ""
     marketing: str = ""
     admin: str = ""
 
+    ENV: ClassVar[Mapping[str, str]] = {
+        "sales": "FUNNEL_SALES_TOKEN",
+        "marketing": "FUNNEL_MARKETING_TOKEN",
+        "admin": "FUNNEL_ADMIN_TOKEN",
+    }
+
     @classmethod
     def from_env(cls, env: Env) -> Tokens:
-        return cls(
-            sales=env.text("FUNNEL_SALES_TOKEN", ""),
-            marketing=env.text("FUNNEL_MARKETING_TOKEN", ""),
-            admin=env.text("FUNNEL_ADMIN_TOKEN", ""),
-        )
+        if not env.boolean("FUNNEL_ROLE_TOKENS", True):
+            return cls()
+        return cls(**{role: env.text(name, "") for role, name in cls.ENV.items()})
 
     def by_role(self) -> dict[str, str]:
         return {"sales": self.sales, "marketing": self.marketing, "admin": self.admin}
+
+    def by_variable(self) -> dict[str, str]:
+        """``{"FUNNEL_SALES_TOKEN": token, …}``, for checks that name the variable."""
+        return {self.ENV[role]: token for role, token in self.by_role().items()}
+
+
+# --------------------------------------------------------------------------- security
+
+MIN_SECRET_LENGTH = 32
+WEAK_SECRETS = frozenset(
+    {
+        "admin",
+        "changeme",
+        "change-me",
+        "change_me",
+        "default",
+        "dev",
+        "development",
+        "letmein",
+        "password",
+        "pass",
+        "qwerty",
+        "secret",
+        "test",
+        "token",
+        "123456",
+        "12345678",
+        "1234567890",
+    }
+)
+_MIN_DISTINCT_CHARACTERS = 6
+_SHORT_PATTERN = re.compile(r"(.{1,8}?)\1+", re.DOTALL)
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` is too weak to guard production (a token, a write key, a signing
+    key), or None: shorter than :data:`MIN_SECRET_LENGTH`, a known weak value (or one
+    repeated), a short pattern repeated, or fewer than six distinct characters."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"shorter than {MIN_SECRET_LENGTH} characters"
+    folded = value.strip().lower()
+    if folded in WEAK_SECRETS or any(
+        folded == weak * (len(folded) // len(weak)) for weak in WEAK_SECRETS
+    ):
+        return "a well-known value"
+    if _SHORT_PATTERN.fullmatch(value):
+        return "a short pattern repeated"
+    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
+        return f"fewer than {_MIN_DISTINCT_CHARACTERS} distinct characters"
+    return None
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """How a service guards itself; every service's config carries one.
+
+    ``production`` (``FUNNEL_ENV=production``; default ``development``): the service
+    refuses to start without its pages secret or with a weak token or write key (see
+    :meth:`check`), and its cookies are ``Secure``. ``cookie_secure``
+    (``FUNNEL_COOKIE_SECURE``): ``Secure`` cookies outside production too — set it when
+    a TLS proxy serves plain-HTTP development or staging services over HTTPS.
+
+    Failed sign-ins and bearer attempts are throttled per client address:
+    ``sign_in_failures`` (``FUNNEL_SIGN_IN_FAILURES``, 0 turns it off) per
+    ``sign_in_window_seconds`` (``FUNNEL_SIGN_IN_WINDOW_SECONDS``), remembering at most
+    ``throttle_max_addresses`` addresses per worker (``FUNNEL_THROTTLE_MAX_ADDRESSES``).
+    """
+
+    production: bool = False
+    cookie_secure: bool = False
+    sign_in_failures: int = 10
+    sign_in_window_seconds: float = 60.0
+    throttle_max_addresses: int = 10_000
+    # Audit log entries are kept this long (``FUNNEL_AUDIT_RETENTION_DAYS``), then pruned.
+    audit_retention_days: int = 365
+
+    ENVIRONMENTS: ClassVar[tuple[str, ...]] = ("development", "production")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.production or self.cookie_secure
+
+    def __post_init__(self) -> None:
+        if self.sign_in_failures < 0:
+            raise ConfigError("FUNNEL_SIGN_IN_FAILURES must be 0 (off) or more")
+        if self.sign_in_window_seconds <= 0:
+            raise ConfigError("FUNNEL_SIGN_IN_WINDOW_SECONDS must be more than 0")
+        if self.throttle_max_addresses < 1:
+            raise ConfigError("FUNNEL_THROTTLE_MAX_ADDRESSES must be at least 1")
+        if self.audit_retention_days < 1:
+            raise ConfigError("FUNNEL_AUDIT_RETENTION_DAYS must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: Env) -> SecurityConfig:
+        mode = env.text("FUNNEL_ENV", "development").strip().lower()
+        if mode not in cls.ENVIRONMENTS:
+            raise ConfigError(
+                f"FUNNEL_ENV must be one of {', '.join(cls.ENVIRONMENTS)}, got {mode!r}"
+            )
+        return cls(
+            production=mode == "production",
+            cookie_secure=env.boolean("FUNNEL_COOKIE_SECURE", cls.cookie_secure),
+            sign_in_failures=env.integer("FUNNEL_SIGN_IN_FAILURES", cls.sign_in_failures),
+            sign_in_window_seconds=env.number(
+                "FUNNEL_SIGN_IN_WINDOW_SECONDS", cls.sign_in_window_seconds
+            ),
+            throttle_max_addresses=env.integer(
+                "FUNNEL_THROTTLE_MAX_ADDRESSES", cls.throttle_max_addresses
+            ),
+            audit_retention_days=env.integer(
+                "FUNNEL_AUDIT_RETENTION_DAYS", cls.audit_retention_days
+            ),
+        )
+
+    def check(
+        self,
+        *,
+        required: Mapping[str, str] | None = None,
+        secrets: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """In production: every ``required`` variable (name → value) must be set and
+        strong, every configured (non-empty) one of ``secrets`` (name, value) strong;
+        otherwise :class:`ConfigError` naming the variable. Outside production: nothing."""
+        if not self.production:
+            return
+        for name, value in (required or {}).items():
+            if not value:
+                raise ConfigError(f"{name} must be set when FUNNEL_ENV=production")
+        for name, value in [*(required or {}).items(), *secrets]:
+            problem = secret_problem(value) if value else None
+            if problem is not None:
+                raise ConfigError(f"{name} is too weak for FUNNEL_ENV=production: {problem}")
 
 
 def default_sqlite_url(var_dir: Path, service: str) -> str:

@@ -7,6 +7,11 @@ names as common consent managers spell them are mapped below) and from identify 
 ``traits.consent`` in the same shape, or ``unsubscribed: true`` (marketing withdrawn).
 Anything not stated is unknown, and unknown is no: a message or an export needs a
 ``granted`` decision for its purpose.
+
+One event can name several categories of one purpose (``{"marketing": false, "email":
+true}``), and state consent both in its context and in its traits. Such an event grants a
+purpose only if every category it states for that purpose grants it: any denial wins,
+whatever the order of the keys or where they were stated.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ CATEGORIES = {
     "ads": ADVERTISING,
 }
 
+
 def decisions(context: Mapping[str, Any], traits: Mapping[str, Any] | None) -> dict[str, bool]:
-    """The consent decisions one event states, purpose → granted (later keys win: traits
-    over context)."""
+    """The consent decisions one event states, purpose → granted: granted only when every
+    category stated for the purpose (in the context and in the traits) grants it."""
     out: dict[str, bool] = {}
     consent = context.get("consent")
     if isinstance(consent, Mapping):
@@ -51,4 +57,4 @@ def _read(preferences: Any, out: dict[str, bool]) -> None:
     for name, granted in list(preferences.items())[:50]:
         purpose = CATEGORIES.get(str(name).strip().lower())
         if purpose is not None and isinstance(granted, bool):
-            out[purpose] = granted
+            out[purpose] = out.get(purpose, True) and granted

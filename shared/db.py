@@ -153,14 +153,15 @@ def processed_events_table(metadata: MetaData) -> Table:
     )
 
 
-def outbox_table(metadata: MetaData) -> Table:
+def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
     """Events a service has decided to publish, committed with the state that caused them.
 
     The relay publishes unsent rows in id order and stamps ``sent_at``; a crash between
-    publish and stamp re-publishes the same ``event_id``, which consumers skip.
+    publish and stamp re-publishes the same ``event_id``, which consumers skip. One relay
+    per table: a service with two publishing processes gives each its own ``name``.
     """
     table = Table(
-        "outbox",
+        name,
         metadata,
         Column("id", BigIntPK, primary_key=True, autoincrement=True),
         Column("event_id", String(128), nullable=False, unique=True),
@@ -171,5 +172,5 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
         Column("sent_at", UTCDateTime(), nullable=True),
     )
-    Index("ix_outbox_unsent", table.c.sent_at, table.c.id)
+    Index(f"ix_{name}_unsent", table.c.sent_at, table.c.id)
     return table

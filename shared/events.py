@@ -283,6 +283,75 @@ class AudienceBatchV1(_Payload):
     rows = fields.List(fields.Dict(keys=fields.String(), values=fields.String()), required=True)
 
 
+# Privacy: consent changes, and erasure and access requests with each service's answer.
+
+IDENTIFIER_KINDS = ("user_id", "anonymous_id", "email", "lead_id")
+MAX_REQUEST_IDENTIFIERS = 1000
+
+
+class IdentifierV1(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    kind = fields.String(required=True, validate=validate.OneOf(IDENTIFIER_KINDS))
+    value = fields.String(required=True, validate=validate.Length(min=1, max=320))
+
+
+class ConsentChangedV1(_Payload):
+    """A person's decision for a purpose changed (lead-scoring keeps the history)."""
+
+    lead_id = fields.String(required=True)
+    purpose = fields.String(
+        required=True, validate=validate.OneOf(["analytics", "marketing", "advertising"])
+    )
+    granted = fields.Boolean(required=True)
+    decided_at = fields.AwareDateTime(required=True)
+    source = fields.String(load_default=None, allow_none=True)
+    event_id = fields.String(load_default=None, allow_none=True)
+
+
+class ErasureRequestedV1(_Payload):
+    """Forget this person everywhere: every identifier they are known by."""
+
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    identifiers = fields.List(
+        fields.Nested(IdentifierV1),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_REQUEST_IDENTIFIERS),
+    )
+    requested_by = fields.String(required=True)
+
+
+class ErasureCompletedV1(_Payload):
+    """One service forgot the person: what it deleted or anonymised, per store."""
+
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    service = fields.String(required=True)
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class AccessRequestedV1(_Payload):
+    """Gather everything held on this person (identifiers as for erasure)."""
+
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    identifiers = fields.List(
+        fields.Nested(IdentifierV1),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_REQUEST_IDENTIFIERS),
+    )
+    requested_by = fields.String(required=True)
+
+
+class AccessPartV1(_Payload):
+    """One service's part of an access export: what it holds, by store (bounded lists;
+    ``truncated`` names the stores cut short)."""
+
+    request_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    service = fields.String(required=True)
+    data = fields.Dict(required=True)
+    truncated = fields.List(fields.String(), load_default=list)
+
+
 PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("track", 1): TrackV1,
     ("page", 1): PageV1,
@@ -299,6 +368,11 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("campaign.dispatch", 1): CampaignDispatchV1,
     ("audience.batch", 1): AudienceBatchV1,
     ("member.updated", 1): MemberUpdatedV1,
+    ("consent.changed", 1): ConsentChangedV1,
+    ("privacy.erasure_requested", 1): ErasureRequestedV1,
+    ("privacy.erasure_completed", 1): ErasureCompletedV1,
+    ("privacy.access_requested", 1): AccessRequestedV1,
+    ("privacy.access_part", 1): AccessPartV1,
 }
 
 

@@ -1,5 +1,6 @@
 """HTTP plumbing every service shares: the API object, one JSON error shape, bearer-token
-roles, and Swagger UI served from the service itself (no CDN).
+roles (failed attempts throttled per address), and Swagger UI served from the service
+itself (no CDN, no inline script: see :mod:`shared.security` for its CSP).
 
 Every error body is ``{"error": {"code": str, "message": str, "fields": {name: [reasons]}}}``.
 Validation errors name each field (``fields``); nothing but a real bug answers 5xx.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import html
 import json
 import logging
 import math
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import marshmallow as ma
-from flask import Flask, current_app, g, request, send_from_directory
+from flask import Flask, Response, current_app, g, request, send_from_directory, url_for
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api as _SmorestApi
 from flask_smorest import Blueprint as _SmorestBlueprint
@@ -28,6 +30,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
 
 from shared.limits import MAX_INTEGER
+from shared.ratelimit import FailureThrottle, retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +193,13 @@ class Api(_SmorestApi):
             original = getattr(error, "original_exception", None)
             if original is not None:
                 log.error("unhandled error", exc_info=original)
-        for prefix, render in current_app.extensions.get(HTML_ERRORS, {}).items():
-            if request.path == prefix or request.path.startswith(prefix + "/"):
-                return render(error)
         data = getattr(error, "data", None) or {}
         headers = dict(data.get("headers") or {})
+        for prefix, render in current_app.extensions.get(HTML_ERRORS, {}).items():
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                page = current_app.make_response(render(error))
+                page.headers.update(headers)  # e.g. Retry-After on a 429
+                return page
         fields: dict[str, list[str]] = {}
         messages = data.get("errors") or data.get("messages")
         if messages:
@@ -233,8 +238,41 @@ def _id_schema(_converter: Any) -> dict[str, Any]:
     return {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_INTEGER}
 
 
+SWAGGER_UI_ASSETS = "/_static/swagger-ui/"
+DOCS_ENDPOINT = "swagger_ui"
+"""The endpoint of ``/docs`` (its Content-Security-Policy differs from the API's)."""
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<link rel="stylesheet" href="{assets}swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui" data-spec-url="{spec_url}"></div>
+<script src="{assets}swagger-ui-bundle.js"></script>
+<script src="{start}"></script>
+</body>
+</html>
+"""
+
+# Served as a file, not inline, so the docs' CSP needs no 'unsafe-inline' for scripts.
+# validatorUrl null: Swagger UI would otherwise load a badge from swagger.io.
+_DOCS_SCRIPT = """window.addEventListener("load", function () {
+  var node = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({
+    url: node.getAttribute("data-spec-url"),
+    dom_id: "#swagger-ui",
+    validatorUrl: null
+  });
+});
+"""
+
+
 def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
-    """Configure OpenAPI at ``/openapi.json`` and Swagger UI at ``/docs`` served locally."""
+    """Configure OpenAPI at ``/openapi.json`` and Swagger UI at ``/docs``, its scripts and
+    styles served by the service (``swagger-ui-bundle``), none of them inline."""
     import swagger_ui_bundle
 
     app.config.setdefault("API_TITLE", title)
@@ -242,14 +280,26 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "/_static/swagger-ui/")
     app.json = StrictJSONProvider(app)
     asset_dir = swagger_ui_bundle.swagger_ui_path
 
-    @app.get("/_static/swagger-ui/<path:filename>")
+    @app.get(SWAGGER_UI_ASSETS + "<path:filename>")
     def swagger_ui_asset(filename: str) -> Any:
         return send_from_directory(asset_dir, filename)
+
+    @app.get("/_static/funnel-docs.js")
+    def swagger_ui_start() -> Response:
+        return Response(_DOCS_SCRIPT, mimetype="text/javascript")
+
+    @app.get("/docs", endpoint=DOCS_ENDPOINT)
+    def swagger_ui() -> Response:
+        page = _DOCS_PAGE.format(
+            title=html.escape(str(app.config["API_TITLE"])),
+            assets=SWAGGER_UI_ASSETS,
+            spec_url=html.escape(url_for("api-docs.openapi_json")),
+            start=url_for("swagger_ui_start"),
+        )
+        return Response(page, mimetype="text/html")
 
     app.url_map.converters["id"] = IdConverter
     api = Api(app)
@@ -288,11 +338,42 @@ class Principal:
     role: str
     person_id: int | None = None
     name: str = ""
+    # May see personal fields (e-mails, phones) unmasked; role tokens may not.
+    pii: bool = False
 
 
 PERSON_TOKENS = "funnel_person_tokens"
 """``app.extensions[PERSON_TOKENS]``: a callable token → :class:`Principal` or None, asked
 when a token is not one of the role tokens (a service's own per-person tokens)."""
+
+
+SIGN_IN_THROTTLE = "funnel_sign_in_throttle"
+"""``app.extensions[SIGN_IN_THROTTLE]``: the :class:`~shared.ratelimit.FailureThrottle` of
+failed sign-ins and bearer attempts per client address (set by
+:func:`shared.security.install_security`; without it nothing is throttled)."""
+
+
+def refuse_if_throttled() -> None:
+    """429 with ``Retry-After`` when the client's address has used up its failed attempts
+    (see :class:`~shared.ratelimit.FailureThrottle`); call it before checking a credential.
+    Under a page prefix the 429 is a page, elsewhere the JSON error shape."""
+    throttle = current_app.extensions.get(SIGN_IN_THROTTLE)
+    if not isinstance(throttle, FailureThrottle):
+        return
+    wait = throttle.retry_after(request.remote_addr or "")
+    if wait:
+        fail(
+            429,
+            "too many failed sign-in attempts from your address; try again later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+
+
+def note_failed_attempt() -> None:
+    """Count a credential that did not work against the client's address."""
+    throttle = current_app.extensions.get(SIGN_IN_THROTTLE)
+    if isinstance(throttle, FailureThrottle):
+        throttle.failed(request.remote_addr or "")
 
 
 def principal_for_token(token: str) -> Principal | None:
@@ -311,13 +392,17 @@ def current_principal() -> Principal:
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 """The OpenAPI security requirement of a view behind :func:`require_role`."""
+ROLES_EXTENSION = "x-funnel-roles"
+"""The OpenAPI operation field listing the roles :func:`require_role` lets in (the access
+grid test reads it, so no endpoint can be forgotten)."""
 
 
 def require_role(*roles: str) -> Callable[[F], F]:
     """Allow the view only to bearer tokens of ``roles``: no/unknown token → 401, a valid
     token of another role → 403; the view is documented as needing a bearer token. Role
     tokens come from ``app.config["FUNNEL_TOKENS"]``, personal ones from the service's
-    resolver (see :data:`PERSON_TOKENS`)."""
+    resolver (see :data:`PERSON_TOKENS`). Unknown tokens count against the caller's
+    address; past the limit every token from it gets 429 until the bucket refills."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -326,8 +411,10 @@ def require_role(*roles: str) -> Callable[[F], F]:
             token = bearer_token()
             if token is None:
                 fail(401, "missing bearer token", headers=challenge)
+            refuse_if_throttled()
             principal = principal_for_token(token)
             if principal is None:
+                note_failed_attempt()
                 fail(401, "unknown bearer token", headers=challenge)
             if principal.role not in roles:
                 fail(403, f"role {principal.role!r} may not do this; needs {' or '.join(roles)}")
@@ -335,7 +422,7 @@ def require_role(*roles: str) -> Callable[[F], F]:
             return view(*args, **kwargs)
 
         # The OpenAPI document says so too: one place for the role check and its doc.
-        return _SmorestBlueprint.doc(security=BEARER)(wrapper)
+        return _SmorestBlueprint.doc(security=BEARER, **{ROLES_EXTENSION: list(roles)})(wrapper)
 
     return decorator
 
@@ -367,12 +454,12 @@ class DecompressRequest:
         self.max_bytes = max_bytes
 
     def _error(self, start_response: Any, status: str, code: str, message: str) -> list[bytes]:
-        import json
+        from shared.security import API_CSP, BASELINE_HEADERS
 
         body = json.dumps(error_body(code, message)).encode()
-        start_response(
-            status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        )
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += [*BASELINE_HEADERS.items(), ("Content-Security-Policy", API_CSP)]
+        start_response(status, headers)
         return [body]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
-from sqlalchemy import Connection, CursorResult, Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -98,8 +98,10 @@ def enqueue(
         return 0
     rows = outbox_rows(outgoing, validate_payload=validate_payload)
     dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
-    result = cast(CursorResult[Any], bind.execute(insert_ignoring_duplicates(table, dialect), rows))
-    return int(result.rowcount or 0)
+    # Counted by RETURNING: a many-row INSERT's rowcount is not reliable on PostgreSQL
+    # (psycopg2 reports the last statement's), so a batch's "accepted" would be wrong.
+    statement = insert_ignoring_duplicates(table, dialect).returning(table.c.event_id)
+    return len(bind.execute(statement, rows).all())
 
 
 def _event_id_of(value: bytes | None) -> str | None:

@@ -3,9 +3,12 @@
 Browsers cannot send bearer headers from links and forms, so a person signs in once with
 a token (a role's token, or a person's own); who signed in lives in Flask's signed session
 cookie, bound by a fingerprint to the token used: rotating or revoking the token signs
-every session made with it out. Every form carries a CSRF token bound to the session.
-The cookie is ``HttpOnly`` and ``SameSite=Lax``; after signing in only a local path under
-the pages' prefix is followed (never an open redirect).
+every session made with it out. Every form carries a CSRF token bound to the session, the
+sign-in form too (:func:`login_csrf`, :func:`sign_in_attempt`); failed sign-ins count
+against the client's address (:mod:`shared.security`: 429 past the limit). The cookie is
+``HttpOnly``, ``SameSite=Lax``, and ``Secure`` in production or with
+``FUNNEL_COOKIE_SECURE``; after signing in only a local path under the pages' prefix is
+followed (never an open redirect).
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any
 
 from flask import Flask, abort, current_app, redirect, request, session, url_for
 
+from shared.http import Principal, note_failed_attempt, principal_for_token, refuse_if_throttled
+
 SessionCheck = Callable[[], "str | None"]
 
 
 def configure(app: Flask, secret_key: str, tokens: Mapping[str, str]) -> None:
-    """Session cookies for pages: the configured secret, else one derived from the tokens
-    (so every worker of one deployment agrees without another setting)."""
+    """Session cookies for pages: the configured secret, else (development only: production
+    refuses to start without one, see ``SecurityConfig.check``) one derived from the
+    tokens, so every worker of one deployment agrees without another setting."""
     derived = hashlib.sha256(("funnel-pages:" + "|".join(tokens.values())).encode())
     app.config["SECRET_KEY"] = secret_key or derived.hexdigest()
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
@@ -48,6 +54,37 @@ def start_session(role: str, token_fp: str | None, **extra: Any) -> None:
     session.update(role=role, csrf=secrets.token_urlsafe(24), token_fp=token_fp, **extra)
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a form value with a session value; never equal when the
+    session has none."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def login_csrf() -> str:
+    """The CSRF token the sign-in form carries: the session's, made now for a visitor who
+    has none. Signing in replaces it (:func:`start_session`)."""
+    token = session.get("csrf") or ""
+    if not token:
+        token = secrets.token_urlsafe(24)
+        session["csrf"] = token
+    return str(token)
+
+
+def sign_in_attempt(allowed: Callable[[Principal], bool]) -> Principal | None:
+    """Who the POSTed sign-in form proves to be, or None when the token is unknown or not
+    ``allowed`` on these pages (counted as a failed attempt from the client's address).
+    A form without the session's CSRF token (:func:`login_csrf`) → 400; an address past
+    its failed attempts → 429 with ``Retry-After``, before the token is even looked at."""
+    if not _same(request.form.get("csrf", ""), str(session.get("csrf") or "")):
+        abort(400, "invalid form token; reload the sign-in page")
+    refuse_if_throttled()
+    who = principal_for_token(request.form.get("token", "").strip())
+    if who is None or not allowed(who):
+        note_failed_attempt()
+        return None
+    return who
+
+
 def local_next(prefix: str, default: str) -> str:
     """Where to go after signing in: ``?next=`` when it is a path under ``prefix``."""
     target = request.args.get("next", "")
@@ -66,8 +103,8 @@ def signed_in(expected: SessionCheck, login_endpoint: str) -> Callable[[Any], An
             if want is None or not hmac.compare_digest(session.get("token_fp") or "", want):
                 session.clear()
                 return redirect(url_for(login_endpoint, next=request.full_path))
-            if request.method == "POST" and not hmac.compare_digest(
-                request.form.get("csrf", ""), session.get("csrf", "")
+            if request.method == "POST" and not _same(
+                request.form.get("csrf", ""), str(session.get("csrf") or "")
             ):
                 abort(400, "invalid form token; reload the page")
             return view(*args, **kwargs)

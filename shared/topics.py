@@ -21,6 +21,7 @@ TRAFFIC = "funnel.traffic"
 LEADS = "funnel.leads"
 DISPATCH = "funnel.dispatch"
 MEMBERS = "funnel.members"
+PRIVACY = "funnel.privacy"
 DEADLETTER = "funnel.deadletter"
 
 TRAFFIC_INTAKE = "traffic-intake"
@@ -93,6 +94,25 @@ REGISTRY: dict[str, Topic] = {
         event_types=frozenset({"campaign.dispatch", "audience.batch"}),
         producers=(MEMBER_RETARGETING,),
         consumers=(),  # channel senders outside Funnel
+    ),
+    PRIVACY: Topic(
+        name=PRIVACY,
+        key="request_id (a consent change: its lead_id)",
+        event_types=frozenset(
+            {
+                "consent.changed",
+                "privacy.erasure_requested",
+                "privacy.erasure_completed",
+                "privacy.access_requested",
+                "privacy.access_part",
+            }
+        ),
+        producers=(TRAFFIC_INTAKE, LEAD_SCORING, MEMBER_RETARGETING),
+        consumers=(TRAFFIC_INTAKE, LEAD_SCORING, MEMBER_RETARGETING),
+        # Requests name the person (plain identifiers, so services can find them): kept
+        # no longer than the others; every service has acted on them by then.
+        partitions=1,
+        retention=timedelta(days=7),
     ),
     DEADLETTER: Topic(
         name=DEADLETTER,

@@ -113,13 +113,23 @@ class TopicReader:
         self.consumer.close()
 
 
-def page_login(client: Any, token: str, home: str = "/app/") -> str:
-    """Signs a test client in to a service's pages; returns the new session's CSRF token."""
+def form_csrf(page: str) -> str:
+    """The CSRF token a page's forms carry."""
     import re
 
-    response = client.post("/app/login", data={"token": token})
-    assert response.status_code == 302, response.text
-    page = client.get(home).text
     match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match is not None
+    assert match is not None, page
     return match.group(1)
+
+
+def login_csrf(client: Any) -> str:
+    """The CSRF token of the sign-in form, as a browser gets it (GET /app/login first)."""
+    return form_csrf(client.get("/app/login").text)
+
+
+def page_login(client: Any, token: str, home: str = "/app/") -> str:
+    """Signs a test client in to a service's pages through the sign-in form (its CSRF
+    token included); returns the new session's CSRF token."""
+    response = client.post("/app/login", data={"token": token, "csrf": login_csrf(client)})
+    assert response.status_code == 302, response.text
+    return form_csrf(client.get(home).text)

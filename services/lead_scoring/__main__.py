@@ -1,11 +1,14 @@
-"""``python -m services.lead_scoring init-db|consume|rescore``"""
+"""``python -m services.lead_scoring init-db|accounts|consume|rescore``"""
 
 from __future__ import annotations
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import main as consume
+from services.lead_scoring.models import accounts
+from shared.accounts import cli as accounts_cli
 from shared.cli import service_main
+from shared.db import make_engine
 
 
 def rescore_now(config: ScoringConfig) -> None:
@@ -29,5 +32,9 @@ if __name__ == "__main__":
         "python -m services.lead_scoring",
         load_config=ScoringConfig.from_env,
         init_db=init_db,
-        commands={"consume": consume, "rescore": rescore_now},
+        commands={
+            "accounts": accounts_cli(lambda config: make_engine(config.database_url), accounts),
+            "consume": consume,
+            "rescore": rescore_now,
+        },
     )

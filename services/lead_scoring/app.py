@@ -9,13 +9,15 @@ from sqlalchemy import Engine
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.handoff import rep_tokens
 from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
-from services.lead_scoring.models import metadata
+from services.lead_scoring.models import accounts, audit_log, metadata
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.state import STATE, ScoringState
-from services.lead_scoring.web import identity, leads, pages, reps, rules
+from services.lead_scoring.web import identity, leads, pages, privacy, reps, rules
 from shared import pages as pages_session
+from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
-from shared.http import PERSON_TOKENS, Principal, init_api, register_health
+from shared.http import Principal, init_api, register_health
+from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
@@ -29,6 +31,7 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     pages_session.configure(app, config.secret_key, config.tokens.by_role())
+    install_security(app, config.security)
     engine = make_engine(config.database_url)
     sessions = make_sessionmaker(engine)
     base_model = config.base_model()
@@ -45,10 +48,10 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
         with sessions() as session:
             return rep_tokens.principal(session, token)
 
-    app.extensions[PERSON_TOKENS] = rep_principal
     api = init_api(app, title="Funnel lead-scoring")
-    for blueprint in (leads.blp, reps.blp, rules.blp, identity.blp):
+    for blueprint in (leads.blp, reps.blp, rules.blp, identity.blp, privacy.blp):
         api.register_blueprint(blueprint)
+    install_people(app, api, engine, accounts, audit_log, others=rep_principal)
     app.register_blueprint(pages.bp)
     register_health(app)
     return app

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.lead_scoring.model.scoring import ScoringModel
-from shared.config import ConfigError, Env, KafkaConfig, Tokens, default_sqlite_url
+from shared.config import (
+    ConfigError,
+    Env,
+    KafkaConfig,
+    SecurityConfig,
+    Tokens,
+    default_sqlite_url,
+)
 
 SERVICE = "lead-scoring"
 
@@ -16,13 +23,14 @@ class ScoringConfig:
     database_url: str
     tokens: Tokens = field(default_factory=Tokens)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     mql_threshold: int = 50
     half_life_days: float = 30.0
     # An MQL neither accepted nor rejected within this many hours is overdue.
     sla_hours: float = 24.0
     sla_check_seconds: float = 30.0
     # Signs the sales pages' session cookie; derived from the tokens when unset so every
-    # worker agrees without another secret to manage in development.
+    # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
     log_level: str = "INFO"
 
@@ -34,6 +42,10 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.half_life_days <= 3650:
             raise ConfigError("SCORING_HALF_LIFE_DAYS must be between 1 and 3650 days")
+        self.security.check(
+            required={"SCORING_SECRET_KEY": self.secret_key},
+            secrets=self.tokens.by_variable().items(),
+        )
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ScoringConfig:
@@ -45,6 +57,7 @@ class ScoringConfig:
             ),
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
+            security=SecurityConfig.from_env(env),
             mql_threshold=env.integer("SCORING_MQL_THRESHOLD", cls.mql_threshold),
             half_life_days=env.number("SCORING_HALF_LIFE_DAYS", cls.half_life_days),
             sla_hours=env.number("SCORING_SLA_HOURS", cls.sla_hours),

@@ -1,25 +1,39 @@
 """lead-scoring's consumer process: traffic in, lead events out. Runs apart from gunicorn.
 
 The runner (:mod:`shared.runner`) owns transactions, offsets and dead letters; this module
-only says what handles the traffic topic (:mod:`.processing.traffic`) and which jobs run
-between batches (:mod:`.jobs`: SLA escalation, rescoring after a rule-set change).
+only says what handles the traffic topic (:mod:`.processing.traffic`, never an erased
+person's) and the privacy topic (:mod:`.privacy`), and which jobs run between batches
+(:mod:`.jobs`: SLA escalation, rescoring after a rule-set change; access exports pruned).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from datetime import timedelta
+from typing import Any
 
 from services.lead_scoring.config import SERVICE, ScoringConfig
 from services.lead_scoring.jobs.rescore import rescore_step
 from services.lead_scoring.jobs.sla import escalate
 from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
-from services.lead_scoring.models import outbox, processed_events
+from services.lead_scoring.models import audit_log, erased_people, outbox, processed_events
+from services.lead_scoring.privacy.handler import handle_privacy
+from services.lead_scoring.privacy.requests import prune_answers
 from services.lead_scoring.processing.traffic import Rules, handle_traffic_batch
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
-from shared.db import make_engine, make_sessionmaker
-from shared.runner import BatchHandler, ConsumerRunner, Timer, build_runner, infrastructure_check
-from shared.topics import TRAFFIC
+from shared import audit
+from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.privacy import without_erased
+from shared.runner import (
+    BatchHandler,
+    ConsumerRunner,
+    Timer,
+    build_runner,
+    each,
+    infrastructure_check,
+)
+from shared.topics import PRIVACY, TRAFFIC
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +45,12 @@ def handlers(
         scoring=rule_sets or RuleSetCache(config.base_model()),
         identity=IdentityRulesCache(DEFAULT_IDENTITY_RULES),
     )
-    return {TRAFFIC: functools.partial(handle_traffic_batch, rules=rules)}
+    traffic = functools.partial(handle_traffic_batch, rules=rules)
+    return {
+        # Erased people's traffic never reaches the leads, however often it is replayed.
+        TRAFFIC: without_erased(traffic, erased_people),
+        PRIVACY: each(handle_privacy),
+    }
 
 
 def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerRunner:
@@ -58,8 +77,20 @@ def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerR
                 lambda: rescore_step(sessions, rule_sets, check_infrastructure=check),
                 name="rescore",
             ),
+            Timer(
+                600.0,
+                lambda: _prune_access_exports(sessions, config.security.audit_retention_days),
+                name="privacy",
+            ),
         ],
     )
+
+
+def _prune_access_exports(sessions: Any, audit_days: int) -> None:
+    """Access exports a day old, audit entries past their retention."""
+    with sessions.begin() as session:
+        prune_answers(session, utcnow())
+        audit.prune(session, audit_log, utcnow() - timedelta(days=audit_days))
 
 
 def main(config: ScoringConfig | None = None) -> None:

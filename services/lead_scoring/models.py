@@ -4,7 +4,9 @@ Where person data lives, for erasure and access: ``leads`` (email, user id, trai
 account traits), ``identities`` (every identifier), ``lead_events`` (the identifiers,
 traits, properties and page context of each event), ``lead_merges`` (the identifiers that
 linked two leads), ``identity_conflicts`` (identifiers), ``stage_changes`` (sales notes in
-reasons) and ``outbox`` (lead snapshots until pruned).
+reasons), ``lead_consents`` (decisions), ``outbox`` (lead snapshots until pruned) and
+``privacy_answers`` (access exports, for a day). Erasure (:mod:`.privacy`) deletes all of
+it for the person and remembers them in ``erased_people`` by hash only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sqlalchemy import JSON, ForeignKey, Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.lead_scoring.model.fit import LOWEST_GRADE
+from shared.accounts import accounts_table
+from shared.audit import audit_table
 from shared.db import (
     NAMING_CONVENTION,
     BigIntPK,
@@ -24,6 +28,7 @@ from shared.db import (
     processed_events_table,
     utcnow,
 )
+from shared.privacy import erased_table
 
 
 class Base(DeclarativeBase):
@@ -33,6 +38,9 @@ class Base(DeclarativeBase):
 metadata = Base.metadata
 processed_events = processed_events_table(metadata)
 outbox = outbox_table(metadata)
+# People who sign in as themselves (admin, marketing) and what they changed.
+accounts = accounts_table(metadata)
+audit_log = audit_table(metadata)
 
 
 class Lead(Base):
@@ -238,3 +246,51 @@ class RescoreJob(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# Privacy: consent per person with its history, erased people (hashes only), and the
+# erasure and access requests this service coordinates with every service's answer.
+
+erased_people = erased_table(metadata)
+
+
+class LeadConsent(_LeadRecord, Base):
+    """One consent decision of the person, as an event stated it (every one is kept; the
+    latest per purpose counts). Moves with the lead on a merge."""
+
+    __tablename__ = "lead_consents"
+
+    purpose: Mapped[str] = mapped_column(String(20))
+    granted: Mapped[bool]
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(200))
+
+
+class PrivacyRequest(Base):
+    """An erasure or an access request. ``identifiers`` name the person while the request
+    runs; once every service has answered an erasure they are replaced by their keys
+    (hashes), so the request itself keeps no trace of who was forgotten."""
+
+    __tablename__ = "privacy_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # erasure | access
+    identifiers: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PrivacyAnswer(Base):
+    """One service's answer to a request: what it erased (counts) or holds (``data``,
+    person data: pruned a day after the request, and erased with the person)."""
+
+    __tablename__ = "privacy_answers"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("privacy_requests.id"), primary_key=True)
+    service: Mapped[str] = mapped_column(String(40), primary_key=True)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    truncated: Mapped[list[str]] = mapped_column(JSON, default=list)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

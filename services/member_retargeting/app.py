@@ -7,13 +7,15 @@ from flask import Flask
 from sqlalchemy import Engine, select
 
 from services.member_retargeting.config import RetargetingConfig
-from services.member_retargeting.models import Segment, metadata
+from services.member_retargeting.models import Segment, accounts, audit_log, metadata
 from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
 from services.member_retargeting.web import campaigns, members, pages, segments, sharing
 from shared import pages as pages_session
+from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
+from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
@@ -33,11 +35,13 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
     pages_session.configure(app, config.secret_key, config.tokens.by_role())
+    install_security(app, config.security)
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
     for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp):
         api.register_blueprint(blueprint)
+    install_people(app, api, engine, accounts, audit_log)
     app.register_blueprint(pages.bp)
     register_health(app)
     return app

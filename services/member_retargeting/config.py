@@ -7,7 +7,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from services.member_retargeting.model.tiers import Tier, TierRules
-from shared.config import ConfigError, Env, KafkaConfig, Tokens, default_sqlite_url
+from shared.config import (
+    ConfigError,
+    Env,
+    KafkaConfig,
+    SecurityConfig,
+    Tokens,
+    default_sqlite_url,
+)
 
 SERVICE = "member-retargeting"
 
@@ -29,6 +36,7 @@ class RetargetingConfig:
     database_url: str
     tokens: Tokens = field(default_factory=Tokens)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     tiers: TierRules = field(default_factory=TierRules)
     # Messages per person across all marketing campaigns (transactional ones are exempt).
     cap_per_day: int = 1
@@ -41,9 +49,15 @@ class RetargetingConfig:
     behaviour_days: int = 730
     schedule_poll_seconds: float = 1.0
     # Signs the marketing pages' session cookie; empty: derived from the tokens, so every
-    # worker agrees without another secret to manage in development.
+    # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        self.security.check(
+            required={"RETARGETING_SECRET_KEY": self.secret_key},
+            secrets=self.tokens.by_variable().items(),
+        )
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RetargetingConfig:
@@ -69,6 +83,7 @@ class RetargetingConfig:
             ),
             tokens=Tokens.from_env(env),
             kafka=KafkaConfig.from_env(env),
+            security=SecurityConfig.from_env(env),
             tiers=tiers,
             cap_per_day=env.integer("RETARGETING_CAP_PER_DAY", cls.cap_per_day),
             cap_per_week=env.integer("RETARGETING_CAP_PER_WEEK", cls.cap_per_week),

@@ -1,5 +1,6 @@
 """member-retargeting's consumer process: lead and traffic events in (contacts, members,
-orders, behaviours, consent); it relays the outbox too, which holds member events and the
+orders, behaviours, consent; never an erased person's) and privacy requests
+(:mod:`.privacy`); it relays the outbox too, which holds member events, answers and the
 dispatches campaign runs queue. Runs apart from gunicorn, as does the scheduler
 (:mod:`.jobs.scheduler`) that runs campaigns."""
 
@@ -9,12 +10,14 @@ import functools
 import logging
 
 from services.member_retargeting.config import SERVICE, RetargetingConfig
-from services.member_retargeting.models import outbox, processed_events
+from services.member_retargeting.models import erased_people, outbox, processed_events
+from services.member_retargeting.privacy import handle_privacy
 from services.member_retargeting.processing.leads import handle_lead
 from services.member_retargeting.processing.traffic import handle_traffic
 from shared.db import make_engine
+from shared.privacy import without_erased
 from shared.runner import BatchHandler, ConsumerRunner, build_runner, each
-from shared.topics import LEADS, TRAFFIC
+from shared.topics import LEADS, PRIVACY, TRAFFIC
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +25,12 @@ log = logging.getLogger(__name__)
 def handlers(config: RetargetingConfig | None = None) -> dict[str, BatchHandler]:
     tiers = config.tiers if config is not None else RetargetingConfig(database_url="").tiers
     return {
-        LEADS: each(functools.partial(handle_lead, tiers=tiers)),
-        TRAFFIC: each(functools.partial(handle_traffic, tiers=tiers)),
+        # An erased person's events are dropped, however often a topic is replayed.
+        LEADS: without_erased(each(functools.partial(handle_lead, tiers=tiers)), erased_people),
+        TRAFFIC: without_erased(
+            each(functools.partial(handle_traffic, tiers=tiers)), erased_people
+        ),
+        PRIVACY: each(handle_privacy),
     }
 
 

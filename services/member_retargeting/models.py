@@ -4,7 +4,8 @@ Where person data lives, for erasure and access: ``contacts`` (e-mail, user id, 
 names, traits), ``contact_identities`` (ids), ``orders`` and ``behaviours`` (what a person
 did, by their ids), ``consents`` (decisions by their ids), ``dispatches`` and
 ``sharing_ledger`` (who received what of them), ``outbox`` (dispatches until pruned).
-``suppressions`` hold hashes only.
+``suppressions`` hold hashes only. Erasure (:mod:`.privacy`) deletes all of it for the
+person (orders and dispatches are anonymised: campaign reports keep their counts).
 
 What a person did is kept by the identifiers it arrived with (traffic can come before the
 lead events that name its person); queries reach a contact's through
@@ -20,6 +21,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.accounts import accounts_table
+from shared.audit import audit_table
 from shared.db import (
     NAMING_CONVENTION,
     BigIntPK,
@@ -28,6 +31,7 @@ from shared.db import (
     processed_events_table,
     utcnow,
 )
+from shared.privacy import erased_table
 
 Money = Numeric(14, 2)
 
@@ -39,6 +43,11 @@ class Base(DeclarativeBase):
 metadata = Base.metadata
 processed_events = processed_events_table(metadata)
 outbox = outbox_table(metadata)
+# People erased, by hash only: their lead and traffic events are dropped (see .privacy).
+erased_people = erased_table(metadata)
+# People who sign in as themselves (admin, marketing) and what they changed.
+accounts = accounts_table(metadata)
+audit_log = audit_table(metadata)
 
 
 class Contact(Base):

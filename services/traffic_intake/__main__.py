@@ -1,11 +1,15 @@
-"""``python -m services.traffic_intake init-db|relay|resubmit-failed``"""
+"""``python -m services.traffic_intake init-db|accounts|relay|consume|resubmit-failed``"""
 
 from __future__ import annotations
 
 from services.traffic_intake.app import init_db
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.consumer import main as consume
+from services.traffic_intake.models import accounts
 from services.traffic_intake.relay import main as relay
+from shared.accounts import cli as accounts_cli
 from shared.cli import service_main
+from shared.db import make_engine
 
 
 def resubmit_failed(config: IntakeConfig) -> None:
@@ -31,5 +35,10 @@ if __name__ == "__main__":
         "python -m services.traffic_intake",
         load_config=IntakeConfig.from_env,
         init_db=init_db,
-        commands={"relay": relay, "resubmit-failed": resubmit_failed},
+        commands={
+            "accounts": accounts_cli(lambda config: make_engine(config.database_url), accounts),
+            "relay": relay,
+            "consume": consume,
+            "resubmit-failed": resubmit_failed,
+        },
     )

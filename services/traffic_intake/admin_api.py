@@ -25,6 +25,7 @@ from services.traffic_intake.schemas import (
 )
 from services.traffic_intake.sources import hash_key, new_write_key
 from services.traffic_intake.state import state
+from shared.audit import audited
 from shared.http import Blueprint, fail, or_404, require_role
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Sources, keys, failures")
@@ -36,6 +37,13 @@ def _source(conn: Any, source_id: int) -> Any:
         f"no source {source_id}",
     )
     return row
+
+
+def _before(source_id: int) -> dict[str, Any] | None:
+    """A source as it was, for the audit log."""
+    with state().engine.connect() as conn:
+        row = conn.execute(select(sources).where(sources.c.id == source_id)).first()
+    return None if row is None else dict(row._mapping)
 
 
 def _with_key(row: Any, key: str) -> dict[str, Any]:
@@ -54,6 +62,7 @@ class SourcesView(MethodView):
     @require_role("admin")
     @blp.arguments(SourceIn)
     @blp.response(201, SourceWithKey)
+    @audited("source.create", target=lambda r, **_: f"source:{r['id']}")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Create a source and its write key (returned once; stored hashed)."""
         key = new_write_key()
@@ -93,6 +102,7 @@ def _set_enabled(source_id: int, enabled: bool) -> Any:
 class DisableView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceOut)
+    @audited("source.disable", target=lambda _r, source_id: f"source:{source_id}", before=_before)
     def post(self, source_id: int) -> Any:
         """Stop accepting events from this source (403); its key is kept."""
         return _set_enabled(source_id, False)
@@ -102,6 +112,7 @@ class DisableView(MethodView):
 class EnableView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceOut)
+    @audited("source.enable", target=lambda _r, source_id: f"source:{source_id}", before=_before)
     def post(self, source_id: int) -> Any:
         """Accept events from this source again."""
         return _set_enabled(source_id, True)
@@ -111,6 +122,7 @@ class EnableView(MethodView):
 class RotateView(MethodView):
     @require_role("admin")
     @blp.response(200, SourceWithKey)
+    @audited("source.rotate_key", target=lambda _r, source_id: f"source:{source_id}")
     def post(self, source_id: int) -> dict[str, Any]:
         """Issue a new write key; the old one stops working at once."""
         key = new_write_key()
@@ -157,6 +169,7 @@ class ResubmitView(MethodView):
     @require_role("admin")
     @blp.arguments(ResubmitIn)
     @blp.response(200, ResubmitOut)
+    @audited("failed_event.resubmit", target=lambda _r, failed_id, **_: f"failed_event:{failed_id}")
     def post(self, data: dict[str, Any], failed_id: int) -> dict[str, Any]:
         """Accept a failed event, as stored or as corrected in ``event``. Still invalid →
         422 naming the fields. Never publishes the same event twice."""

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from services.traffic_intake import failed
 from services.traffic_intake.config import IntakeConfig
-from services.traffic_intake.ratelimit import retry_after_header
+from services.traffic_intake.privacy import screen
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
 from services.traffic_intake.sources import Source
@@ -30,6 +30,7 @@ from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
 from shared.limits import json_size
 from shared.outbox import Outgoing, enqueue
+from shared.ratelimit import retry_after_header
 from shared.topics import TRAFFIC
 
 blp = Blueprint("tracking", __name__, description="Segment-compatible Tracking API")
@@ -96,12 +97,16 @@ def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> i
     """Commit accepted events (and the rejected ones, kept) in one transaction; returns
     how many accepted events were new. A store that cannot take the write answers 503
     with Retry-After, never a hang."""
-    outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in envelopes]
     try:
         with state().engine.begin() as conn:
             failed.record(conn, g.source.name, rejections)
+            # Erased people's events are dropped, analytics-denied ones stripped.
+            kept = screen(conn, envelopes)
+            outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in kept]
             # Payloads come from the HTTP schemas, validated a moment ago.
-            return enqueue(conn, state().outbox, outgoing, validate_payload=False)
+            new = enqueue(conn, state().outbox, outgoing, validate_payload=False)
+            # A dropped event counts as accepted: the door tells nothing about erasure.
+            return new + len(envelopes) - len(kept)
     except SQLAlchemyError:
         _store_unavailable()
 

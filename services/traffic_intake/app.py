@@ -9,12 +9,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from services.traffic_intake import admin_api
 from services.traffic_intake import api as tracking_api
 from services.traffic_intake.config import IntakeConfig
-from services.traffic_intake.models import metadata, outbox
-from services.traffic_intake.ratelimit import TokenBuckets
+from services.traffic_intake.models import accounts, audit_log, metadata, outbox
 from services.traffic_intake.sources import SourceDirectory
 from services.traffic_intake.state import STATE, IntakeState
+from shared.accounts import install as install_people
 from shared.db import make_engine
 from shared.http import DecompressRequest, init_api, register_health
+from shared.ratelimit import TokenBuckets
+from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
@@ -28,6 +30,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     # Flask enforces this while reading, chunked bodies included: memory stays bounded.
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
+    install_security(app, config.security)
     engine = make_engine(config.database_url, busy_timeout_ms=2000)
     api = init_api(app, title="Funnel traffic-intake")
     app.extensions[STATE] = IntakeState(
@@ -45,6 +48,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     )
     api.register_blueprint(tracking_api.blp)
     api.register_blueprint(admin_api.blp)
+    install_people(app, api, engine, accounts, audit_log)
     register_health(app)
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
         ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import Env, KafkaConfig, Tokens, default_sqlite_url
+from shared.config import Env, KafkaConfig, SecurityConfig, Tokens, default_sqlite_url
 from shared.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 
 SERVICE = "traffic-intake"
@@ -17,6 +17,7 @@ class IntakeConfig:
     write_keys: tuple[str, ...]
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     tokens: Tokens = field(default_factory=Tokens)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source_name: str = "web"
     max_event_bytes: int = MAX_EVENT_BYTES
     max_batch_bytes: int = MAX_BATCH_BYTES
@@ -34,6 +35,14 @@ class IntakeConfig:
     resubmit_limit: int = 10_000
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        self.security.check(
+            secrets=[
+                *self.tokens.by_variable().items(),
+                *(("FUNNEL_WRITE_KEY", key) for key in self.write_keys),
+            ]
+        )
+
     @classmethod
     def from_env(cls, env: Env | None = None) -> IntakeConfig:
         env = env or Env()
@@ -46,6 +55,7 @@ class IntakeConfig:
             write_keys=keys,
             kafka=KafkaConfig.from_env(env),
             tokens=Tokens.from_env(env),
+            security=SecurityConfig.from_env(env),
             source_name=env.text("FUNNEL_SOURCE_NAME", cls.source_name),
             max_event_bytes=env.integer("INTAKE_MAX_EVENT_BYTES", cls.max_event_bytes),
             max_batch_bytes=env.integer("INTAKE_MAX_BATCH_BYTES", cls.max_batch_bytes),

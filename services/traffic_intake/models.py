@@ -8,8 +8,13 @@
 * ``sources``: websites/apps allowed to send, each with a write key stored only as a
   SHA-256 hash (keys are 192-bit random, so a fast hash is enough).
 * ``failed_events``: every rejected event with its typed reason, for the admin list and
-  resubmission. Holds raw client payloads (person data): erasure must look here too, and
-  rows are pruned after ``INTAKE_FAILED_RETENTION_DAYS``.
+  resubmission. Holds raw client payloads (person data): erasure deletes a person's rows
+  here too, and rows are pruned after ``INTAKE_FAILED_RETENTION_DAYS``.
+* ``erased_people``, ``processed_events``, ``privacy_outbox``: the privacy consumer's
+  (:mod:`.privacy`): erased people by hash only, requests applied, answers to publish.
+
+Person data lives in ``outbox`` (accepted events) and ``failed_events`` (rejected ones);
+erasure deletes both for the person (:mod:`.privacy`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,29 @@ from sqlalchemy import (
     Text,
 )
 
-from shared.db import NAMING_CONVENTION, BigIntPK, UTCDateTime, outbox_table, utcnow
+from shared.accounts import accounts_table
+from shared.audit import audit_table
+from shared.db import (
+    NAMING_CONVENTION,
+    BigIntPK,
+    UTCDateTime,
+    outbox_table,
+    processed_events_table,
+    utcnow,
+)
+from shared.privacy import erased_table
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 outbox = outbox_table(metadata)
+# The privacy consumer's own: what it applied, and its answers (a relay of its own, apart
+# from the traffic relay that owns ``outbox``).
+processed_events = processed_events_table(metadata)
+privacy_outbox = outbox_table(metadata, "privacy_outbox")
+# People erased: their new events are dropped at the door (keys are hashes).
+erased_people = erased_table(metadata)
+# People who sign in as themselves (admin, marketing) and what they changed.
+accounts = accounts_table(metadata)
+audit_log = audit_table(metadata)
 
 sources = Table(
     "sources",

@@ -4,7 +4,7 @@ Runs apart from gunicorn. Kafka errors are retried with capped backoff (accepted
 wait durably in the outbox); database errors crash the process for its supervisor to
 restart. SIGTERM/SIGINT set a flag: the batch in hand is finished and flushed first.
 Housekeeping every ten minutes: sent rows are pruned once they leave the dedupe window,
-failed events once their retention ends.
+failed events and audit entries once their retention ends.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from kafka.errors import KafkaError
 
 from services.traffic_intake import failed
 from services.traffic_intake.config import SERVICE, IntakeConfig
-from services.traffic_intake.models import outbox
+from services.traffic_intake.models import audit_log, outbox
+from shared import audit
 from shared.db import make_engine, utcnow
 from shared.kafka import make_producer, make_tail_reader
 from shared.outbox import OutboxRelay
@@ -76,6 +78,15 @@ class RelayLoop:
         self.relay.close()
 
 
+def _housekeep(engine: Any, config: IntakeConfig) -> None:
+    """Failed events and audit entries past their retention go."""
+    failed.prune(engine, utcnow() - timedelta(days=config.failed_retention_days))
+    with engine.begin() as conn:
+        audit.prune(
+            conn, audit_log, utcnow() - timedelta(days=config.security.audit_retention_days)
+        )
+
+
 def main(config: IntakeConfig | None = None) -> None:
     config = config or IntakeConfig.from_env()
     engine = make_engine(config.database_url)
@@ -88,9 +99,7 @@ def main(config: IntakeConfig | None = None) -> None:
             reader_factory=lambda: make_tail_reader(config.kafka),
         ),
         dedupe_window=timedelta(days=config.dedupe_window_days),
-        housekeeping=lambda: failed.prune(
-            engine, utcnow() - timedelta(days=config.failed_retention_days)
-        ),
+        housekeeping=lambda: _housekeep(engine, config),
     )
     signal.signal(signal.SIGTERM, loop.request_stop)
     signal.signal(signal.SIGINT, loop.request_stop)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, Table
 
 from services.traffic_intake.config import IntakeConfig
-from services.traffic_intake.ratelimit import TokenBuckets
 from services.traffic_intake.sources import SourceDirectory
 from shared.http import Api, app_state
+from shared.ratelimit import TokenBuckets
 
 STATE = "intake"
 

@@ -24,10 +24,20 @@ from services.member_retargeting.app import init_db as init_retargeting
 from services.member_retargeting.consumer import handlers as retargeting_handlers
 from services.member_retargeting.models import outbox as retargeting_outbox
 from services.member_retargeting.models import processed_events as retargeting_processed
+from services.traffic_intake.app import init_db as init_intake
+from services.traffic_intake.consumer import handlers as intake_handlers
+from services.traffic_intake.models import privacy_outbox as intake_outbox
+from services.traffic_intake.models import processed_events as intake_processed
 from shared.db import make_engine, make_sessionmaker
 from shared.events import PAYLOAD_SCHEMAS, decode
 from shared.runner import BatchHandler, BatchProcessor
-from shared.topics import LEAD_SCORING, MEMBER_RETARGETING, REGISTRY, example_payloads
+from shared.topics import (
+    LEAD_SCORING,
+    MEMBER_RETARGETING,
+    REGISTRY,
+    TRAFFIC_INTAKE,
+    example_payloads,
+)
 from tests.helpers import FakeRecord
 
 
@@ -51,6 +61,9 @@ def _processor(
 
 
 CONSUMERS: dict[str, Callable[[str], BatchProcessor]] = {
+    TRAFFIC_INTAKE: lambda url: _processor(
+        url, init_intake, intake_handlers(), intake_processed, intake_outbox, TRAFFIC_INTAKE
+    ),
     LEAD_SCORING: lambda url: _processor(
         url,
         init_scoring,

@@ -23,7 +23,7 @@ from services.traffic_intake.app import create_app as intake_app
 from services.traffic_intake.app import init_db as intake_db
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.state import STATE as INTAKE_STATE
-from shared.config import Tokens
+from shared.config import SecurityConfig, Tokens
 
 TOKENS = Tokens("sales-t", "marketing-t", "admin-t")
 RIGHT = {
@@ -48,16 +48,23 @@ JUNK_BODIES = [
 ]
 
 
+# Every wrong credential is a failed attempt: unthrottled here, as the walk sends many
+# from one address (throttling has its own tests).
+UNTHROTTLED = SecurityConfig(sign_in_failures=0)
+
+
 def build(name: str, tmp_path: Path) -> Flask:
     url = f"sqlite:///{tmp_path / f'{name}.db'}"
     if name == "intake":
-        app = intake_app(IntakeConfig(database_url=url, write_keys=("wk",)))
+        app = intake_app(IntakeConfig(database_url=url, write_keys=("wk",), security=UNTHROTTLED))
         intake_db(app.extensions[INTAKE_STATE].engine)
     elif name == "scoring":
-        app = scoring_app(ScoringConfig(database_url=url, tokens=TOKENS))
+        app = scoring_app(ScoringConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED))
         scoring_db(app.extensions[SCORING_STATE].engine)
     else:
-        app = retargeting_app(RetargetingConfig(database_url=url, tokens=TOKENS))
+        app = retargeting_app(
+            RetargetingConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED)
+        )
         retargeting_db(app.extensions[RETARGETING_STATE].engine)
     return app
 

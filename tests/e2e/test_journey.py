@@ -241,7 +241,9 @@ def test_the_whole_journey(funnel: Funnel) -> None:
             },
         )
         campaign = created.json()
-        triggered = funnel.marketing("POST", f"/campaigns/{campaign['id']}/trigger")
+        triggered = funnel.marketing(
+            "POST", f"/campaigns/{campaign['id']}/runs", json={"idempotency_key": "journey"}
+        )
         assert triggered.status_code == 202 and triggered.json()["audience_size"] == 1
         dispatches = dispatch_topic.wait(
             lambda vs: any(v["payload"]["campaign_id"] == campaign["id"] for v in vs)

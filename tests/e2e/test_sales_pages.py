@@ -130,7 +130,8 @@ def test_a_rep_splits_a_wrong_merge_from_the_lead_page_in_chromium(
     browser.get(f"{server}/app/login")
     browser.find_element(By.NAME, "token").send_keys(TOKENS.sales)
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    wait.until(ec.presence_of_element_located((By.TAG_NAME, "main")))
+    # Signed in once the browser has left the sign-in page (its <main> is there too).
+    wait.until(lambda d: "/app/login" not in d.current_url)
     browser.get(f"{server}/app/leads/{ada}")
     wait.until(ec.presence_of_element_located((By.ID, "merges")))
     identities = browser.find_element(By.ID, "identities").text

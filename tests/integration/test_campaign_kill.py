@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select
 
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
+from services.member_retargeting.model.suppression import EMAIL, suppression_key
 from services.member_retargeting.models import (
     CampaignRun,
     Consent,
@@ -66,6 +67,8 @@ def population(app: Flask) -> None:
                     "stage": "lead",
                     "score": 0,
                     "email": f"p{i}@x.co",
+                    # The suppression key, as a lead event sets it (none: never sent to).
+                    "email_key": suppression_key(EMAIL, f"p{i}@x.co"),
                     "user_id": f"p{i}",
                     "traits": {},
                     "intent": {},

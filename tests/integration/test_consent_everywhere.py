@@ -126,7 +126,10 @@ def test_no_one_without_consent_is_messaged_or_exported(app: Flask) -> None:  # 
         campaign = client.post(
             "/campaigns", headers=MARKETING_AUTH, json={**body, "segment": {"all": []}}
         ).json
-        client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING_AUTH)
+        client.post(
+            f"/campaigns/{campaign['id']}/trigger",
+            headers={**MARKETING_AUTH, "Idempotency-Key": body["name"]},
+        )
     work_runs(app, passes=200)
     export = client.post(
         "/audiences/exports",

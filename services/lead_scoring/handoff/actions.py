@@ -55,12 +55,21 @@ def _lead(session: Session, lead_id: str) -> Lead:
 
 
 def actor_name(session: Session, rep_id: int | None) -> str:
+    """The rep acting with their own token (``rep:<id>:<name>``), or "sales"."""
     if rep_id is None:
         return "sales"
     rep = session.get(Rep, rep_id)
     if rep is None:
         raise HandoffError(404, f"no rep {rep_id}")
     return f"rep:{rep.id}:{rep.name}"
+
+
+def shared_token_actor(session: Session, rep_id: int | None) -> str:
+    """Someone holding the shared sales token, working a rep's queue: recorded as the
+    shared token, never as the rep (anyone holding it could pick any rep)."""
+    if rep_id is None:
+        return "sales"
+    return f"sales token for {actor_name(session, rep_id)}"
 
 
 def _stage_event(

@@ -22,6 +22,7 @@ from services.lead_scoring.models import (
     Identity,
     IdentityConflict,
     Lead,
+    LeadConsent,
     LeadEvent,
     LeadMerge,
     ScoreEntry,
@@ -49,15 +50,21 @@ class LeadStore:
     (a merge, an identity lookup) flushes first. Callers flush before their transaction
     ends (:func:`.handoff.actions.perform` and the runner's handlers do)."""
 
-    HISTORY = (Identity, LeadEvent, ScoreEntry, StageChange, IdentityConflict)
+    HISTORY = (Identity, LeadEvent, ScoreEntry, StageChange, IdentityConflict, LeadConsent)
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._pending: dict[type[Base], list[dict[str, Any]]] = {m: [] for m in self.HISTORY}
+        # Each touched lead's latest consent per purpose (see ..processing.consent).
+        self.consent_latest: dict[str, dict[str, tuple[bool, datetime]]] = {}
 
     def _insert(self, model: type[Base], row: dict[str, Any]) -> None:
         """Keep one history row for :meth:`flush`."""
         self._pending[model].append(row)
+
+    def keep(self, model: type[Base], row: dict[str, Any]) -> None:
+        """Keep one history row of one of :attr:`HISTORY`'s tables for :meth:`flush`."""
+        self._insert(model, row)
 
     def flush(self) -> None:
         """Write the leads (ORM flush: new ones first, for the foreign keys), then one

@@ -11,7 +11,8 @@ Each event, in order (:func:`apply_event`): resolve the person under the identit
 (:func:`_resolve`: merging leads the event links where the rules allow, recording
 conflicts where they do not), update the profile (:func:`_update_profile`), bring the points to
 one history under the newest rules (:func:`_rescore_if_needed`), score the event, move
-the stage, route a new MQL, and describe every change as an event (:func:`_events`).
+the stage, route a new MQL, and describe every change as an event (:func:`_events`);
+consent decisions are kept per person (:mod:`.consent`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from services.lead_scoring.model.rules import Award, is_purchase
 from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead
 from services.lead_scoring.processing.batch import TrafficBatch
+from services.lead_scoring.processing.consent import record_consent
 from services.lead_scoring.processing.identities import (
     IdentityKey,
     event_keys,
@@ -109,6 +111,7 @@ def apply_event(
     else:
         change = _Change(lead=to, score_before=to.score, keys=keys)
     _update_profile(change.lead, event, set(store.holdings([change.lead.id])[change.lead.id]))
+    consent = record_consent(event, change.lead, store)
     version, model = _newest_rules(change.lead, store, rule_sets, version, model)
     change.adjustments = _rescore_if_needed(change, event, store, version, model)
     if not change.adjustments and event.type in ("identify", "group"):
@@ -116,7 +119,7 @@ def apply_event(
         fit = grade(lead.traits, lead.account_traits, model.fit_criteria, model.grades)
         lead.fit_score, lead.fit_grade = fit.score, fit.grade
     _score(change, event, store, model)
-    return _events(change, event, store)
+    return _events(change, event, store) + consent
 
 
 def _resolve(

@@ -14,11 +14,19 @@ from services.lead_scoring.rulesets.identity import (
 )
 from services.lead_scoring.state import state
 from services.lead_scoring.web.schemas import IdentityRulesIn, IdentityRulesOut
+from shared.audit import audited
 from shared.http import Blueprint, require_role
 
 blp = Blueprint(
     "identity-rules", __name__, url_prefix="/admin/identity", description="Identity rules"
 )
+
+
+def _current_rules() -> dict[str, Any]:
+    """The active identity rules as they were, for the audit log."""
+    s = state()
+    with s.sessions() as session:
+        return s.identity_rules.described(session, document_from_identity_rules)
 
 
 @blp.route("/rules")
@@ -34,6 +42,9 @@ class IdentityRulesView(MethodView):
     @require_role("admin")
     @blp.arguments(IdentityRulesIn)
     @blp.response(200, IdentityRulesOut)
+    @audited(
+        "identity_rules.update", target=lambda _r, **_: "identity_rules", before=_current_rules
+    )
     def put(self, document: dict[str, Any]) -> dict[str, Any]:
         """Store a new version of the identity rules; events processed from now on are
         resolved under it (nothing resolved before is changed: a split does that)."""

@@ -17,6 +17,7 @@ from services.lead_scoring.handoff.actions import (
     move,
     perform,
     reject,
+    shared_token_actor,
 )
 from services.lead_scoring.processing.split import SplitRequest, split
 from services.lead_scoring.state import state
@@ -88,13 +89,15 @@ class OverdueView(MethodView):
 
 def _actor(session: Session, rep_id: int | None) -> str:
     """Who is acting: with a rep's own token, that rep (``rep_id`` may only repeat it);
-    with the shared sales token, the rep named by ``rep_id`` or just "sales"; with the
-    admin token, "admin"."""
+    with the shared sales token, that token ("sales token for rep:…" when it works a
+    rep's queue: never the rep themself); an admin as themself."""
     caller = current_principal()
-    if caller.person_id is None and caller.role != "sales":
-        return caller.name  # an admin (shared token)
+    if caller.role != "sales":  # an admin: the shared token, or their own account
+        if caller.person_id is None:
+            return caller.name
+        return f"{caller.role}:{caller.person_id}:{caller.name}"
     if caller.person_id is None:
-        return actor_name(session, rep_id)
+        return shared_token_actor(session, rep_id)
     if rep_id is not None and rep_id != caller.person_id:
         fail(
             403,

@@ -39,6 +39,7 @@ from services.lead_scoring.handoff.actions import (
     actor_name,
     perform,
     reject,
+    shared_token_actor,
 )
 from services.lead_scoring.model.fit import GRADE_LETTERS
 from services.lead_scoring.models import Rep, ScoreEntry
@@ -49,7 +50,7 @@ from services.lead_scoring.web.queries import lead_detail, list_leads, overdue_l
 from shared import pages
 from shared.db import utcnow
 from shared.events import STAGES
-from shared.http import HTML_ERRORS, principal_for_token
+from shared.http import HTML_ERRORS
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
 PAGE_ROLES = ("sales",)
@@ -98,8 +99,8 @@ def _globals() -> dict[str, Any]:
 def login() -> Any:
     error = None
     if request.method == "POST":
-        who = principal_for_token(request.form.get("token", "").strip())
-        if who is not None and who.role in PAGE_ROLES:
+        who = pages.sign_in_attempt(lambda person: person.role in PAGE_ROLES)
+        if who is not None:
             if who.person_id is not None:
                 pages.start_session(
                     who.role,
@@ -112,7 +113,8 @@ def login() -> Any:
                 pages.start_session(who.role, pages.role_fingerprint(who.role))
             return redirect(pages.local_next(bp.url_prefix or "", url_for("pages.queue")))
         error = "That token belongs neither to a rep nor to sales."
-    return render_template("login.html", error=error), 401 if error else 200
+    page = render_template("login.html", error=error, csrf=pages.login_csrf())
+    return page, 401 if error else 200
 
 
 @bp.post("/logout")
@@ -250,6 +252,15 @@ def lead(lead_id: str) -> Any:
     )
 
 
+def _page_actor(db: Session) -> str:
+    """A rep signed in with their own token acts as themself; the shared sales token acts
+    as the token, whichever rep's queue it is looking at."""
+    rep_id = session.get("rep_id")
+    if session.get("personal"):
+        return actor_name(db, rep_id)
+    return shared_token_actor(db, rep_id)
+
+
 def _act(lead_id: str, action: Action, done: str) -> Response:
     try:
         perform(state().sessions, lead_id, action)
@@ -265,9 +276,7 @@ def accept_lead(lead_id: str) -> Response:
     note = request.form.get("note") or None
     return _act(
         lead_id,
-        lambda db, lid: accept(
-            db, lid, actor=actor_name(db, session.get("rep_id")), note=note, now=utcnow()
-        ),
+        lambda db, lid: accept(db, lid, actor=_page_actor(db), note=note, now=utcnow()),
         "Accepted: the lead is now an SQL.",
     )
 
@@ -282,9 +291,7 @@ def reject_lead(lead_id: str) -> Response:
     note = request.form.get("note") or None
     return _act(
         lead_id,
-        lambda db, lid: reject(
-            db, lid, code, actor=actor_name(db, session.get("rep_id")), note=note, now=utcnow()
-        ),
+        lambda db, lid: reject(db, lid, code, actor=_page_actor(db), note=note, now=utcnow()),
         f"Rejected ({code}).",
     )
 
@@ -304,9 +311,7 @@ def split_lead(lead_id: str) -> Response:
     )
     return _act(
         lead_id,
-        lambda db, _lid: split_lead_as(
-            db, split_off, actor_name(db, session.get("rep_id")), reason[:300]
-        ),
+        lambda db, _lid: split_lead_as(db, split_off, _page_actor(db), reason[:300]),
         "Split: each lead now has its own history.",
     )
 

@@ -14,9 +14,17 @@ from services.lead_scoring.handoff import rep_tokens
 from services.lead_scoring.models import Rep
 from services.lead_scoring.state import state
 from services.lead_scoring.web.schemas import RepIn, RepList, RepOut, RepPatch, RepTokenOut
+from shared.audit import audited, plain
 from shared.http import Blueprint, fail, or_404, require_role
 
 blp = Blueprint("reps", __name__, url_prefix="/admin/reps", description="Sales reps")
+
+
+def _rep(rep_id: int) -> dict[str, Any] | None:
+    """A rep as it was, for the audit log."""
+    with state().sessions() as session:
+        rep = session.get(Rep, rep_id)
+        return None if rep is None else plain(rep)
 
 
 @blp.route("")
@@ -31,6 +39,7 @@ class RepsView(MethodView):
     @require_role("admin")
     @blp.arguments(RepIn)
     @blp.response(201, RepOut)
+    @audited("rep.create", target=lambda rep, **_: f"rep:{rep.id}")
     def post(self, data: dict[str, Any]) -> Rep:
         """Add a rep; new MQLs in their territory are routed to them round robin."""
         try:
@@ -52,6 +61,7 @@ class RepView(MethodView):
     @require_role("admin")
     @blp.arguments(RepPatch)
     @blp.response(200, RepOut)
+    @audited("rep.update", target=lambda _r, rep_id: f"rep:{rep_id}", before=_rep)
     def patch(self, data: dict[str, Any], rep_id: int) -> Rep:
         """Change availability (holidays) or territory. Owned leads keep their owner."""
         with state().sessions.begin() as session:
@@ -66,6 +76,7 @@ class RepView(MethodView):
 class RepTokenView(MethodView):
     @require_role("admin")
     @blp.response(201, RepTokenOut)
+    @audited("rep.token_issue", target=lambda _r, rep_id: f"rep:{rep_id}")
     def post(self, rep_id: int) -> dict[str, Any]:
         """Issue the rep's personal token (shown only in this answer), replacing any
         earlier one. With it the rep signs in to the pages and calls the API as
@@ -79,6 +90,7 @@ class RepTokenView(MethodView):
 
     @require_role("admin")
     @blp.response(204)
+    @audited("rep.token_revoke", target=lambda _r, rep_id: f"rep:{rep_id}")
     def delete(self, rep_id: int) -> None:
         """Revoke the rep's token: API calls with it fail and page sessions end."""
         with state().sessions.begin() as session:

@@ -11,6 +11,7 @@ from services.lead_scoring.models import RescoreJob
 from services.lead_scoring.rulesets.documents import create_rule_set, document_from_model
 from services.lead_scoring.state import state
 from services.lead_scoring.web.schemas import RescoreJobOut, RuleSetIn, RuleSetOut
+from shared.audit import audited
 from shared.http import Blueprint, or_404, require_role
 
 blp = Blueprint(
@@ -38,6 +39,13 @@ def _job_out(job: RescoreJob) -> dict[str, Any]:
     }
 
 
+def _current_rules() -> dict[str, Any]:
+    """The active rule set as it was, for the audit log."""
+    s = state()
+    with s.sessions() as session:
+        return s.rule_sets.described(session, document_from_model)
+
+
 @blp.route("/rules")
 class RulesView(MethodView):
     @require_role("admin")
@@ -51,6 +59,7 @@ class RulesView(MethodView):
     @require_role("admin")
     @blp.arguments(RuleSetIn)
     @blp.response(202, RescoreJobOut)
+    @audited("scoring_rules.update", target=lambda _r, **_: "scoring_rules", before=_current_rules)
     def put(self, document: dict[str, Any]) -> dict[str, Any]:
         """Store a new version and start rescoring every lead from its history; follow
         the returned job for progress. New events use the new version at once."""

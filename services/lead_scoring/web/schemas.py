@@ -9,7 +9,7 @@ from services.lead_scoring.handoff.actions import REJECTION_CODES
 from services.lead_scoring.model.fit import GRADE_LETTERS
 from services.lead_scoring.model.identity import ANY, EVICT_OLDEST, NEVER, REFUSE, TRUSTED
 from shared.events import STAGES
-from shared.fields import JsonObject, JsonValue
+from shared.fields import Identifier, JsonObject, JsonValue
 from shared.identity import ANONYMOUS_ID, USER_ID
 from shared.limits import (
     MAX_ANONYMOUS_IDS,
@@ -456,3 +456,58 @@ class IdentityRulesIn(ma.Schema):
 class IdentityRulesOut(ma.Schema):
     version = fields.Integer()
     document = fields.Dict()
+
+
+# Privacy (admin): erasure and access requests.
+
+PRIVACY_KINDS = ("user_id", "email", "anonymous_id", "lead_id")
+
+
+class ErasureIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    kind = fields.String(required=True, validate=validate.OneOf(PRIVACY_KINDS))
+    value = Identifier(required=True, max_length=320)  # an e-mail can be that long
+
+
+class ServiceAnswerOut(ma.Schema):
+    answered = fields.Boolean()
+    answered_at = fields.DateTime(allow_none=True)
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class PrivacyStatusOut(ma.Schema):
+    request_id = fields.String()
+    kind = fields.String(metadata={"description": "erasure or access"})
+    requested_by = fields.String()
+    requested_at = fields.DateTime()
+    completed_at = fields.DateTime(allow_none=True)
+    complete = fields.Boolean(metadata={"description": "every service has answered"})
+    services = fields.Dict(keys=fields.String(), values=fields.Nested(ServiceAnswerOut))
+
+
+class AccessQuery(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    kind = fields.String(
+        load_default=None,
+        validate=validate.OneOf(PRIVACY_KINDS),
+        metadata={"description": "what the id is; by default a lead id, else a user id"},
+    )
+    request_id = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "read a request started before instead of a new one"},
+    )
+    wait_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0, max=30))
+
+
+class AccessOut(PrivacyStatusOut):
+    identifiers = fields.List(fields.Dict())
+    parts = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(),
+        metadata={"description": "per service: {data: by store, truncated: [stores cut short]}"},
+    )

@@ -1,13 +1,14 @@
 """What a campaign achieved: audience, dispatched, skipped by reason, published, and
-conversions — people who completed an order within the campaign's attribution window
-after their dispatch — with the revenue of those orders. Set-based queries."""
+conversions — people who completed an order within the attribution window of one of
+their dispatches (from the sending to ``attributed_until``) — with the revenue of those
+orders, each order counted once. Set-based queries."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.models import Campaign, CampaignRun, Dispatch, outbox
@@ -38,39 +39,15 @@ def report(session: Session, campaign: Campaign) -> dict[str, Any]:
         .where(Dispatch.campaign_id == campaign.id, outbox.c.sent_at.is_(None))
     )
     sent = int(counts.get("sent", 0))
-    first_dispatch = (
-        select(
-            Dispatch.contact_id,
-            func.min(Dispatch.created_at).label("at"),
-            func.max(Dispatch.attributed_until).label("until"),
-        )
-        .where(Dispatch.campaign_id == campaign.id, Dispatch.status == "sent")
-        .group_by(Dispatch.contact_id)
-        .subquery()
+    conversions, revenue = session.execute(_conversions(campaign)).one()
+    latest = session.scalar(
+        select(CampaignRun.audience_size)
+        .where(CampaignRun.campaign_id == campaign.id)
+        .order_by(CampaignRun.id.desc())
+        .limit(1)
     )
-    orders = orders_of(select(first_dispatch.c.contact_id)).subquery()
-    converted = (
-        select(orders.c.contact_id, orders.c.revenue)
-        .join(first_dispatch, first_dispatch.c.contact_id == orders.c.contact_id)
-        .where(
-            and_(
-                orders.c.occurred_at >= first_dispatch.c.at,
-                orders.c.occurred_at <= first_dispatch.c.until,
-            )
-        )
-        .subquery()
-    )
-    conversions, revenue = session.execute(
-        select(
-            func.count(func.distinct(converted.c.contact_id)),
-            func.coalesce(func.sum(converted.c.revenue), 0),
-        )
-    ).one()
-    runs = session.scalars(
-        select(CampaignRun).where(CampaignRun.campaign_id == campaign.id).order_by(CampaignRun.id)
-    ).all()
     return {
-        "audience_size": runs[-1].audience_size if runs else 0,
+        "audience_size": int(latest or 0),
         "dispatched_count": sent,
         "published_count": sent - int(waiting or 0),
         "skipped_count": int(counts.get("skipped", 0)),
@@ -79,3 +56,35 @@ def report(session: Session, campaign: Campaign) -> dict[str, Any]:
         "revenue": Decimal(str(revenue)).quantize(Decimal("0.01")),
         "attribution_days": campaign.attribution_days,
     }
+
+
+def _conversions(campaign: Campaign) -> Any:
+    """``(people, revenue)``: the orders that fall inside the attribution window of one of
+    the campaign's dispatches to their person (from its sending to its
+    ``attributed_until``), each order counted once however many windows hold it, and the
+    distinct people who placed them. An order between two windows counts for neither."""
+    reached = select(Dispatch.contact_id).where(
+        Dispatch.campaign_id == campaign.id, Dispatch.status == "sent"
+    )
+    orders = orders_of(reached).subquery()
+    window = (
+        select(Dispatch.id)
+        .where(
+            Dispatch.campaign_id == campaign.id,
+            Dispatch.status == "sent",
+            Dispatch.contact_id == orders.c.contact_id,
+            Dispatch.created_at <= orders.c.occurred_at,
+            Dispatch.attributed_until >= orders.c.occurred_at,
+        )
+        .exists()
+    )
+    converted = (
+        select(orders.c.order_id, orders.c.contact_id, orders.c.revenue)
+        .where(window)
+        .distinct()
+        .subquery()
+    )
+    return select(
+        func.count(func.distinct(converted.c.contact_id)),
+        func.coalesce(func.sum(converted.c.revenue), 0),
+    )

@@ -8,11 +8,22 @@ the segment changing meanwhile changes nothing.
 The scheduler process then works each run a chunk at a time (:func:`work`), one
 transaction per chunk: for each recipient not handled yet, the checks of
 :mod:`..people.policy` at send time — consent for the channel's purpose, suppression,
-the frequency cap — and an address for the channel; a recipient who fails one is
-recorded as ``skipped`` with the reason; the others get one ``campaign.dispatch`` event
-(in the outbox, id derived from run and person) and a line in the sharing ledger. All of
-a chunk commits together or not at all, and ``dispatches`` is unique per run and person:
-a process killed mid-run and restarted sends each recipient exactly once.
+the frequency cap — and an address for the channel that the suppression list can be
+checked against (an e-mail or phone that cannot be normalised has no suppression key:
+nothing is sent to it, ``unverifiable_address``); a recipient who fails one is recorded
+as ``skipped`` with the reason; the others get one ``campaign.dispatch`` event (in the
+outbox, id derived from run and person) and a line in the sharing ledger naming what the
+event carries of them (their ids, the address, the fields the message's template reads).
+All of a chunk commits together or not at all, and ``dispatches`` is unique per run and
+person: a process killed mid-run and restarted sends each recipient exactly once.
+
+Two scheduler processes may work two campaigns' runs at once: a marketing chunk locks its
+people's contact rows (``SELECT … FOR UPDATE`` in lead-id order) before counting their
+messages for the cap, so the second waits for the first to commit and then sees its
+messages (PostgreSQL; SQLite lets one writer at a time anyway).
+
+An e-mail body may be HTML: the person's fields are HTML-escaped in it; other texts are
+plain.
 
 An ``ads`` campaign is not a message: a run exports its consenting recipients as a hashed
 audience (:mod:`..sharing.exports`).
@@ -31,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.consent import CHANNEL_PURPOSE
 from services.member_retargeting.model.segments import parse
-from services.member_retargeting.model.templates import render
+from services.member_retargeting.model.templates import fields_used, render
 from services.member_retargeting.models import (
     Campaign,
     CampaignRun,
@@ -49,20 +60,17 @@ from shared.outbox import Outgoing, enqueue
 from shared.topics import DISPATCH, MEMBER_RETARGETING
 
 # Why a recipient got nothing, as reports count them.
-NO_CONSENT, SUPPRESSED, CAPPED, NO_ADDRESS, GONE = (
+NO_CONSENT, SUPPRESSED, CAPPED, NO_ADDRESS, UNVERIFIABLE, GONE = (
     "no_consent",
     "suppressed",
     "frequency_cap",
     "no_address",
+    "unverifiable_address",
     "merged_or_gone",
 )
+# The contact's address each channel sends to, and the suppression key kept for it.
 ADDRESS = {"email": "email", "sms": "phone", "whatsapp": "phone"}
-SHARED_FIELDS = {
-    "email": ["email", "first_name", "last_name", "tier", "product"],
-    "sms": ["phone", "first_name", "tier", "product"],
-    "whatsapp": ["phone", "first_name", "tier", "product"],
-    "webhook": ["contact_id", "user_id", "first_name", "tier", "product"],
-}
+ADDRESS_KEY = {"email": "email_key", "phone": "phone_key"}
 
 
 @dataclass(frozen=True)
@@ -175,9 +183,18 @@ def _send(
     now: datetime,
 ) -> None:
     purpose = CHANNEL_PURPOSE[campaign.channel]
-    contacts = {
-        c.lead_id: c for c in session.scalars(select(Contact).where(Contact.lead_id.in_(ids)))
-    }
+    capping = campaign.kind != "transactional"
+    people = (
+        select(Contact)
+        .where(Contact.lead_id.in_(ids))
+        .order_by(Contact.lead_id)
+        .execution_options(populate_existing=True)
+    )
+    if capping:
+        # Before the cap is counted: another process sending to one of these people now
+        # waits until this chunk commits, and then counts its messages too.
+        people = people.with_for_update()
+    contacts = {c.lead_id: c for c in session.scalars(people)}
     allowed = set(
         session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), consented(purpose)))
     )
@@ -185,11 +202,8 @@ def _send(
         session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), suppressed()))
     )
     live = [c for c in contacts.values() if c.merged_into is None]
-    capped = (
-        set()
-        if campaign.kind == "transactional"
-        else over_cap(session, live, now, limits.per_day, limits.per_week)
-    )
+    capped = over_cap(session, live, now, limits.per_day, limits.per_week) if capping else set()
+    shared = _shared_fields(campaign)
     wants = affinities(session, [c.lead_id for c in live], now)
     rows: list[dict[str, Any]] = []
     outgoing: list[Outgoing] = []
@@ -240,7 +254,7 @@ def _send(
             session,
             contact_id,
             destination=campaign.channel,
-            fields=SHARED_FIELDS[campaign.channel],
+            fields=[*shared, "user_id"] if contact.user_id else shared,
             purpose=purpose,
             requested_by=run.requested_by,
             at=now,
@@ -248,6 +262,18 @@ def _send(
         )
     session.execute(insert(Dispatch), rows)
     enqueue(session, outbox, outgoing, validate_payload=False)
+
+
+def _shared_fields(campaign: Campaign) -> list[str]:
+    """What a dispatch of the campaign carries of its recipient (the user id, when they
+    have one, is added per person): their contact id, the channel's address and the
+    fields the message's templates read."""
+    used: set[str] = set()
+    for key in ("subject", "body"):
+        if key in campaign.message:
+            used |= fields_used(str(campaign.message[key]))
+    address = ADDRESS.get(campaign.channel)
+    return ["contact_id", *([address] if address else []), *sorted(used)]
 
 
 def _skip_reason(
@@ -262,6 +288,8 @@ def _skip_reason(
     address = ADDRESS.get(channel)
     if address is not None and getattr(contact, address) is None:
         return NO_ADDRESS
+    if address is not None and getattr(contact, ADDRESS_KEY[address]) is None:
+        return UNVERIFIABLE  # the suppression list cannot be checked for it
     if contact.lead_id in capped:
         return CAPPED
     return None
@@ -270,8 +298,11 @@ def _skip_reason(
 def _dispatch_event(
     campaign: Campaign, run: CampaignRun, contact: Contact, person: dict[str, Any], now: datetime
 ) -> Any:
+    html = campaign.channel == "email"
     message = {
-        key: render(str(value), person) if key in ("subject", "body") else value
+        key: render(str(value), person, html=html and key == "body")
+        if key in ("subject", "body")
+        else value
         for key, value in campaign.message.items()
     }
     return new_event(

@@ -34,8 +34,9 @@ from sqlalchemy.orm import sessionmaker
 from services.member_retargeting.campaigns.runs import Limits, work
 from services.member_retargeting.campaigns.triggers import due_schedules, event_triggers
 from services.member_retargeting.config import RetargetingConfig
-from services.member_retargeting.models import Behaviour, CampaignRun, outbox
+from services.member_retargeting.models import Behaviour, CampaignRun, audit_log, outbox
 from services.member_retargeting.people.members import review_tiers, score_rfm
+from shared import audit
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.limits import truncate
 from shared.outbox import enqueue
@@ -54,6 +55,8 @@ class Scheduler:
     last_daily: datetime | None = None
     failures: int = 0
     run_failures: dict[int, int] = field(default_factory=dict)
+    # Event-triggered campaign id → the time slot it had nobody to reach in.
+    quiet_slots: dict[int, int] = field(default_factory=dict)
     _stop: bool = field(default=False, repr=False)
 
     @property
@@ -69,7 +72,7 @@ class Scheduler:
         now = self.clock()
         with self.sessions.begin() as session:
             due_schedules(session, now)
-            event_triggers(session, now)
+            event_triggers(session, now, self.quiet_slots)
         handled = 0
         with self.sessions() as session:
             runs = list(
@@ -124,6 +127,9 @@ class Scheduler:
                 delete(Behaviour).where(
                     Behaviour.at < now - timedelta(days=self.config.behaviour_days)
                 )
+            )
+            audit.prune(
+                session, audit_log, now - timedelta(days=self.config.security.audit_retention_days)
             )
 
     def run(self, *, max_seconds: float | None = None) -> None:

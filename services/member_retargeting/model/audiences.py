@@ -62,6 +62,7 @@ Google's name and country columns add no match; Meta uses FN/LN/COUNTRY as extra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -451,6 +452,33 @@ def normal_country(value: str, platform: Platform) -> str | None:
     if code not in ISO_COUNTRIES:
         return None
     return code.lower() if platform == "meta" else code
+
+
+def region_code(value: str) -> str | None:
+    """The ISO 3166-1 alpha-2 code of a country written as its code (any case) or as its
+    English name (``United States``, ``united kingdom``; names as libphonenumber's
+    geocoder spells them, and a few common short forms), or ``None``. Used as the default
+    region of a phone number written without its country code."""
+    code = normal_country(value, "google")
+    if code is not None:
+        return code
+    return _country_names().get(" ".join(value.split()).casefold())
+
+
+@functools.cache
+def _country_names() -> dict[str, str]:
+    """English country name (case-folded) → ISO code, from libphonenumber's locale data."""
+    from phonenumbers.geodata.locale import LOCALE_DATA
+
+    names = {}
+    for code, by_language in LOCALE_DATA.items():
+        name = by_language.get("en")
+        while isinstance(name, str) and name.startswith("*"):  # "*aa": as language "aa"
+            name = by_language.get(name[1:])
+        if code in ISO_COUNTRIES and isinstance(name, str) and name:
+            names[name.casefold()] = code
+    aliases = {"usa": "US", "united states of america": "US", "uk": "GB", "great britain": "GB"}
+    return {**names, **aliases}
 
 
 def _hash(value: str | None) -> str | None:

@@ -13,3 +13,8 @@ CHANNEL_PURPOSE = {
     "webhook": MARKETING,
     "ads": ADVERTISING,
 }
+# The channels that send a person a message: the frequency cap counts these (an ads
+# audience is not a message, and never uses up anyone's cap).
+MESSAGE_CHANNELS = tuple(
+    sorted(c for c, purpose in CHANNEL_PURPOSE.items() if purpose == MARKETING)
+)

@@ -26,7 +26,11 @@ Y" is ``{"all": [{"event": "Order Completed", "category": "X"}, {"not": {"event"
 :func:`parse` validates a rule and names every bad part by its path (``all.1.op``), so
 an HTTP answer can point at it. The rule is compiled to one set-based SQL query by
 :mod:`services.member_retargeting.people.segments`; nothing here loops over people.
-Bounded: at most :data:`MAX_NODES` parts, :data:`MAX_DEPTH` levels, 100 listed values.
+Bounded: at most :data:`MAX_NODES` parts, :data:`MAX_DEPTH` levels, 100 listed values;
+numbers finite and whole ones within 64 bits, ``days_since_last_order`` 0 to
+:data:`MAX_DAYS`; texts (values, event names, categories, products, intent topics) free
+of NUL, control characters and lone surrogates — so every rule that parses can be run on
+every database.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.events import STAGES
-from shared.limits import MAX_EVENT_NAME_LENGTH
+from shared.limits import MAX_EVENT_NAME_LENGTH, MAX_INTEGER, MIN_INTEGER, text_problem
 
 from .rfm import GROUPS
 
@@ -45,6 +49,7 @@ MAX_NODES = 50
 MAX_DEPTH = 8
 MAX_VALUES = 100
 MAX_WINDOW_DAYS = 3650
+MAX_DAYS = 36500  # days since the last order: a hundred years
 INTENT_PREFIX = "intent:"
 ROOT = "rule"  # the path of the whole rule in :attr:`SegmentError.problems`
 
@@ -209,6 +214,9 @@ def _attribute(node: Mapping[str, Any], path: str, bad: Any) -> Attribute | None
         bad(_at(path, "attribute"), "must be a text")
         return None
     if name.startswith(INTENT_PREFIX) and 0 < len(name) - len(INTENT_PREFIX) <= 100:
+        if text_problem(name):
+            bad(_at(path, "attribute"), f"the intent topic {text_problem(name)}")
+            return None
         kind, allowed = NUMBER, None
     elif name in ATTRIBUTES:
         kind, allowed = ATTRIBUTES[name]
@@ -228,21 +236,39 @@ def _attribute(node: Mapping[str, Any], path: str, bad: Any) -> Attribute | None
         return None
     values: list[Any] = value if isinstance(value, list) else [value]
     for v in values:
-        if kind == NUMBER and (
-            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
-        ):
-            bad(_at(path, "value"), "must be a finite number")
+        if kind == NUMBER and (problem := _number_problem(name, v)):
+            bad(_at(path, "value"), problem)
             return None
         if kind == FLAG and not isinstance(v, bool):
             bad(_at(path, "value"), "must be true or false")
             return None
-        if kind == TEXT and not (isinstance(v, str) and 0 < len(v) <= 200):
-            bad(_at(path, "value"), "must be a text of 1 to 200 characters")
+        if kind == TEXT and (problem := _text_problem(v)):
+            bad(_at(path, "value"), problem)
             return None
         if allowed is not None and v not in allowed:
             bad(_at(path, "value"), f"one of {list(allowed)}")
             return None
     return Attribute(name, op, tuple(value) if isinstance(value, list) else value)
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be compared with the number ``name`` (None: it can)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a finite number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and not MIN_INTEGER <= value <= MAX_INTEGER:
+        return "must be a whole number within 64 bits"
+    if name == "days_since_last_order" and not 0 <= value <= MAX_DAYS:
+        return f"a number of days, 0 to {MAX_DAYS}"
+    return None
+
+
+def _text_problem(value: Any, limit: int = 200) -> str | None:
+    """Why ``value`` cannot be a text of a rule (None: it can)."""
+    if not (isinstance(value, str) and 0 < len(value) <= limit):
+        return f"must be a text of 1 to {limit} characters"
+    return text_problem(value)
 
 
 def _did(node: Mapping[str, Any], path: str, bad: Any) -> Did | None:
@@ -253,6 +279,9 @@ def _did(node: Mapping[str, Any], path: str, bad: Any) -> Did | None:
     event = node["event"]
     if not (isinstance(event, str) and 0 < len(event) <= MAX_EVENT_NAME_LENGTH):
         bad(_at(path, "event"), "an event name of 1 to 200 characters")
+        return None
+    if problem := text_problem(event):
+        bad(_at(path, "event"), problem)
         return None
     within = node.get("within_days")
     if within is not None and (
@@ -267,8 +296,8 @@ def _did(node: Mapping[str, Any], path: str, bad: Any) -> Did | None:
     texts = {}
     for key in ("category", "product_id"):
         value = node.get(key)
-        if value is not None and not (isinstance(value, str) and 0 < len(value) <= 200):
-            bad(_at(path, key), "a text of 1 to 200 characters")
+        if value is not None and (problem := _text_problem(value)):
+            bad(_at(path, key), problem)
             return None
         texts[key] = value
     return Did(event, within, count, texts["category"], texts["product_id"])

@@ -14,6 +14,11 @@ then linear in the template's length, which the HTTP schema bounds. A template t
 not parse or names an unknown field is refused when the campaign is created
 (:func:`check`); one that fails for a person renders with the fields empty rather than
 stopping the run.
+
+An e-mail body may be HTML: rendered with ``html=True`` every field is HTML-escaped
+(autoescape), so a name such as ``<script>`` or ``Ben & Jerry`` arrives as text, never
+as markup; SMS, WhatsApp and webhook texts (and subjects) are plain text and stay as
+they are. :func:`fields_used` names the fields a template reads, for the sharing ledger.
 """
 
 from __future__ import annotations
@@ -66,8 +71,8 @@ MAX_OUTPUT = 100_000
 class _MessageEnvironment(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "//", "/"})
 
-    def __init__(self, undefined: type[Undefined]) -> None:
-        super().__init__(undefined=undefined, autoescape=False)
+    def __init__(self, undefined: type[Undefined], *, html: bool = False) -> None:
+        super().__init__(undefined=undefined, autoescape=html)
         self.globals.clear()
         self.filters = {name: self.filters[name] for name in FILTERS}
         self.tests = {name: self.tests[name] for name in ("defined", "undefined", "none")}
@@ -97,6 +102,7 @@ class _MessageEnvironment(SandboxedEnvironment):
 
 _STRICT = _MessageEnvironment(StrictUndefined)
 _LENIENT = _MessageEnvironment(Undefined)
+_LENIENT_HTML = _MessageEnvironment(Undefined, html=True)
 
 
 def check(template: str) -> str | None:
@@ -116,14 +122,24 @@ def check(template: str) -> str | None:
     return None
 
 
-def render(template: str, person: Mapping[str, Any]) -> str:
+def fields_used(template: str) -> frozenset[str]:
+    """The person's fields ``template`` reads (in output or in a condition): what a message
+    made from it shares. Every field when it does not parse (never too few). Never raises."""
+    try:
+        tree = _STRICT.parse(template)
+    except Exception:  # a stored template this version cannot parse: assume the worst
+        return frozenset(FIELDS)
+    return frozenset(n.name for n in tree.find_all(nodes.Name) if n.name in FIELDS)
+
+
+def render(template: str, person: Mapping[str, Any], *, html: bool = False) -> str:
     """``template`` with the person's fields (missing ones render empty), at most
-    :data:`MAX_OUTPUT` characters."""
+    :data:`MAX_OUTPUT` characters; with ``html`` every field is HTML-escaped."""
     values = {k: person.get(k) for k in FIELDS if person.get(k) is not None}
     text = ""
     for attempt in (values, dict.fromkeys(FIELDS, "")):
         try:
-            text = _compiled(template).render(attempt)
+            text = _compiled(template, html).render(attempt)
             break
         except Exception:  # a template that fails for this person: try with empty fields
             continue
@@ -131,6 +147,6 @@ def render(template: str, person: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(template: str) -> Template:
+def _compiled(template: str, html: bool = False) -> Template:
     """A run renders the same few templates for every recipient: compile each once."""
-    return _LENIENT.from_string(template)
+    return (_LENIENT_HTML if html else _LENIENT).from_string(template)

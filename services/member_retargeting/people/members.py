@@ -28,12 +28,18 @@ from shared.outbox import Outgoing
 from shared.topics import MEMBER_RETARGETING, MEMBERS
 
 
-def orders_of(contact_ids: Any) -> Select[str, Decimal, datetime]:
-    """``(contact_id, revenue, occurred_at)`` of the contacts' orders: by user id, or by
-    anonymous id for an order placed before the person signed in."""
+def orders_of(contact_ids: Any) -> Select[str, Decimal, datetime, str]:
+    """``(contact_id, revenue, occurred_at, order_id)`` of the contacts' orders: by user
+    id, or by anonymous id for an order placed before the person signed in. An order
+    belongs to one contact at most (an identifier maps to one)."""
     ci = ContactIdentity
     return (
-        select(ci.lead_id.label("contact_id"), Order.revenue, Order.occurred_at)
+        select(
+            ci.lead_id.label("contact_id"),
+            Order.revenue,
+            Order.occurred_at,
+            Order.event_id.label("order_id"),
+        )
         .join(
             Order,
             or_(

@@ -5,7 +5,8 @@
 * not suppressed (by the hash of their e-mail or phone);
 * the frequency cap across every marketing campaign: at most ``per_day`` messages a day,
   the day as the person lives it (their ``timezone`` trait, else UTC), and ``per_week``
-  in seven days; transactional campaigns are exempt (never from consent).
+  in seven days; transactional campaigns are exempt (never from consent), and only
+  messages count (e-mail, SMS, WhatsApp, webhook: an ads audience export is no message).
 
 The first two are conditions over ``contacts`` (set-based, for a run's chunk or a whole
 export); the cap needs each person's day, so it is computed for a chunk's people.
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from services.member_retargeting.model.consent import MESSAGE_CHANNELS
 from services.member_retargeting.models import (
     Consent,
     Contact,
@@ -64,7 +66,10 @@ def over_cap(
     per_week: int,
 ) -> set[str]:
     """The contacts that already had their marketing messages for today (in their own
-    time zone) or this week."""
+    time zone) or this week. Only sent messages count (not ads audience exports).
+
+    Two runs checking the same person at once could both see room for one more message:
+    the caller locks the contacts first (:func:`..campaigns.runs.work` does)."""
     if not contacts:
         return set()
     sent = session.execute(
@@ -72,6 +77,8 @@ def over_cap(
             Dispatch.contact_id.in_([c.lead_id for c in contacts]),
             Dispatch.status == "sent",
             Dispatch.kind == "marketing",
+            # A message channel (a row without one, which nothing writes now, counts too).
+            or_(Dispatch.channel.in_(MESSAGE_CHANNELS), Dispatch.channel.is_(None)),
             Dispatch.created_at >= now - timedelta(days=7),
         )
     ).all()

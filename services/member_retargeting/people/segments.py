@@ -10,6 +10,7 @@ for first; they are seeded as saved segments.
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +41,8 @@ from services.member_retargeting.model.segments import (
     parse,
 )
 from services.member_retargeting.models import Behaviour, Contact, ContactIdentity
+
+log = logging.getLogger(__name__)
 
 COLUMNS: dict[str, Any] = {
     "stage": Contact.stage,
@@ -128,12 +131,19 @@ def count(session: Session, rule: Rule, now: datetime) -> int:
 
 def stored_count(session: Session, document: Any, now: datetime) -> int | None:
     """Who a stored rule matches now; None when it no longer parses (a rule saved by an
-    older version): pages and lists show it as broken rather than failing."""
+    older version) or its query fails: pages and lists show it as broken rather than
+    failing. Never raises for the rule's sake; the query runs in a savepoint, so a
+    failure leaves the caller's transaction usable (PostgreSQL aborts it otherwise)."""
     try:
         rule = parse(document)
     except SegmentError:
         return None
-    return count(session, rule, now)
+    try:
+        with session.begin_nested():
+            return count(session, rule, now)
+    except Exception:  # a display number: nothing is lost, the rule is shown as broken
+        log.warning("a stored segment rule could not be counted: %.300r", document, exc_info=True)
+        return None
 
 
 def sample(session: Session, rule: Rule, now: datetime, size: int = 10) -> list[Contact]:

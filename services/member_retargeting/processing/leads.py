@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from services.member_retargeting.model.audiences import region_code
 from services.member_retargeting.model.suppression import EMAIL, PHONE, suppression_key
 from services.member_retargeting.model.tiers import TierRules
 from services.member_retargeting.models import Contact, ContactIdentity
@@ -71,7 +72,8 @@ def upsert_contact(session: Session, snapshot: dict[str, Any], event: Envelope) 
     contact.first_name, contact.last_name = first, last
     contact.country = _text(_country(traits), 64)
     contact.country_key = contact.country.casefold() if contact.country else None
-    region = contact.country.upper() if contact.country and len(contact.country) == 2 else None
+    # The phone's default region: the country as a code, or as its English name.
+    region = region_code(contact.country) if contact.country else None
     contact.email_key = suppression_key(EMAIL, contact.email)
     contact.phone_key = suppression_key(PHONE, contact.phone, region)
     contact.timezone = _text(traits.get("timezone"), 64)

@@ -5,7 +5,10 @@ wants (:mod:`..model.audiences`) — no plain identifier ever leaves. The rows g
 ``audience.batch`` events on the dispatch topic in numbered parts (at most 1,000 rows;
 an ``ads`` run's chunk is a part), and every person exported
 gets a ledger line. An ``ads`` campaign's run exports its recipients the same way, a
-chunk at a time; :func:`export_segment` exports a segment in one call.
+chunk at a time, each recipient recorded as a dispatch: ``sent``, or ``skipped`` with the
+reason (``no_consent``, ``suppressed``, ``no_address``: no e-mail or phone the platform
+can match, ``merged_or_gone``), and its ledger lines name whoever started the run;
+:func:`export_segment` exports a segment in one call.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from services.member_retargeting.campaigns.runs import GONE, NO_ADDRESS, NO_CONSENT, SUPPRESSED
 from services.member_retargeting.model.audiences import FIELDS, hashed_person, upload_row
 from services.member_retargeting.model.segments import Rule
 from services.member_retargeting.models import (
@@ -87,7 +91,16 @@ def export_run_chunk(
         )
         session.add(export)
         session.flush()
-    exported = _export(session, export, ids, now, campaign_id=campaign.id)
+    skipped: dict[str, str] = {}
+    _export(
+        session,
+        export,
+        ids,
+        now,
+        campaign_id=campaign.id,
+        requested_by=run.requested_by,
+        skipped=skipped,
+    )
     session.execute(
         insert(Dispatch),
         [
@@ -97,8 +110,8 @@ def export_run_chunk(
                 "contact_id": contact_id,
                 "channel": "ads",
                 "kind": campaign.kind,
-                "status": "sent" if contact_id in exported else "skipped",
-                "skip_reason": None if contact_id in exported else "no_consent_or_match",
+                "status": "skipped" if contact_id in skipped else "sent",
+                "skip_reason": skipped.get(contact_id),
                 "event_id": None,
                 "created_at": now,
                 "attributed_until": None,
@@ -115,13 +128,42 @@ def _export(
     now: datetime,
     *,
     campaign_id: int | None = None,
+    requested_by: str | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> set[str]:
     """Hash and publish the exportable ones among ``ids`` as the export's next part
     (numbered by the export, so a part's event id is never reused); returns who was
-    exported."""
+    exported, and puts why each other one was not into ``skipped``. The ledger lines
+    name ``requested_by`` (default: who asked for the export)."""
     platform = export.platform
+    skipped = {} if skipped is None else skipped
+    wanted = list(ids)
+    live = set(
+        session.scalars(
+            select(Contact.lead_id).where(
+                Contact.lead_id.in_(wanted), Contact.merged_into.is_(None)
+            )
+        )
+    )
+    allowed = set(
+        session.scalars(
+            select(Contact.lead_id).where(Contact.lead_id.in_(wanted), consented(ADVERTISING))
+        )
+    )
+    blocked = set(
+        session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(wanted), suppressed()))
+    )
+    for contact_id in wanted:
+        if contact_id not in live:
+            skipped[contact_id] = GONE
+        elif contact_id not in allowed:
+            skipped[contact_id] = NO_CONSENT
+        elif contact_id in blocked:
+            skipped[contact_id] = SUPPRESSED
     contacts = session.scalars(
-        select(Contact).where(Contact.lead_id.in_(list(ids)), consented(ADVERTISING), ~suppressed())
+        select(Contact)
+        .where(Contact.lead_id.in_([i for i in wanted if i not in skipped]))
+        .order_by(Contact.lead_id)
     ).all()
     rows: list[dict[str, str]] = []
     exported: set[str] = set()
@@ -135,6 +177,7 @@ def _export(
             platform=platform,  # type: ignore[arg-type]
         )
         if hashed is None:
+            skipped[contact.lead_id] = NO_ADDRESS  # no e-mail or phone the platform matches
             continue
         rows.append(upload_row(hashed, platform))  # type: ignore[arg-type]
         exported.add(contact.lead_id)
@@ -156,7 +199,7 @@ def _export(
                 "purpose": ADVERTISING,
                 "campaign_id": campaign_id,
                 "export_id": export.id,
-                "requested_by": export.requested_by,
+                "requested_by": requested_by or export.requested_by,
                 "at": now,
             }
             for contact_id in sorted(exported)

@@ -1,13 +1,19 @@
 """The marketing API on campaigns (bearer token of role ``marketing``): create one over a
-segment, run it (a background job, idempotent on a key), follow a run, read its report."""
+segment, run it (a background job, idempotent on a key), follow a run, read its report.
+
+Starting a run needs an idempotency key from the client (``idempotency_key`` in the body
+of ``POST …/runs``, the ``Idempotency-Key`` header of ``POST …/trigger``): a key made up
+here would make every retry of a lost answer a second run. Keys are kept under the
+``api:`` namespace, so they never meet the scheduler's (``schedule:``, ``event:``) or
+the pages' (``page:``)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import request
 from flask.views import MethodView
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +23,7 @@ from services.member_retargeting.models import Campaign, CampaignRun, Segment
 from services.member_retargeting.people.segments import stored_count
 from services.member_retargeting.state import state
 from services.member_retargeting.web.schemas import (
+    MAX_KEY_LENGTH,
     CampaignIn,
     CampaignList,
     CampaignOut,
@@ -26,7 +33,14 @@ from services.member_retargeting.web.schemas import (
     TriggerOut,
 )
 from shared.db import utcnow
-from shared.http import Blueprint, current_principal, or_404, require_role
+from shared.http import (
+    Blueprint,
+    current_principal,
+    fail,
+    flatten_field_errors,
+    or_404,
+    require_role,
+)
 
 blp = Blueprint("campaigns", __name__, description="Retargeting campaigns")
 
@@ -46,10 +60,19 @@ def run_out(run: CampaignRun) -> dict[str, Any]:
     }
 
 
+RUNS_SHOWN = 50
+API_KEYS = "api:"
+KEY_HEADER = "Idempotency-Key"
+
+
 def campaign_out(session: Session, campaign: Campaign) -> dict[str, Any]:
-    runs = session.scalars(
-        select(CampaignRun).where(CampaignRun.campaign_id == campaign.id).order_by(CampaignRun.id)
+    newest = session.scalars(
+        select(CampaignRun)
+        .where(CampaignRun.campaign_id == campaign.id)
+        .order_by(CampaignRun.id.desc())
+        .limit(RUNS_SHOWN)
     ).all()
+    runs = list(reversed(newest))  # the newest runs, oldest of them first
     return {
         **report(session, campaign),
         "id": campaign.id,
@@ -112,7 +135,7 @@ def run_now(campaign_id: int, key: str, requested_by: str) -> dict[str, Any]:
         run, created = start(
             session,
             campaign,
-            key=key[:200],
+            key=key,
             trigger="manual",
             requested_by=requested_by,
             now=utcnow(),
@@ -126,9 +149,8 @@ def run_now(campaign_id: int, key: str, requested_by: str) -> dict[str, Any]:
         }
 
 
-def _start(campaign_id: int, key: str | None) -> dict[str, Any]:
-    key = key or request.headers.get("Idempotency-Key") or f"manual:{uuid.uuid4().hex}"
-    return run_now(campaign_id, key, current_principal().name or "marketing")
+def _start(campaign_id: int, key: str) -> dict[str, Any]:
+    return run_now(campaign_id, f"{API_KEYS}{key}", current_principal().name or "marketing")
 
 
 @blp.route("/campaigns/<id:campaign_id>/runs")
@@ -138,18 +160,41 @@ class RunsView(MethodView):
     @blp.response(202, TriggerOut)
     def post(self, data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
         """Run the campaign now: its audience is fixed at once; the scheduler process
-        sends in chunks, exactly once per person. The same idempotency key (body or
-        ``Idempotency-Key`` header) never starts a second run."""
+        sends in chunks, exactly once per person. ``idempotency_key`` is required: the
+        same key never starts a second run (a retry answers with the run it started)."""
         return _start(campaign_id, data["idempotency_key"])
 
 
 @blp.route("/campaigns/<id:campaign_id>/trigger")
 class TriggerView(MethodView):
     @require_role("marketing")
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": KEY_HEADER,
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                "description": "one run per key: a retry with it starts nothing new",
+            }
+        ]
+    )
     @blp.response(202, TriggerOut)
     def post(self, campaign_id: int) -> dict[str, Any]:
-        """Run the campaign now (the ``Idempotency-Key`` header, if sent, is honoured)."""
-        return _start(campaign_id, None)
+        """Run the campaign now. The ``Idempotency-Key`` header is required (the same as
+        ``idempotency_key`` of ``…/runs``): the same key never starts a second run."""
+        return _start(campaign_id, _header_key())
+
+
+def _header_key() -> str:
+    """The ``Idempotency-Key`` header as a key, or a 422 naming the header."""
+    try:
+        header = request.headers.get(KEY_HEADER)
+        loaded = RunIn().load({} if header is None else {"idempotency_key": header})
+    except ValidationError as exc:
+        problems = flatten_field_errors(exc.messages).get("idempotency_key", ["invalid"])
+        fail(422, f"a usable {KEY_HEADER} header is required", errors={KEY_HEADER: problems})
+    return str(loaded["idempotency_key"])
 
 
 @blp.route("/campaigns/<id:campaign_id>/report")

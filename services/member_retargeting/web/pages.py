@@ -32,7 +32,7 @@ from services.member_retargeting.web.members import member_page
 from services.member_retargeting.web.schemas import CHANNELS, KINDS, CampaignIn, PreviewIn
 from services.member_retargeting.web.segments import preview, segment_out
 from shared import pages
-from shared.http import HTML_ERRORS, flatten_field_errors, principal_for_token
+from shared.http import HTML_ERRORS, flatten_field_errors
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
 ROLE = "marketing"
@@ -65,12 +65,13 @@ def _globals() -> dict[str, Any]:
 def login() -> Any:
     error = None
     if request.method == "POST":
-        who = principal_for_token(request.form.get("token", "").strip())
-        if who is not None and who.role == ROLE:
+        who = pages.sign_in_attempt(lambda person: person.role == ROLE)
+        if who is not None:
             pages.start_session(ROLE, pages.role_fingerprint(ROLE))
             return redirect(pages.local_next(bp.url_prefix or "", url_for("pages.segments")))
         error = "That is not the marketing token."
-    return render_template("login.html", error=error), 401 if error else 200
+    page = render_template("login.html", error=error, csrf=pages.login_csrf())
+    return page, 401 if error else 200
 
 
 @bp.post("/logout")
@@ -123,10 +124,17 @@ def preview_segment() -> Any:
 @bp.post("/segments")
 @signed_in
 def save_segment() -> Any:
+    from services.member_retargeting.web.schemas import SegmentIn  # the API's checks
+
     rule, problems = _rule_from_form()
-    name = request.form.get("name", "").strip()[:200]
+    name = request.form.get("name", "").strip()
     if not name:
         problems["name"] = ["give the segment a name"]
+    else:
+        try:
+            SegmentIn(only=("name",)).load({"name": name})
+        except ValidationError as exc:
+            problems.update(flatten_field_errors(exc.messages))
     if problems:
         return _segments_page(
             rule_text=request.form.get("rule", "")[:MAX_RULE_TEXT], problems=problems
@@ -235,7 +243,15 @@ def campaign(campaign_id: int) -> Any:
 @bp.post("/campaigns/<id:campaign_id>/run")
 @signed_in
 def run_campaign(campaign_id: int) -> Response:
+    from werkzeug.exceptions import UnprocessableEntity
+
+    from services.member_retargeting.web.schemas import RunIn  # the API's checks
+
     key = request.form.get("key", "").strip() or uuid.uuid4().hex
+    try:
+        RunIn().load({"idempotency_key": key})
+    except ValidationError as exc:
+        raise UnprocessableEntity("this form's run key is not usable; reload the page") from exc
     started = run_now(campaign_id, f"page:{key}", "marketing (pages)")
     if started["created"]:
         flash(f"Run {started['run_id']} started for {started['audience_size']} people.", "ok")

@@ -1,4 +1,11 @@
-"""HTTP schemas of the marketing API (separate from event schemas and ORM models)."""
+"""HTTP schemas of the marketing API (separate from event schemas and ORM models).
+
+Every text that may reach the database or a log is checked where it enters: names, keys
+and short texts with :class:`shared.fields.Name` (no control characters or lone
+surrogates), longer free texts (message templates, descriptions, reasons) with
+:class:`FreeText` (line breaks allowed; no NUL, no lone surrogates) — neither PostgreSQL
+nor UTF-8 can hold those, so they would otherwise end as a 500.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +23,30 @@ from services.member_retargeting.model.segments import (
 )
 from services.member_retargeting.model.templates import check
 from shared.fields import MoneyOut, Name, Timestamp
-from shared.limits import MAX_EMAIL_LENGTH, MAX_INTEGER
+from shared.limits import MAX_EMAIL_LENGTH, MAX_INTEGER, MAX_REASON_LENGTH, clean_text
 
 CHANNELS = ("email", "sms", "whatsapp", "webhook", "ads")
 KINDS = ("marketing", "transactional")
 PLATFORMS = ("meta", "google")
+
+
+# A client's idempotency key is kept under a namespace ("api:<key>", "page:<key>") in a
+# column of 200 characters.
+MAX_KEY_LENGTH = 190
+
+
+class FreeText(fields.String):
+    """A text a person wrote (a template, a description, a reason): ``min_length`` to
+    ``max_length`` characters, line breaks allowed, never NUL or a lone surrogate."""
+
+    def __init__(self, *, max_length: int, min_length: int = 0, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Length(min=min_length, max=max_length), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if clean_text(text) != text:
+            raise ma.ValidationError("must not contain NUL or lone surrogates")
+        return text
 
 
 class SegmentRuleField(fields.Raw):
@@ -45,10 +71,10 @@ class Message(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    subject = fields.String(validate=validate.Length(min=1, max=300))
-    body = fields.String(validate=validate.Length(min=1, max=20_000))
+    subject = FreeText(min_length=1, max_length=300)
+    body = FreeText(min_length=1, max_length=20_000)
     platform = fields.String(validate=validate.OneOf(PLATFORMS))
-    url = fields.String(validate=validate.Length(max=2000), metadata={"description": "webhook"})
+    url = Name(max_length=2000, metadata={"description": "webhook"})
 
     @ma.validates_schema
     def _templates(self, data: dict[str, Any], **_: Any) -> None:
@@ -70,7 +96,7 @@ class CampaignIn(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = Name(required=True, max_length=200)
     segment = SegmentRuleField(load_default=None, metadata={"description": "a segment rule"})
     segment_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_INTEGER))
     channel = fields.String(load_default="email", validate=validate.OneOf(CHANNELS))
@@ -131,7 +157,10 @@ class CampaignOut(ReportOut):
         allow_none=True,
         metadata={"description": "who the segment matches now (null: the rule is broken)"},
     )
-    runs = fields.List(fields.Nested(RunOut))
+    runs = fields.List(
+        fields.Nested(RunOut),
+        metadata={"description": "the newest 50 runs, oldest of them first"},
+    )
 
 
 class CampaignList(ma.Schema):
@@ -150,10 +179,10 @@ class RunIn(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    idempotency_key = fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "or the Idempotency-Key header; one run per key"},
+    idempotency_key = Name(
+        required=True,
+        max_length=MAX_KEY_LENGTH,
+        metadata={"description": "required: one run per key (a retry with it starts nothing new)"},
     )
 
 
@@ -161,9 +190,9 @@ class SegmentIn(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = Name(required=True, max_length=200)
     rule = SegmentRuleField(required=True)
-    description = fields.String(load_default=None, validate=validate.Length(max=500))
+    description = FreeText(load_default=None, max_length=500)
 
 
 class PreviewIn(ma.Schema):
@@ -226,8 +255,8 @@ class MemberQuery(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    tier = fields.String(validate=validate.Length(max=40))
-    rfm_group = fields.String(validate=validate.Length(max=40))
+    tier = FreeText(max_length=40)
+    rfm_group = FreeText(max_length=40)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
@@ -243,10 +272,10 @@ class SuppressionIn(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    email = fields.String(load_default=None, validate=validate.Length(max=MAX_EMAIL_LENGTH))
-    phone = fields.String(load_default=None, validate=validate.Length(max=64))
-    region = fields.String(load_default=None, validate=validate.Length(equal=2))
-    reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+    email = Name(load_default=None, max_length=MAX_EMAIL_LENGTH)
+    phone = Name(load_default=None, max_length=64)
+    region = Name(load_default=None, max_length=2, validate=validate.Length(equal=2))
+    reason = FreeText(required=True, min_length=3, max_length=MAX_REASON_LENGTH)
 
     @ma.validates_schema
     def _one(self, data: dict[str, Any], **_: Any) -> None:

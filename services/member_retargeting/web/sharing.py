@@ -27,6 +27,7 @@ from services.member_retargeting.web.schemas import (
 )
 from shared.db import utcnow
 from shared.http import Blueprint, current_principal, fail, or_404, require_role
+from shared.limits import text_problem
 
 blp = Blueprint("sharing", __name__, description="Audiences, suppression, sharing ledger")
 
@@ -123,5 +124,7 @@ class SharingView(MethodView):
     @blp.response(200, SharingList)
     def get(self, contact_id: str) -> dict[str, Any]:
         """Which destinations received this person's data, what and when, newest first."""
+        if text_problem(contact_id):  # no contact's id holds a NUL (nor can a query)
+            return {"contact_id": contact_id, "items": []}
         with state().sessions() as session:
             return {"contact_id": contact_id, "items": shared_with(session, contact_id)}

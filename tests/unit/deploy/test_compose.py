@@ -24,6 +24,7 @@ def test_compose_runs_the_production_shape() -> None:
         "init",
         "traffic-intake",
         "traffic-intake-relay",
+        "traffic-intake-consumer",
         "lead-scoring",
         "lead-scoring-consumer",
         "member-retargeting",
@@ -36,7 +37,7 @@ def test_compose_runs_the_production_shape() -> None:
         assert services[name]["command"][0] == "gunicorn"
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
     workers = [s for n, s in services.items() if n.endswith(("-consumer", "-relay", "-scheduler"))]
-    assert len(workers) == 4 and all(c["command"][0] == "python" for c in workers)
+    assert len(workers) == 5 and all(c["command"][0] == "python" for c in workers)
 
 
 def test_compose_commands_name_real_modules_and_databases() -> None:
@@ -63,3 +64,10 @@ def test_kafka_does_not_auto_create_topics_so_the_registry_is_the_truth() -> Non
     assert compose()["services"]["init"]["command"] == ["python", "-m", "deploy.init"]
     assert "ensure_topics" in (ROOT / "deploy/init.py").read_text()
     assert {"funnel.members", "funnel.dispatch"} <= set(REGISTRY)
+
+
+def test_compose_runs_in_production_mode_with_its_secrets_required() -> None:
+    env = compose()["services"]["lead-scoring"]["environment"]
+    assert env["FUNNEL_ENV"] == "production"
+    for name in ("SCORING_SECRET_KEY", "RETARGETING_SECRET_KEY", "FUNNEL_ADMIN_TOKEN"):
+        assert env[name] == f"${{{name}:?set {name}}}"

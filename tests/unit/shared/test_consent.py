@@ -51,9 +51,18 @@ def test_several_categories_at_once() -> None:
     assert got == {ANALYTICS: True, ADVERTISING: False, MARKETING: True}
 
 
-def test_later_category_of_the_same_purpose_wins() -> None:
+def test_conflicting_categories_of_one_purpose_deny_in_any_order() -> None:
+    """Regression (review finding 4): ``{"marketing": false, "email": true}`` granted
+    marketing because the later key won."""
     assert decisions(context_with({"targeting": True, "ads": False}), None) == {ADVERTISING: False}
-    assert decisions(context_with({"ads": False, "targeting": True}), None) == {ADVERTISING: True}
+    assert decisions(context_with({"ads": False, "targeting": True}), None) == {ADVERTISING: False}
+    assert decisions(context_with({"marketing": False, "email": True}), None) == {MARKETING: False}
+    assert decisions({}, {"consent": {"email": True, "marketing": False}}) == {MARKETING: False}
+
+
+def test_every_category_of_a_purpose_granting_grants_it() -> None:
+    got = decisions(context_with({"marketing": True, "email": True, "ads": True}), None)
+    assert got == {MARKETING: True, ADVERTISING: True}
 
 
 @pytest.mark.parametrize("name", ["functional", "necessary", "market ing", "", "personalization"])
@@ -140,11 +149,13 @@ def test_traits_consent_is_read_like_category_preferences() -> None:
     }
 
 
-def test_traits_consent_overrides_context() -> None:
+def test_traits_and_context_of_one_event_deny_when_they_conflict() -> None:
     context = context_with({"marketing": True, "analytics": True})
     got = decisions(context, {"consent": {"marketing": False}})
     assert got == {MARKETING: False, ANALYTICS: True}
     got = decisions(context_with({"ads": False}), {"consent": {"advertising": True}})
+    assert got == {ADVERTISING: False}
+    got = decisions(context_with({"ads": True}), {"consent": {"advertising": True}})
     assert got == {ADVERTISING: True}
 
 

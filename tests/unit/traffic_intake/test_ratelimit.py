@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.traffic_intake.ratelimit import TokenBuckets, retry_after_header
+from shared.ratelimit import TokenBuckets, retry_after_header
 
 
 class Clock:

@@ -40,7 +40,10 @@ def test_a_rep_token_acts_as_that_rep_only(scoring_app: Flask, feed: Feeder) -> 
         headers=SALES,
         json={"reason_code": "bad_timing", "rep_id": other["id"]},
     )
-    assert shared.json["stage_history"][-1]["changed_by"] == f"rep:{other['id']}:Ola"
+    # The shared token working Ola's queue: recorded as the token, never as Ola.
+    assert (
+        shared.json["stage_history"][-1]["changed_by"] == f"sales token for rep:{other['id']}:Ola"
+    )
 
 
 def test_issuing_again_replaces_the_token_and_revoking_ends_it(scoring_app: Flask) -> None:

@@ -3,6 +3,8 @@ a stale cache never moves it back."""
 
 from __future__ import annotations
 
+import inspect
+
 from flask import Flask
 
 from services.lead_scoring.jobs.rescore import rescore_step as rescore
@@ -19,7 +21,7 @@ def test_a_lead_is_rescored_before_its_next_event_under_new_rules(
     next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 3
     scoring_app.test_client().put("/admin/scoring/rules", headers=ADMIN, json=document)
     scoring_app.extensions[SCORING_STATE].rule_sets.invalidate()
-    feed.processor.handlers["funnel.traffic"].keywords["rules"].scoring.invalidate()
+    inspect.unwrap(feed.processor.handlers["funnel.traffic"]).keywords["rules"].scoring.invalidate()
     result = feed(new_event("page", {"properties": {"path": "/"}}, source="w", user_id="quiet"))
     # no rescore job ran: quiet was rebuilt (5 + 3) and then scored its new view (+3)
     assert scores(scoring_app)["quiet@x.co"] == (11, "lead", 1)
@@ -37,7 +39,9 @@ def test_a_stale_rule_cache_never_moves_a_lead_back_to_older_rules(
     scoring_app: Flask, feed: Feeder
 ) -> None:
     feed(new_event("identify", {"traits": {"email": "q@x.co"}}, source="w", user_id="q"))
-    handler_cache = feed.processor.handlers["funnel.traffic"].keywords["rules"].scoring
+    handler_cache = (
+        inspect.unwrap(feed.processor.handlers["funnel.traffic"]).keywords["rules"].scoring
+    )
     assert handler_cache.current(scoring_app.extensions[SCORING_STATE].sessions())[0] == 0
     document = default_rules()
     next(r for r in document["rules"] if r["id"] == "page-view")["points"] = 3

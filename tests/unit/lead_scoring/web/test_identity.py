@@ -4,6 +4,7 @@ decides how later events resolve."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 from flask import Flask
@@ -64,7 +65,9 @@ def test_a_new_version_decides_later_events(scoring_app: Flask, feed: Feeder) ->
         "/admin/identity/rules", headers=ADMIN, json={**document, "note": "no web merges"}
     )
     assert response.status_code == 200 and response.json["version"] == 1
-    feed.processor.handlers["funnel.traffic"].keywords["rules"].identity.invalidate()
+    inspect.unwrap(feed.processor.handlers["funnel.traffic"]).keywords[
+        "rules"
+    ].identity.invalidate()
     clock = Clock()
     feed(identify(clock, "ada@x.co", user_id="ada"))
     feed(page(clock, anonymous_id="stranger"))

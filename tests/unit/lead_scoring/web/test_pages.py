@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 
 from services.lead_scoring.state import STATE as SCORING_STATE
-from tests.helpers import page_login
+from tests.helpers import login_csrf, page_login
 from tests.unit.lead_scoring.conftest import (
     SALES,
     Feeder,
@@ -33,7 +33,8 @@ def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url
         return app
 
     first = app_with("old-token").test_client()
-    assert first.post("/app/login", data={"token": "old-token"}).status_code == 302
+    signing_in = {"token": "old-token", "csrf": login_csrf(first)}
+    assert first.post("/app/login", data=signing_in).status_code == 302
     assert first.get("/app/leads").status_code == 200
     cookie = first.get_cookie("session")
     assert cookie is not None
@@ -43,7 +44,9 @@ def test_pages_need_a_configured_sales_token_and_rotation_signs_out(database_url
     nobody = app_with("").test_client()  # no sales token: nobody may use the pages
     nobody.set_cookie("session", cookie.value)
     assert nobody.get("/app/leads").status_code == 302
-    assert nobody.post("/app/login", data={"token": ""}).status_code == 401
+    assert (
+        nobody.post("/app/login", data={"token": "", "csrf": login_csrf(nobody)}).status_code == 401
+    )
 
 
 def test_pages_signed_in_with_a_rep_token_are_that_reps(scoring_app: Flask, feed: Feeder) -> None:
@@ -66,7 +69,8 @@ def test_pages_signed_in_with_a_rep_token_are_that_reps(scoring_app: Flask, feed
 
     issue_token(client, mei["id"])  # rotated: this browser is signed out
     assert browser.get("/app/").headers["Location"].startswith("/app/login")
-    assert browser.post("/app/login", data={"token": token}).status_code == 401
+    signing_in = {"token": token, "csrf": login_csrf(browser)}
+    assert browser.post("/app/login", data=signing_in).status_code == 401
 
 
 @pytest.mark.parametrize(

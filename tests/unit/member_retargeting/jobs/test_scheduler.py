@@ -26,6 +26,7 @@ from tests.unit.member_retargeting.conftest import (
     seed,
     stage,
     state_of,
+    trigger,
 )
 
 
@@ -39,7 +40,7 @@ def test_a_run_that_keeps_failing_is_marked_failed_and_the_others_go_on(app: Fla
     client = app.test_client()
     broken, good = create(client, {"all": []}, name="broken"), create(client, {"all": []})
     for campaign in (broken, good):
-        client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+        trigger(client, campaign)
     with state_of(app).sessions.begin() as session:  # e.g. a channel this version dropped
         session.execute(update(Campaign).where(Campaign.id == broken["id"]).values(channel="fax"))
     clock = [utcnow()]

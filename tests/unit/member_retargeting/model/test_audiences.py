@@ -23,6 +23,7 @@ from services.member_retargeting.model.audiences import (
     normal_email,
     normal_name,
     normal_phone,
+    region_code,
     sha256_hex,
     upload_row,
 )
@@ -599,3 +600,27 @@ def test_google_gmail_dot_variants_share_one_hash(local: str) -> None:
     with_dots = normal_email(f"{local}+news@gmail.com", "google")
     without = normal_email(local.replace(".", "") + "@gmail.com", "google")
     assert with_dots == without
+
+
+# Regression (review finding 3): a country written out ("United States") gave a phone
+# written without its country code no region, so it had no suppression key at all.
+@pytest.mark.parametrize(
+    ("country", "code"),
+    [
+        ("US", "US"),
+        ("tw", "TW"),
+        ("United States", "US"),
+        ("  united   kingdom ", "GB"),
+        ("Taiwan", "TW"),
+        ("GERMANY", "DE"),
+        ("USA", "US"),
+        ("UK", "GB"),
+        ("Côte d'Ivoire", "CI"),
+        ("Narnia", None),
+        ("XX", None),
+        ("\u0131t", None),  # upper-cases to IT, but is no code
+        ("", None),
+    ],
+)
+def test_region_code_reads_codes_and_english_names(country: str, code: str | None) -> None:
+    assert region_code(country) == code

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.member_retargeting.model.rfm import GROUPS
 from services.member_retargeting.model.segments import (
     ATTRIBUTES,
+    MAX_DAYS,
     MAX_DEPTH,
     MAX_NODES,
     MAX_VALUES,
@@ -639,3 +640,54 @@ def assert_parses_or_names_problems(document: Any) -> None:
         assert all(messages for messages in exc.problems.values())
     else:
         assert isinstance(rule, All | AnyOf | Not | Attribute | Did)
+
+
+# Regression (review finding 7): each of these parsed, then failed in the database (or in
+# Python building the query) with a 500: numbers beyond what a column or a date can take,
+# texts PostgreSQL cannot hold.
+@pytest.mark.parametrize(
+    ("rule", "path", "says"),
+    [
+        ({"attribute": "days_since_last_order", "op": "gte", "value": 10**7}, "value", "days"),
+        ({"attribute": "days_since_last_order", "op": "lt", "value": 1e300}, "value", "days"),
+        ({"attribute": "days_since_last_order", "op": "gt", "value": -1}, "value", "days"),
+        (
+            {"attribute": "days_since_last_order", "op": "in", "value": [1, MAX_DAYS + 1]},
+            "value",
+            "days",
+        ),
+        ({"attribute": "score", "op": "gt", "value": 10**30}, "value", "64 bits"),
+        ({"attribute": "revenue", "op": "gt", "value": -(10**30)}, "value", "64 bits"),
+        ({"attribute": "orders", "op": "in", "value": [1, 2**63]}, "value", "64 bits"),
+        ({"attribute": "tier", "op": "eq", "value": "a\u0000b"}, "value", "control"),
+        ({"attribute": "tier", "op": "in", "value": ["ok", "a\ud800b"]}, "value", "surrogate"),
+        ({"attribute": "country", "op": "eq", "value": "t\nw"}, "value", "control"),
+        ({"attribute": "intent:a\u0000", "op": "gt", "value": 1}, "attribute", "control"),
+        ({"event": "x\u0000"}, "event", "control"),
+        ({"event": "x\udfff"}, "event", "surrogate"),
+        ({"event": "Product Added", "category": "c\u0000"}, "category", "control"),
+        ({"event": "Product Added", "product_id": "\ud800"}, "product_id", "surrogate"),
+    ],
+)
+def test_values_no_database_can_take_are_refused(
+    rule: dict[str, Any], path: str, says: str
+) -> None:
+    problems = problems_of({"all": [rule]})
+    assert list(problems) == [f"all.0.{path}"], problems
+    assert says in " ".join(problems[f"all.0.{path}"])
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"attribute": "days_since_last_order", "op": "gte", "value": MAX_DAYS},
+        {"attribute": "days_since_last_order", "op": "lt", "value": 0},
+        {"attribute": "score", "op": "gt", "value": 2**63 - 1},
+        {"attribute": "score", "op": "gt", "value": -(2**63)},
+        {"attribute": "revenue", "op": "lt", "value": 1.5e308},  # finite floats compare
+        {"attribute": "tier", "op": "eq", "value": "g\u00f6ld ✓"},
+        {"attribute": 'intent:a"b.$', "op": "gt", "value": 1},
+    ],
+)
+def test_the_bounds_themselves_are_accepted(rule: dict[str, Any]) -> None:
+    parse(rule)

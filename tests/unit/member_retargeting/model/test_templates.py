@@ -15,6 +15,7 @@ from services.member_retargeting.model.templates import (
     FILTERS,
     MAX_OUTPUT,
     check,
+    fields_used,
     render,
 )
 
@@ -361,3 +362,38 @@ def test_blocks_cannot_repeat_work() -> None:
     first_name = CountingText()
     render(template, {"first_name": first_name})
     assert first_name.rendered <= template.count("first_name")
+
+
+# Regression (review finding 13): an e-mail body may be HTML, and a person's fields
+# (names, companies from lead traits) went into it as markup.
+def test_fields_are_html_escaped_only_when_asked_for_html() -> None:
+    person = {"first_name": "<script>x</script>", "company": "Ben & Jerry's", "tier": '"gold"'}
+    template = "<p>Hi {{ first_name }} of {{ company | upper }} ({{ tier | e }})</p>"
+    html = render(template, person, html=True)
+    assert html == (
+        "<p>Hi &lt;script&gt;x&lt;/script&gt; of BEN &amp; JERRY&#39;S (&#34;gold&#34;)</p>"
+    )
+    plain = render(template, person)
+    # Plain text stays as written (an explicit ``| e`` still escapes).
+    assert plain == "<p>Hi <script>x</script> of BEN & JERRY'S (&#34;gold&#34;)</p>"
+    # The template's own markup stays markup; empty fields stay empty.
+    assert render("<b>{{ last_name }}</b>", {}, html=True) == "<b></b>"
+
+
+# Regression (review finding 10): the sharing ledger listed a fixed set of fields per
+# channel, whatever the message used.
+@pytest.mark.parametrize(
+    ("template", "used"),
+    [
+        ("{{ last_name }} at {{ company }}", {"last_name", "company"}),
+        ("{% if tier %}VIP{% endif %} {{ product | default('it') }}", {"tier", "product"}),
+        ("No fields at all", set()),
+        ("{{ first_name }}{{ first_name | upper }}", {"first_name"}),
+    ],
+)
+def test_fields_used_names_what_a_template_reads(template: str, used: set[str]) -> None:
+    assert fields_used(template) == used
+
+
+def test_fields_used_assumes_the_worst_for_a_template_it_cannot_parse() -> None:
+    assert fields_used("{{ first_name") == set(FIELDS)

@@ -160,12 +160,13 @@ def add_dispatch(
     *,
     kind: str = "marketing",
     status: str = "sent",
+    channel: str | None = "email",
 ) -> None:
     """A dispatch of its own run (dispatches are unique per run and person)."""
     campaign = Campaign(
         name="c",
         segment={"all": []},
-        channel="email",
+        channel=channel or "email",
         message={"subject": "s", "body": "b"},
         kind=kind,
     )
@@ -186,6 +187,7 @@ def add_dispatch(
             contact_id=lead_id,
             status=status,
             kind=kind,
+            channel=channel,
             created_at=at,
             skip_reason=None if status == "sent" else "consent",
         )
@@ -281,3 +283,24 @@ def test_transactional_and_skipped_dispatches_do_not_count(app: Flask) -> None:
     assert result == {"MIXED"}
     with state_of(app).sessions() as session:
         assert over_cap(session, [], utcnow(), 1, 3) == set()
+
+
+def test_only_messages_count_toward_the_cap(app: Flask) -> None:
+    """Regression (review finding 5): an ads audience export counted as a message, so
+    everyone exported had used up the day's message."""
+    now = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
+    today = now - timedelta(hours=1)
+    result = capped(
+        app,
+        {
+            "EXPORTED": (None, [(today, {"channel": "ads"})]),
+            "EXPORTED-ALL-WEEK": (None, [(now - d * DAY, {"channel": "ads"}) for d in range(6)]),
+            **{
+                f"BY-{channel.upper()}": (None, [(today, {"channel": channel})])
+                for channel in ("email", "sms", "whatsapp", "webhook")
+            },
+            "NO-CHANNEL": (None, [(today, {"channel": None})]),  # counted: never too few
+        },
+        now,
+    )
+    assert result == {"BY-EMAIL", "BY-SMS", "BY-WHATSAPP", "BY-WEBHOOK", "NO-CHANNEL"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.rfm import GROUPS
@@ -33,7 +33,14 @@ from services.member_retargeting.model.segments import (
     parse,
 )
 from services.member_retargeting.models import Behaviour, Contact, ContactIdentity
-from services.member_retargeting.people.segments import BUILTINS, audience, count, sample
+from services.member_retargeting.people import segments as compiled
+from services.member_retargeting.people.segments import (
+    BUILTINS,
+    audience,
+    count,
+    sample,
+    stored_count,
+)
 from shared.db import utcnow
 from shared.events import Envelope, new_event
 from shared.identity import ANONYMOUS_ID, USER_ID
@@ -765,3 +772,35 @@ def test_random_rules_match_a_brute_force_evaluation(app: Flask, times: str) -> 
     assert not failures, "SQL and brute force disagree:\n" + "\n".join(failures)
     # Not a vacuous check: most rules split the population.
     assert informative >= 20
+
+
+# Regression (review finding 7): a rule stored by an older version (or one whose query
+# fails) made every list that shows counts a 500.
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"attribute": "days_since_last_order", "op": "gte", "value": 10**7},
+        {"attribute": "score", "op": "gt", "value": 10**30},
+        {"attribute": "tier", "op": "eq", "value": "a\u0000b"},
+        {"attribute": "retired", "op": "eq", "value": 1},
+    ],
+)
+def test_a_stored_rule_that_no_longer_holds_counts_as_none(app: Flask, document: Any) -> None:
+    with state_of(app).sessions() as session:
+        assert stored_count(session, document, utcnow()) is None
+
+
+def test_a_stored_rule_whose_query_fails_counts_as_none_and_the_session_goes_on(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(session: Session, rule: Rule, now: datetime) -> int:
+        # A database error on PostgreSQL (which aborts the transaction it happens in),
+        # then a Python one (as a date beyond the calendar was).
+        session.execute(text("SELECT CAST('x' AS INTEGER)"))
+        raise OverflowError("date value out of range")
+
+    feed(app, stage("A", "lead"))
+    monkeypatch.setattr(compiled, "count", failing)
+    with state_of(app).sessions() as session:
+        assert stored_count(session, {"all": []}, utcnow()) is None
+        assert session.scalar(select(Contact.lead_id)) == "A"  # still usable

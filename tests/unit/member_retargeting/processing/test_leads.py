@@ -8,6 +8,7 @@ from decimal import Decimal
 from flask import Flask
 from sqlalchemy import select
 
+from services.member_retargeting.model.suppression import PHONE, suppression_key
 from services.member_retargeting.models import Contact, Order
 from services.member_retargeting.state import STATE as RETARGETING_STATE
 from shared.events import new_event
@@ -61,7 +62,23 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(app: Flask) -> None:
         )
 
 
-def test_an_order_amount_beyond_the_column_is_a_dead_letter_not_a_stop(app: Flask) -> None:
-    feed(app, order("u1", 10**13), order("u1", "1e999999"), order("u1", "12.5"), dead_letters=2)
+def test_an_order_amount_beyond_the_column_is_skipped_not_a_stop(app: Flask) -> None:
+    feed(app, order("u1", 10**13), order("u1", "1e999999"), order("u1", "12.5"))
     with app.extensions[RETARGETING_STATE].sessions() as session:
         assert [o.revenue for o in session.scalars(select(Order))] == [Decimal("12.50")]
+
+
+def test_a_country_written_out_gives_a_national_phone_its_region(app: Flask) -> None:
+    """Regression (review finding 3): only a two-letter country was a phone's region, so
+    "(415) 555-0132" in the "United States" had no suppression key."""
+    feed(
+        app,
+        stage("A", "lead", traits={"phone": "(415) 555-0132", "country": "United States"}),
+        stage("B", "lead", traits={"phone": "(415) 555-0132", "country": "us"}),
+        stage("C", "lead", traits={"phone": "+1 415-555-0132"}),
+        stage("D", "lead", traits={"phone": "(415) 555-0132"}),  # no country: no key
+    )
+    expected = suppression_key(PHONE, "+14155550132")
+    with app.extensions[RETARGETING_STATE].sessions() as session:
+        keys = {c.lead_id: c.phone_key for c in session.scalars(select(Contact))}
+    assert keys == {"A": expected, "B": expected, "C": expected, "D": None}

@@ -25,6 +25,7 @@ from tests.unit.member_retargeting.conftest import (
     published,
     stage,
     state_of,
+    trigger,
     work_runs,
 )
 
@@ -87,7 +88,8 @@ def test_only_consenting_matchable_people_leave_and_only_as_hashes(
     assert plain == (["US"] if platform == "google" else [])
     with state_of(app).engine.connect() as conn:
         raw = conn.execute(select(outbox.c.value)).scalar_one()
-    assert b"Smith" not in raw and b"650" not in raw and b"@" not in raw
+    # (The phone's own digits: "650" alone turns up in timestamps and hex digests.)
+    assert b"Smith" not in raw and b"5551212" not in raw and b"@" not in raw
     with state_of(app).sessions() as session:
         [line] = session.scalars(select(SharingRecord)).all()
         assert (line.contact_id, line.export_id, line.purpose) == ("A", export_id, "advertising")
@@ -114,7 +116,7 @@ def test_an_ads_campaign_run_exports_its_consenting_recipients(app: Flask) -> No
     population(app)
     client = app.test_client()
     campaign = create(client, {"all": []}, channel="ads", message={"platform": "google"})
-    client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+    trigger(client, campaign)
     work_runs(app)
     batches = [b for b in published(app, DISPATCH) if b.type == "audience.batch"]
     assert sum(len(b.payload["rows"]) for b in batches) == 1
@@ -136,8 +138,26 @@ def test_each_chunk_of_an_ads_run_is_a_part_of_its_own(app: Flask) -> None:
     )
     client = app.test_client()
     campaign = create(client, {"all": []}, channel="ads", message={"platform": "meta"})
-    client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+    trigger(client, campaign)
     work_runs(app)  # the app's chunk is 50: two chunks
     batches = published(app, DISPATCH)
     assert [b.payload["part"] for b in batches] == [0, 1]
     assert [len(b.payload["rows"]) for b in batches] == [50, 10]
+
+
+def test_an_ads_run_says_why_each_was_skipped_and_who_started_it(app: Flask) -> None:
+    """Regression (review finding 10): an ads run's skips were one reason
+    (``no_consent_or_match``) and its ledger lines named ``run:<id>``, not the person who
+    started the run."""
+    population(app)
+    client = app.test_client()
+    campaign = create(client, {"all": []}, channel="ads", message={"platform": "meta"})
+    trigger(client, campaign)
+    work_runs(app)
+    report = client.get(f"/campaigns/{campaign['id']}/report", headers=MARKETING).json
+    assert report["skipped"] == {"no_consent": 2, "no_address": 1, "suppressed": 1}
+    assert report["dispatched_count"] == 1
+    with state_of(app).sessions() as session:
+        [line] = session.scalars(select(SharingRecord)).all()
+    assert (line.contact_id, line.requested_by) == ("A", "marketing")
+    assert line.destination == "meta:custom_audience" and line.campaign_id == campaign["id"]

@@ -3,6 +3,7 @@ filtered and paged."""
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 
 from tests.unit.member_retargeting.conftest import (
@@ -59,3 +60,18 @@ def test_members_show_tier_rfm_and_affinity_and_filter(app: Flask) -> None:
     bad = client.get("/members?page_size=1000&colour=red", headers=MARKETING)
     assert bad.status_code == 422
     assert {"page_size", "colour"} <= set(bad.json["error"]["fields"])
+
+
+@pytest.mark.parametrize("query", ["tier=a%00b", "rfm_group=%00", "tier=" + "g" * 41])
+def test_a_hostile_filter_is_a_422(app: Flask, query: str) -> None:
+    """Regression (review finding 7): a NUL in a filter reached PostgreSQL (a 500)."""
+    response = app.test_client().get(f"/members?{query}", headers=MARKETING)
+    assert response.status_code == 422 and set(response.json["error"]["fields"]) <= {
+        "tier",
+        "rfm_group",
+    }
+
+
+def test_an_empty_filter_is_no_filter(app: Flask) -> None:
+    response = app.test_client().get("/members?tier=&rfm_group=", headers=MARKETING)
+    assert response.status_code == 200

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from flask import Flask
 
-from tests.helpers import page_login
+from tests.helpers import login_csrf, page_login
 from tests.unit.member_retargeting.conftest import (
     MARKETING,
     create,
@@ -32,11 +33,17 @@ def test_sign_in_takes_the_marketing_token_only(app: Flask) -> None:
     client = app.test_client()
     redirect = client.get("/app/campaigns")
     assert redirect.status_code == 302 and "/app/login" in redirect.headers["Location"]
-    assert client.post("/app/login", data={"token": "sales-t"}).status_code == 401
-    assert client.post("/app/login", data={"token": "nope"}).status_code == 401
-    away = client.post("/app/login?next=https://evil.example/", data={"token": "marketing-t"})
+    csrf = login_csrf(client)
+    assert client.post("/app/login", data={"token": "sales-t", "csrf": csrf}).status_code == 401
+    assert client.post("/app/login", data={"token": "nope", "csrf": csrf}).status_code == 401
+    away = client.post(
+        "/app/login?next=https://evil.example/",
+        data={"token": "marketing-t", "csrf": login_csrf(client)},
+    )
     assert away.headers["Location"] == "/app/"  # never an open redirect
-    back = client.post("/app/login?next=/app/members", data={"token": "marketing-t"})
+    back = client.post(
+        "/app/login?next=/app/members", data={"token": "marketing-t", "csrf": login_csrf(client)}
+    )
     assert back.headers["Location"] == "/app/members"
     assert client.post("/app/segments/preview", data={"rule": "{}"}).status_code == 400  # no CSRF
 
@@ -150,3 +157,77 @@ def test_errors_under_app_are_pages(app: Flask) -> None:
     missing = client.get("/app/campaigns/999")
     assert missing.status_code == 404 and missing.content_type.startswith("text/html")
     assert "no campaign 999" in missing.text
+
+
+# Regression (review finding 7): hostile but valid values were 500s in the pages too, and a
+# rule saved through them then broke every list that shows counts.
+POISON = {"attribute": "days_since_last_order", "op": "gte", "value": 10**7}
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/app/segments/preview", {"rule": json.dumps(POISON)}),
+        ("/app/segments", {"name": "old", "rule": json.dumps(POISON)}),
+        ("/app/segments", {"name": "n\u0000", "rule": '{"all": []}'}),
+        (
+            "/app/campaigns",
+            {
+                "name": "x",
+                "segment": json.dumps({"attribute": "score", "op": "gt", "value": 10**30}),
+                "channel": "email",
+                "kind": "marketing",
+                "subject": "s",
+                "body": "b",
+            },
+        ),
+        (
+            "/app/campaigns",
+            {
+                "name": "x\u0000",
+                "segment": '{"all": []}',
+                "channel": "email",
+                "kind": "marketing",
+                "subject": "s",
+                "body": "b",
+            },
+        ),
+    ],
+)
+def test_hostile_values_in_the_pages_are_a_422_page(app: Flask, path: str, data: dict) -> None:
+    client, csrf = signed_in(app)
+    response = client.post(path, data={"csrf": csrf, **data})
+    assert response.status_code == 422
+    for listed in ("/app/", "/app/campaigns"):
+        assert client.get(listed).status_code == 200
+
+
+def test_a_run_form_with_an_unusable_key_is_a_422_page(app: Flask) -> None:
+    from services.member_retargeting.web.schemas import MAX_KEY_LENGTH
+
+    client, csrf = signed_in(app)
+    campaign = create(client, {"all": []})
+    response = client.post(
+        f"/app/campaigns/{campaign['id']}/run", data={"csrf": csrf, "key": "k\u0000"}
+    )
+    assert response.status_code == 422 and b"<html" in response.data.lower()
+    longest = {"csrf": csrf, "key": "k" * MAX_KEY_LENGTH}  # "page:<key>" fits its column
+    assert client.post(f"/app/campaigns/{campaign['id']}/run", data=longest).status_code == 302
+
+
+def test_pages_list_a_stored_rule_that_no_longer_holds(app: Flask) -> None:
+    from services.member_retargeting.models import Campaign, Segment
+    from tests.unit.member_retargeting.conftest import state_of
+
+    with state_of(app).sessions.begin() as session:
+        session.add(Segment(name="old", rule=POISON))
+        session.add(
+            Campaign(
+                name="old", segment=POISON, channel="email", message={"subject": "s", "body": "b"}
+            )
+        )
+    client, _ = signed_in(app)
+    for path in ("/app/", "/app/campaigns", "/app/campaigns/1"):
+        assert client.get(path).status_code == 200, path
+    for path in ("/segments", "/campaigns", "/campaigns/1"):
+        assert client.get(path, headers=MARKETING).status_code == 200, path

@@ -8,8 +8,17 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
+from services.member_retargeting.models import Segment
 from shared.db import utcnow
-from tests.unit.member_retargeting.conftest import MARKETING, consent, did, feed, seed, stage
+from tests.unit.member_retargeting.conftest import (
+    MARKETING,
+    consent,
+    did,
+    feed,
+    seed,
+    stage,
+    state_of,
+)
 
 CART = {
     "all": [
@@ -100,3 +109,60 @@ def test_names_are_unique_and_builtins_stay(app: Flask) -> None:
     assert client.delete(f"/segments/{created.json['id']}", headers=MARKETING).status_code == 204
     assert client.get(f"/segments/{created.json['id']}", headers=MARKETING).status_code == 404
     assert client.get("/segments", headers={"Authorization": "Bearer sales-t"}).status_code == 403
+
+
+# Regression (review finding 7): valid JSON with hostile values was a 500.
+HOSTILE_RULES = [
+    ({"attribute": "days_since_last_order", "op": "gte", "value": 10**7}, "rule.value"),
+    ({"attribute": "days_since_last_order", "op": "lt", "value": 1e300}, "rule.value"),
+    ({"attribute": "score", "op": "gt", "value": 10**30}, "rule.value"),
+    ({"attribute": "revenue", "op": "gt", "value": 10**30}, "rule.value"),
+    ({"attribute": "tier", "op": "eq", "value": "a\u0000b"}, "rule.value"),
+    ({"attribute": "tier", "op": "eq", "value": "a\ud800b"}, "rule.value"),
+    ({"event": "x\u0000", "within_days": 3}, "rule.event"),
+    ({"all": [{"event": "x", "category": "\ud800"}]}, "rule.all.0.category"),
+]
+
+
+@pytest.mark.parametrize(("rule", "field"), HOSTILE_RULES)
+def test_hostile_rule_values_are_a_422_naming_the_part(app: Flask, rule: dict, field: str) -> None:
+    seed(app)
+    client = app.test_client()
+    for path, body in [
+        ("/segments/preview", {"rule": rule}),
+        ("/segments", {"name": "hostile", "rule": rule}),
+    ]:
+        response = client.post(path, headers=MARKETING, json=body)
+        assert response.status_code == 422, (path, response.json)
+        assert field in response.json["error"]["fields"], response.json
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a\u0000b", "rule": {"all": []}}, "name"),
+        ({"name": "a\ud800b", "rule": {"all": []}}, "name"),
+        ({"name": "ok", "rule": {"all": []}, "description": "a\u0000b"}, "description"),
+        ({"name": "ok", "rule": {"all": []}, "description": "\udc00"}, "description"),
+    ],
+)
+def test_names_nul_or_lone_surrogates_are_a_422(app: Flask, body: dict, field: str) -> None:
+    response = app.test_client().post("/segments", headers=MARKETING, json=body)
+    assert response.status_code == 422 and field in response.json["error"]["fields"]
+
+
+def test_a_stored_rule_that_no_longer_holds_never_breaks_the_list(app: Flask) -> None:
+    """A rule saved before these checks (or by an older version) shows as broken."""
+    with state_of(app).sessions.begin() as session:
+        session.add(
+            Segment(
+                name="old",
+                rule={"attribute": "days_since_last_order", "op": "gte", "value": 10**7},
+            )
+        )
+    client = app.test_client()
+    listed = client.get("/segments", headers=MARKETING)
+    assert listed.status_code == 200
+    old = next(s for s in listed.json["items"] if s["name"] == "old")
+    assert old["count"] is None
+    assert client.get(f"/segments/{old['id']}", headers=MARKETING).json["count"] is None

@@ -12,6 +12,7 @@ from tests.unit.member_retargeting.conftest import (
     create,
     feed,
     stage,
+    trigger,
     work_runs,
 )
 
@@ -28,7 +29,7 @@ def test_per_person_marketing_sees_every_destination_that_received_their_data(
     mail = create(client, {"all": []}, name="mail")
     sms = create(client, {"all": []}, name="sms", channel="sms", kind="transactional")
     for campaign in (mail, sms):
-        client.post(f"/campaigns/{campaign['id']}/trigger", headers=MARKETING)
+        trigger(client, campaign)
         work_runs(app)
     export = client.post(
         "/audiences/exports", headers=MARKETING, json={"platform": "meta", "rule": {"all": []}}
@@ -104,3 +105,30 @@ def test_suppressions_are_kept_as_hashes_and_can_be_lifted(app: Flask) -> None:
     assert client.delete(f"/suppressions/{first.json['id']}", headers=MARKETING).status_code == 204
     assert client.get("/suppressions", headers=MARKETING).json["items"] == []
     assert client.delete(f"/suppressions/{first.json['id']}", headers=MARKETING).status_code == 404
+
+
+# Regression (review finding 7): a NUL or a lone surrogate reached PostgreSQL (a 500).
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "a@b.co", "reason": "abc\u0000"}, "reason"),
+        ({"email": "a@b.co", "reason": "abc\ud800"}, "reason"),
+        ({"email": "a\u0000@b.co", "reason": "asked"}, "email"),
+        ({"phone": "+1 415 555 0100\ud800", "reason": "asked"}, "phone"),
+        ({"phone": "0912 345 678", "region": "T\u0000", "reason": "asked"}, "region"),
+    ],
+)
+def test_hostile_suppressions_are_a_422(app: Flask, body: dict, field: str) -> None:
+    response = app.test_client().post("/suppressions", headers=MARKETING, json=body)
+    assert response.status_code == 422 and field in response.json["error"]["fields"]
+
+
+def test_a_reason_may_have_line_breaks(app: Flask) -> None:
+    body = {"email": "a@b.co", "reason": "Asked on the phone:\nnever again"}
+    assert app.test_client().post("/suppressions", headers=MARKETING, json=body).status_code == 201
+
+
+@pytest.mark.parametrize("contact_id", ["a%00b", "x" * 5000])
+def test_no_contact_id_in_the_path_is_a_500(app: Flask, contact_id: str) -> None:
+    response = app.test_client().get(f"/people/{contact_id}/sharing", headers=MARKETING)
+    assert response.status_code == 200 and response.json["items"] == []
