@@ -135,6 +135,7 @@ class Behaviour(Base):
     __table_args__ = (
         Index("ix_behaviours_who", "kind", "value", "event", "at"),
         Index("ix_behaviours_event_time", "event", "at"),
+        Index("ix_behaviours_event_id", "event_id"),
     )
 
 

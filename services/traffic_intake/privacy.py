@@ -24,9 +24,15 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from services.traffic_intake.models import audit_log, erased_people, failed_events, outbox
+from services.traffic_intake.models import (
+    audit_log,
+    erased_people,
+    failed_events,
+    outbox,
+    privacy_outbox,
+)
 from shared.audit import scrub
-from shared.events import Envelope, decode
+from shared.events import Envelope, InvalidEvent, decode
 from shared.outbox import Outgoing
 from shared.privacy import (
     MAX_ACCESS_ITEMS,
@@ -68,6 +74,8 @@ def erase(session: Session, event: Envelope) -> Outgoing:
     for name, table, column in (
         ("outbox", outbox, "value"),
         ("failed_events", failed_events, "body"),
+        # Sent answers: an access export of this person is person data too.
+        ("privacy_outbox", privacy_outbox, "value"),
     ):
         ids = [row.id for row in rows_mentioning(session, table, column, identifiers)]
         for start in range(0, len(ids), 500):
@@ -88,7 +96,7 @@ def export(session: Session, event: Envelope) -> Outgoing:
         truncated.append("failed_events")
     data: dict[str, Any] = {
         "accepted_events": [
-            _event(row.value) for row in sorted(accepted, key=lambda r: r.id)[-MAX_ACCESS_ITEMS:]
+            _event(row) for row in sorted(accepted, key=lambda r: r.id)[-MAX_ACCESS_ITEMS:]
         ],
         "failed_events": [
             {
@@ -103,8 +111,13 @@ def export(session: Session, event: Envelope) -> Outgoing:
     return access_part(event.payload["request_id"], TRAFFIC_INTAKE, data, truncated)
 
 
-def _event(value: bytes) -> dict[str, Any]:
-    envelope = decode(bytes(value))
+def _event(row: Any) -> dict[str, Any]:
+    """An outbox row: an accepted event, or a rejected one on its way to the dead-letter
+    topic (its raw body)."""
+    try:
+        envelope = decode(bytes(row.value))
+    except InvalidEvent:
+        return {"topic": row.topic, "raw": _json(row.value)}
     return {
         "event_id": envelope.event_id,
         "type": envelope.type,

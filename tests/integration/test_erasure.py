@@ -1,11 +1,12 @@
-"""Erasure across the funnel, on a real broker with SQLite and with PostgreSQL.
+"""Access and erasure across the funnel, on a real broker with SQLite and PostgreSQL.
 
 A person (and a bystander) go through the whole funnel: page views, identify with an
 e-mail and consent, a form, an order, a rejected event kept as a failed event, a campaign
-message with its sharing-ledger line. An admin erases the person by e-mail at
+message with its sharing-ledger line. An admin exports everything held on the person (one
+document from all three services), then erases them by e-mail at
 lead-scoring; every service answers. Then: a new event of theirs is dropped at intake;
-the consumers are rebuilt from nothing (processed ids cleared, new groups) and replay the
-traffic and lead topics from the start; and every row of every table of every service,
+new consumer groups replay the traffic and lead topics from the start with the person's
+events not known as seen; and every row of every table of every service,
 and intake's failed-events admin view, is searched for any of the person's identifiers —
 none is found, while the bystander is intact.
 """
@@ -206,8 +207,38 @@ def test_an_erased_person_is_gone_from_every_store_even_after_a_replay(
             before = _everything(urls[name], metadata)
             assert PERSON["userId"] in before and PERSON["anonymousId"] in before, name
 
-        started = time.monotonic()
         admin = scoring.test_client()
+        # Access first: everything every service holds on the person, as one document.
+        export = admin.get(
+            f"/privacy/people/{EMAIL}",
+            headers=ADMIN,
+            query_string={"kind": "email", "wait_seconds": 30},
+        )
+        assert export.status_code == 200 and export.json["complete"], export.json["services"]
+        parts = export.json["parts"]
+        assert set(parts) == {"traffic-intake", "lead-scoring", "member-retargeting"}
+        scored = parts["lead-scoring"]["data"]
+        assert [lead["email"] for lead in scored["leads"]] == [EMAIL.lower()]
+        assert {(c["purpose"], c["granted"]) for c in scored["consents"]} == {
+            ("analytics", True),
+            ("marketing", True),
+        }
+        retargeted = parts["member-retargeting"]["data"]
+        assert [line["destination"] for line in retargeted["sharing_ledger"]] == ["email"]
+        assert len(retargeted["orders"]) == 1 and retargeted["contacts"][0]["is_member"]
+        intake_part = parts["traffic-intake"]["data"]
+        assert len(intake_part["accepted_events"]) >= 4 and len(intake_part["failed_events"]) == 1
+        assert "ada@example.com" not in json.dumps(export.json)  # only the person asked for
+
+        with make_engine(urls["intake"]).connect() as conn:
+            theirs = [
+                row.event_id
+                for row in conn.execute(select(intake_outbox))
+                if PERSON["userId"].encode() in bytes(row.value)
+            ]
+        assert len(theirs) >= 4
+
+        started = time.monotonic()
         erasure = admin.post(
             "/privacy/erasure", headers=ADMIN, json={"kind": "email", "value": EMAIL}
         )
@@ -234,13 +265,14 @@ def test_an_erased_person_is_gone_from_every_store_even_after_a_replay(
         with make_engine(urls["intake"]).connect() as conn:
             assert len(conn.execute(select(intake_outbox.c.id)).all()) == rows_before
 
-    # The consumers are rebuilt from nothing and replay every topic from the start.
-    for db_url, processed in (
-        (urls["scoring"], scoring_processed),
-        (urls["retargeting"], retargeting_processed),
-    ):
-        with make_engine(db_url).begin() as conn:
-            conn.execute(delete(processed))
+    # The topics are replayed from the start by new groups, and the person's events are
+    # not recognised as seen (their processed ids gone, as after pruning): only the
+    # erased-people check stands between them and the stores. Retargeting forgets every
+    # processed id (its traffic handling is idempotent by event id).
+    with make_engine(urls["scoring"]).begin() as conn:
+        conn.execute(delete(scoring_processed).where(scoring_processed.c.event_id.in_(theirs)))
+    with make_engine(urls["retargeting"]).begin() as conn:
+        conn.execute(delete(retargeting_processed))
     with _running(runners(uuid.uuid4().hex[:6]), relay()):
 
         def replayed() -> bool:

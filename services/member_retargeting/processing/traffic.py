@@ -50,6 +50,10 @@ def handle_traffic(event: Envelope, session: Session, tiers: TierRules) -> list[
     _record_consent(session, key, event, decisions(event.context, traits))
     if event.type != "track":
         return []
+    # Applied before (the runner skips redeliveries by id; this holds even when those ids
+    # are gone, e.g. pruned before a replay from the topic's start): nothing more to add.
+    if session.scalar(select(Behaviour.id).where(Behaviour.event_id == event.event_id).limit(1)):
+        return []
     name = event.payload["event"]
     properties = event.payload.get("properties") or {}
     for product in _products(properties) or [{}]:

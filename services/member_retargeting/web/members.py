@@ -13,6 +13,7 @@ from services.member_retargeting.models import Contact
 from services.member_retargeting.people.affinity import affinities
 from services.member_retargeting.people.members import snapshot
 from services.member_retargeting.state import state
+from services.member_retargeting.web import masking
 from services.member_retargeting.web.schemas import MemberList, MemberQuery
 from shared.db import utcnow
 from shared.http import Blueprint, require_role
@@ -42,7 +43,7 @@ def member_page(session: Session, query: dict[str, Any]) -> dict[str, Any]:
             {
                 **snapshot(m),
                 "lead_id": m.lead_id,
-                "email": m.email,
+                "email": masking.email(m.email),
                 "user_id": m.user_id,
                 "affinity": None
                 if affinity is None

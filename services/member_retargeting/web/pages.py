@@ -25,13 +25,14 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Response
 
 from services.member_retargeting.model.rfm import GROUPS
-from services.member_retargeting.models import Campaign, Segment
+from services.member_retargeting.models import Campaign, Segment, accounts
 from services.member_retargeting.state import state
 from services.member_retargeting.web.campaigns import campaign_out, run_now
 from services.member_retargeting.web.members import member_page
 from services.member_retargeting.web.schemas import CHANNELS, KINDS, CampaignIn, PreviewIn
 from services.member_retargeting.web.segments import preview, segment_out
 from shared import pages
+from shared.accounts import current_hash as account_hash
 from shared.http import HTML_ERRORS, flatten_field_errors
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
@@ -40,7 +41,15 @@ MAX_RULE_TEXT = 20_000
 
 
 def _fingerprint() -> str | None:
-    return pages.role_fingerprint(ROLE) if session.get("role") == ROLE else None
+    """The session must still match the token it was made with: the role token, or the
+    person's own (rotated or revoked: signed out)."""
+    if session.get("role") != ROLE:
+        return None
+    if session.get("personal"):
+        with state().engine.connect() as conn:
+            current = account_hash(conn, accounts, int(session.get("account_id", 0)))
+        return None if current is None else pages.fingerprint(current)
+    return pages.role_fingerprint(ROLE)
 
 
 signed_in = pages.signed_in(_fingerprint, "pages.login")
@@ -66,10 +75,22 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         who = pages.sign_in_attempt(lambda person: person.role == ROLE)
+        if who is not None and who.person_id is not None:
+            with state().engine.connect() as conn:
+                current = account_hash(conn, accounts, who.person_id)
+            pages.start_session(
+                ROLE,
+                None if current is None else pages.fingerprint(current),
+                personal=True,
+                account_id=who.person_id,
+                name=who.name,
+                pii=who.pii,  # e-mails and phones unmasked only with a grant
+            )
+            return redirect(pages.local_next(bp.url_prefix or "", url_for("pages.segments")))
         if who is not None:
             pages.start_session(ROLE, pages.role_fingerprint(ROLE))
             return redirect(pages.local_next(bp.url_prefix or "", url_for("pages.segments")))
-        error = "That is not the marketing token."
+        error = "That is neither the marketing token nor a marketing account's."
     page = render_template("login.html", error=error, csrf=pages.login_csrf())
     return page, 401 if error else 200
 

@@ -14,6 +14,7 @@ from services.member_retargeting.model.segments import parse
 from services.member_retargeting.models import Contact, Segment
 from services.member_retargeting.people.segments import count, sample, stored_count
 from services.member_retargeting.state import state
+from services.member_retargeting.web import masking
 from services.member_retargeting.web.schemas import (
     PreviewIn,
     PreviewOut,
@@ -30,7 +31,7 @@ blp = Blueprint("segments", __name__, url_prefix="/segments", description="Segme
 def person(contact: Contact) -> dict[str, Any]:
     return {
         "contact_id": contact.lead_id,
-        "email": contact.email,
+        "email": masking.email(contact.email),
         "stage": contact.stage,
         "is_member": contact.is_member,
         "tier": contact.tier,

@@ -464,3 +464,18 @@ def reachable(app: Flask) -> list[str]:
 
     with state_of(app).sessions() as session:
         return list(session.scalars(select(Contact.lead_id).where(consented("marketing"))))
+
+
+def test_an_event_applied_again_after_its_processed_id_is_gone_adds_nothing(app: Flask) -> None:
+    """A replay from the topic's start after processed ids were pruned: the same order
+    and behaviours are not stored twice (and no unique-key error dead-letters them)."""
+    from services.member_retargeting.models import Behaviour, Order, processed_events
+
+    bought = order("u1", 12, products=[{"product_id": "p1"}, {"product_id": "p2"}])
+    feed(app, bought)
+    with state_of(app).engine.begin() as conn:
+        conn.execute(processed_events.delete())
+    feed(app, bought)
+    with state_of(app).sessions() as session:
+        assert len(session.scalars(select(Order)).all()) == 1
+        assert len(session.scalars(select(Behaviour)).all()) == 2

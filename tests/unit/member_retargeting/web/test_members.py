@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from services.member_retargeting.models import accounts as accounts_table
+from shared import accounts
+from tests.helpers import page_login
 from tests.unit.member_retargeting.conftest import (
     MARKETING,
     did,
@@ -13,6 +16,7 @@ from tests.unit.member_retargeting.conftest import (
     order,
     seed,
     stage,
+    state_of,
     work_runs,
 )
 
@@ -75,3 +79,34 @@ def test_a_hostile_filter_is_a_422(app: Flask, query: str) -> None:
 def test_an_empty_filter_is_no_filter(app: Flask) -> None:
     response = app.test_client().get("/members?tier=&rfm_group=", headers=MARKETING)
     assert response.status_code == 200
+
+
+def test_emails_are_masked_unless_the_account_is_granted_pii(app: Flask) -> None:
+    """The shared marketing token and a marketing account without the grant see masked
+    e-mails; an account granted PII sees them (API and pages alike)."""
+    seed(app)
+    engine = state_of(app).engine
+    with engine.begin() as conn:
+        _, plain_token = accounts.create(
+            conn, accounts_table, name="P", email="p@m.co", role="marketing", pii=True, by="t"
+        )
+        _, masked_token = accounts.create(
+            conn, accounts_table, name="M", email="m@m.co", role="marketing", pii=False, by="t"
+        )
+    client = app.test_client()
+
+    def emails(headers: dict[str, str]) -> list[str]:
+        return [m["email"] for m in client.get("/members", headers=headers).json["items"]]
+
+    assert emails(MARKETING) == ["b***@x***.co"]
+    assert emails({"Authorization": f"Bearer {masked_token}"}) == ["b***@x***.co"]
+    assert emails({"Authorization": f"Bearer {plain_token}"}) == ["buyer@x.co"]
+    granted = app.test_client()
+    page_login(granted, plain_token)
+    assert "buyer@x.co" in granted.get("/app/members").text
+    masked = app.test_client()
+    page_login(masked, masked_token)
+    assert "buyer@x.co" not in masked.get("/app/members").text
+    with engine.begin() as conn:  # revoked: the page session ends
+        accounts.revoke(conn, accounts_table, 1)
+    assert granted.get("/app/members").status_code == 302

@@ -59,7 +59,7 @@ def test_segments_show_live_counts_and_previews_name_the_bad_part(app: Flask) ->
     )
     assert good.status_code == 200
     assert re.search(r'id="preview-count">2<', good.text)
-    assert "mql@x.co" in good.text
+    assert "m***@x***.co" in good.text and "mql@x.co" not in good.text  # masked
     bad = client.post(
         "/app/segments/preview",
         data={"csrf": csrf, "rule": json.dumps({"all": [{"attribute": "tier", "op": "gt"}]})},
@@ -145,7 +145,7 @@ def test_members_page_shows_tier_rfm_and_affinity(app: Flask) -> None:
     work_runs(app)
     client, _ = signed_in(app)
     page = client.get("/app/members").text
-    assert "g@x.co" in page and 'class="tag gold"' in page
+    assert "g***@x***.co" in page and "g@x.co" not in page and 'class="tag gold"' in page
     assert "Espresso machine" in page and "kitchen" in page
     assert client.get("/app/members?tier=silver").text.count("data-member=") == 0
 
