@@ -2,8 +2,10 @@
 
 Starts the embedded broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), creates the
 topics and the databases (SQLite under ``var/`` unless ``<SERVICE>_DATABASE_URL`` is set),
-then the three APIs under gunicorn and the relay, consumers and campaign scheduler as
-their own processes.
+then the three APIs under gunicorn and the relay, consumers, campaign scheduler and
+dispatcher as their own processes, and — unless ``RETARGETING_SMTP_HOST`` points at a real
+server — a local mail sink (:mod:`deploy.mailsink`) that catches every e-mail campaigns
+send, with a page that lists them.
 Prints the URLs and dev credentials. A process that dies is restarted after a pause.
 Ctrl-C / SIGTERM stops every process (SIGTERM, then a grace period) and then the broker.
 
@@ -48,6 +50,10 @@ class DevConfig:
     intake_port: int = 8001
     scoring_port: int = 8002
     retargeting_port: int = 8003
+    mail_smtp_port: int = 1025
+    mail_web_port: int = 8025
+    # Unset: the local mail sink catches campaign e-mails.
+    smtp_host: str | None = None
     host: str = "127.0.0.1"
 
     @classmethod
@@ -59,7 +65,14 @@ class DevConfig:
             intake_port=env.integer("FUNNEL_INTAKE_PORT", 8001),
             scoring_port=env.integer("FUNNEL_SCORING_PORT", 8002),
             retargeting_port=env.integer("FUNNEL_RETARGETING_PORT", 8003),
+            mail_smtp_port=env.integer("RETARGETING_SMTP_PORT", 1025),
+            mail_web_port=env.integer("FUNNEL_MAIL_PAGE_PORT", 8025),
+            smtp_host=env.optional("RETARGETING_SMTP_HOST"),
         )
+
+
+def base_url(config: DevConfig) -> str:
+    return f"http://{config.host}"
 
 
 def dev_credentials(env: Env, var_dir: Path) -> dict[str, str]:
@@ -190,6 +203,34 @@ def main() -> int:
             ],
         )
 
+    # Links in e-mails point at this machine's member-retargeting.
+    child_env.setdefault(
+        "RETARGETING_PUBLIC_URL", f"http://{config.host}:{config.retargeting_port}"
+    )
+    mail_sink = []
+    if config.smtp_host is None:
+        mail_sink.append(
+            Child(
+                "mail-sink",
+                [
+                    py,
+                    "-m",
+                    "deploy.mailsink",
+                    "--host",
+                    config.host,
+                    "--smtp-port",
+                    str(config.mail_smtp_port),
+                    "--web-port",
+                    str(config.mail_web_port),
+                ],
+            )
+        )
+    mail_page = (
+        f"{base_url(config)}:{config.mail_web_port}   (SMTP {config.host}:{config.mail_smtp_port})"
+        if config.smtp_host is None
+        else f"campaign e-mail goes to {config.smtp_host}"
+    )
+
     supervisor = Supervisor(
         children=[
             api("traffic-intake-api", "services.traffic_intake", config.intake_port),
@@ -205,6 +246,11 @@ def main() -> int:
                 "member-retargeting-scheduler",
                 [py, "-m", "services.member_retargeting", "schedule"],
             ),
+            Child(
+                "member-retargeting-dispatcher",
+                [py, "-m", "services.member_retargeting", "dispatch"],
+            ),
+            *mail_sink,
         ],
         env=child_env,
         log_dir=log_dir,
@@ -215,7 +261,7 @@ def main() -> int:
     for child in supervisor.children:
         supervisor.start(child)
 
-    base = f"http://{config.host}"
+    base = base_url(config)
     print(
         f"""
 Funnel is running (logs in {log_dir}).
@@ -223,6 +269,8 @@ Funnel is running (logs in {log_dir}).
   lead-scoring        {base}:{config.scoring_port}   docs {base}:{config.scoring_port}/docs
                       sales pages {base}:{config.scoring_port}/app/ (sign in: sales token)
   member-retargeting  {base}:{config.retargeting_port}   docs {base}:{config.retargeting_port}/docs
+                      marketing pages {base}:{config.retargeting_port}/app/ (marketing token)
+  caught e-mails      {mail_page}
   Kafka               {child_env["KAFKA_BOOTSTRAP_SERVERS"]}{" (embedded)" if broker else ""}
 
 Dev credentials:

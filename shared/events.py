@@ -272,6 +272,27 @@ class CampaignDispatchV1(_Payload):
     # (marketing or transactional).
     phone = fields.String(load_default=None, allow_none=True)
     kind = fields.String(load_default=None, allow_none=True)
+    # Added compatibly: the person allowed analytics when the dispatch was made, so the
+    # message may track opens and clicks.
+    tracking = fields.Boolean(load_default=False)
+
+
+DELIVERY_STATUSES = ("sent", "failed", "bounced", "unsubscribed", "clicked", "opened")
+
+
+class DeliveryStatusV1(_Payload):
+    """What became of a dispatch: handed over (``sent``), given up (``failed``), refused
+    by the mail server (``bounced``), and what its recipient did."""
+
+    dispatch_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    campaign_id = fields.Integer(required=True, strict=True)
+    run_id = fields.Integer(required=True, strict=True)
+    contact_id = fields.String(required=True, validate=validate.Length(max=32))
+    channel = fields.String(load_default=None, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES))
+    at = fields.AwareDateTime(required=True)
+    detail = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    url = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
 class AudienceBatchV1(_Payload):
@@ -367,6 +388,7 @@ PAYLOAD_SCHEMAS: Mapping[tuple[str, int], type[Schema]] = {
     ("lead.sla_breached", 1): LeadSlaBreachedV1,
     ("campaign.dispatch", 1): CampaignDispatchV1,
     ("audience.batch", 1): AudienceBatchV1,
+    ("delivery.status", 1): DeliveryStatusV1,
     ("member.updated", 1): MemberUpdatedV1,
     ("consent.changed", 1): ConsentChangedV1,
     ("privacy.erasure_requested", 1): ErasureRequestedV1,

@@ -20,6 +20,7 @@ from shared.events import PAYLOAD_SCHEMAS
 TRAFFIC = "funnel.traffic"
 LEADS = "funnel.leads"
 DISPATCH = "funnel.dispatch"
+DELIVERY = "funnel.delivery"
 MEMBERS = "funnel.members"
 PRIVACY = "funnel.privacy"
 DEADLETTER = "funnel.deadletter"
@@ -27,6 +28,8 @@ DEADLETTER = "funnel.deadletter"
 TRAFFIC_INTAKE = "traffic-intake"
 LEAD_SCORING = "lead-scoring"
 MEMBER_RETARGETING = "member-retargeting"
+# member-retargeting's dispatcher process: a consumer group of its own.
+DISPATCHER = "member-retargeting-dispatcher"
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,15 @@ REGISTRY: dict[str, Topic] = {
         key="contact_id (the lead id of the recipient); an audience batch: its export id",
         event_types=frozenset({"campaign.dispatch", "audience.batch"}),
         producers=(MEMBER_RETARGETING,),
-        consumers=(),  # channel senders outside Funnel
+        # The dispatcher sends messages; ads platforms' uploaders read audience parts.
+        consumers=(DISPATCHER,),
+    ),
+    DELIVERY: Topic(
+        name=DELIVERY,
+        key="contact_id (the lead id of the recipient)",
+        event_types=frozenset({"delivery.status"}),
+        producers=(MEMBER_RETARGETING, DISPATCHER),
+        consumers=(MEMBER_RETARGETING,),
     ),
     PRIVACY: Topic(
         name=PRIVACY,

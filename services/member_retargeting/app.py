@@ -1,5 +1,6 @@
-"""member-retargeting application factory: the marketing API and the marketing pages. The
-consumer and the campaign scheduler run in processes of their own."""
+"""member-retargeting application factory: the marketing API, the marketing pages and the
+public endpoints of message links (unsubscribe, clicks, opens). The consumer, the campaign
+scheduler and the dispatcher run in processes of their own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import Segment, accounts, audit_log, metadata
 from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
-from services.member_retargeting.web import campaigns, members, pages, segments, sharing
+from services.member_retargeting.web import campaigns, members, pages, public, segments, sharing
 from shared import pages as pages_session
 from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
@@ -43,5 +44,6 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
         api.register_blueprint(blueprint)
     install_people(app, api, engine, accounts, audit_log)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(public.bp)
     register_health(app)
     return app

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from email.utils import parseaddr
 from pathlib import Path
 
+from services.member_retargeting.delivery.smtp import SmtpSettings
 from services.member_retargeting.model.tiers import Tier, TierRules
 from shared.config import (
     ConfigError,
@@ -31,6 +34,90 @@ def _tiers(text: str) -> tuple[Tier, ...]:
     return tuple(tiers)
 
 
+def _rates(text: str) -> dict[str, float]:
+    """``email=50,sms=5`` → messages a second per channel."""
+    rates: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        channel, _, rate = part.partition("=")
+        try:
+            rates[channel.strip()] = float(rate)
+        except ValueError as exc:
+            raise ConfigError(f"RETARGETING_RATES: {part!r} is not channel=per-second") from exc
+        if rates[channel.strip()] <= 0:
+            raise ConfigError(f"RETARGETING_RATES: {part!r} must be above 0")
+    return rates
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """The dispatcher (:mod:`.delivery`): where mail goes, where webhooks go, how fast,
+    how it retries, and the public address its links point at."""
+
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    sender_address: str = "marketing@funnel.localhost"
+    sender_name: str = "Funnel"
+    # Where the unsubscribe, click and open links land: this service, as the public sees it.
+    public_url: str = "http://127.0.0.1:8003"
+    # Webhook, SMS and WhatsApp dispatches: one JSON POST each, signed with the secret.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout_seconds: float = 10.0
+    rates: dict[str, float] = field(default_factory=lambda: {"email": 50.0})
+    default_rate: float = 20.0
+    max_attempts: int = 10
+    retry_base_seconds: float = 5.0
+    retry_ceiling_seconds: float = 3600.0
+    breaker_base_seconds: float = 1.0
+    breaker_ceiling_seconds: float = 60.0
+    # A claim not finished in this time (its dispatcher died) is taken up again.
+    lease_seconds: float = 60.0
+    batch: int = 100
+    poll_seconds: float = 0.5
+    # Finished deliveries (with their addresses and messages) are kept this long.
+    retention_days: int = 30
+
+    def rate(self, channel: str) -> float:
+        return self.rates.get(channel, self.default_rate)
+
+    @classmethod
+    def from_env(cls, env: Env) -> DeliveryConfig:
+        name, address = parseaddr(env.text("RETARGETING_MAIL_FROM", ""))
+        security = env.text("RETARGETING_SMTP_SECURITY", "none")
+        if security not in ("none", "starttls", "ssl"):
+            raise ConfigError("RETARGETING_SMTP_SECURITY must be none, starttls or ssl")
+        webhook_url = env.text("RETARGETING_WEBHOOK_URL", "")
+        webhook_secret = env.text("RETARGETING_WEBHOOK_SECRET", "")
+        if webhook_url and not webhook_secret:
+            raise ConfigError("RETARGETING_WEBHOOK_SECRET must be set with RETARGETING_WEBHOOK_URL")
+        return cls(
+            smtp=SmtpSettings(
+                host=env.text("RETARGETING_SMTP_HOST", "127.0.0.1"),
+                port=env.integer("RETARGETING_SMTP_PORT", 1025),
+                security=security,
+                username=env.text("RETARGETING_SMTP_USERNAME", ""),
+                password=env.text("RETARGETING_SMTP_PASSWORD", ""),
+                timeout=env.number("RETARGETING_SMTP_TIMEOUT_SECONDS", 30.0),
+            ),
+            sender_address=address or cls.sender_address,
+            sender_name=name or (cls.sender_name if not address else ""),
+            public_url=env.text("RETARGETING_PUBLIC_URL", cls.public_url),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            rates={"email": 50.0, **_rates(env.text("RETARGETING_RATES", ""))},
+            max_attempts=env.integer("RETARGETING_DELIVERY_MAX_ATTEMPTS", cls.max_attempts),
+            retry_base_seconds=env.number("RETARGETING_RETRY_BASE_SECONDS", cls.retry_base_seconds),
+            retry_ceiling_seconds=env.number(
+                "RETARGETING_RETRY_CEILING_SECONDS", cls.retry_ceiling_seconds
+            ),
+            breaker_ceiling_seconds=env.number(
+                "RETARGETING_BREAKER_CEILING_SECONDS", cls.breaker_ceiling_seconds
+            ),
+            lease_seconds=env.number("RETARGETING_DELIVERY_LEASE_SECONDS", cls.lease_seconds),
+            poll_seconds=env.number("RETARGETING_DELIVERY_POLL_SECONDS", cls.poll_seconds),
+            retention_days=env.integer("RETARGETING_DELIVERY_RETENTION_DAYS", cls.retention_days),
+        )
+
+
 @dataclass(frozen=True)
 class RetargetingConfig:
     database_url: str
@@ -51,13 +138,25 @@ class RetargetingConfig:
     # Signs the marketing pages' session cookie; empty: derived from the tokens, so every
     # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         self.security.check(
             required={"RETARGETING_SECRET_KEY": self.secret_key},
-            secrets=self.tokens.by_variable().items(),
+            secrets=[
+                *self.tokens.by_variable().items(),
+                ("RETARGETING_WEBHOOK_SECRET", self.delivery.webhook_secret),
+            ],
         )
+
+    @property
+    def link_key(self) -> str:
+        """Signs the links in messages (unsubscribe, clicks, opens): derived from the
+        pages secret (production requires one), else — development — from the tokens,
+        so the dispatcher and every web worker agree without another setting."""
+        base = self.secret_key or "|".join(self.tokens.by_variable().values())
+        return hashlib.sha256(f"funnel-links:{base}".encode()).hexdigest()
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RetargetingConfig:
@@ -94,5 +193,6 @@ class RetargetingConfig:
                 "RETARGETING_SCHEDULE_POLL_SECONDS", cls.schedule_poll_seconds
             ),
             secret_key=env.text("RETARGETING_SECRET_KEY", ""),
+            delivery=DeliveryConfig.from_env(env),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

@@ -1,8 +1,9 @@
 """member-retargeting's consumer process: lead and traffic events in (contacts, members,
-orders, behaviours, consent; never an erased person's) and privacy requests
-(:mod:`.privacy`); it relays the outbox too, which holds member events, answers and the
-dispatches campaign runs queue. Runs apart from gunicorn, as does the scheduler
-(:mod:`.jobs.scheduler`) that runs campaigns."""
+orders, behaviours, consent; never an erased person's), privacy requests
+(:mod:`.privacy`) and delivery statuses (:mod:`.processing.delivery`); it relays the
+outbox too, which holds member events, answers and the dispatches campaign runs queue.
+Runs apart from gunicorn, as do the scheduler (:mod:`.jobs.scheduler`) that runs
+campaigns and the dispatcher (:mod:`.delivery.dispatcher`) that sends them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import logging
 from services.member_retargeting.config import SERVICE, RetargetingConfig
 from services.member_retargeting.models import erased_people, outbox, processed_events
 from services.member_retargeting.privacy import handle_privacy
+from services.member_retargeting.processing.delivery import handle_delivery
 from services.member_retargeting.processing.leads import handle_lead
 from services.member_retargeting.processing.traffic import handle_traffic
 from shared.db import make_engine
 from shared.privacy import without_erased
 from shared.runner import BatchHandler, ConsumerRunner, build_runner, each
-from shared.topics import LEADS, PRIVACY, TRAFFIC
+from shared.topics import DELIVERY, LEADS, PRIVACY, TRAFFIC
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ def handlers(config: RetargetingConfig | None = None) -> dict[str, BatchHandler]
             each(functools.partial(handle_traffic, tiers=tiers)), erased_people
         ),
         PRIVACY: each(handle_privacy),
+        # What became of campaign messages, for the reports.
+        DELIVERY: each(handle_delivery),
     }
 
 

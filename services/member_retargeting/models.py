@@ -3,7 +3,9 @@
 Where person data lives, for erasure and access: ``contacts`` (e-mail, user id, phone,
 names, traits), ``contact_identities`` (ids), ``orders`` and ``behaviours`` (what a person
 did, by their ids), ``consents`` (decisions by their ids), ``dispatches`` and
-``sharing_ledger`` (who received what of them), ``outbox`` (dispatches until pruned).
+``sharing_ledger`` (who received what of them), ``outbox`` (dispatches until pruned),
+``deliveries`` (the dispatcher's store: each dispatch with its address and message, until
+pruned) and ``delivery_outcomes`` (what became of each dispatch, by contact id).
 ``suppressions`` hold hashes only. Erasure (:mod:`.privacy`) deletes all of it for the
 person (orders and dispatches are anonymised: campaign reports keep their counts).
 
@@ -43,6 +45,8 @@ class Base(DeclarativeBase):
 metadata = Base.metadata
 processed_events = processed_events_table(metadata)
 outbox = outbox_table(metadata)
+# The dispatcher's (a process of its own, with its own relay: one relay per outbox).
+dispatcher_outbox = outbox_table(metadata, name="dispatcher_outbox")
 # People erased, by hash only: their lead and traffic events are dropped (see .privacy).
 erased_people = erased_table(metadata)
 # People who sign in as themselves (admin, marketing) and what they changed.
@@ -259,6 +263,54 @@ class Dispatch(Base):
     attributed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("run_id", "contact_id"),)
+
+
+class Delivery(Base):
+    """The dispatcher's own store (:mod:`.delivery`): one row per dispatch it sends,
+    keyed by the dispatch's event id, so a dispatch handed over twice is sent once.
+    ``status``: ``queued`` (due at ``next_attempt_at``), ``sending`` (claimed by
+    ``claim`` at ``claimed_at``), then ``sent``, ``failed`` or ``bounced``. ``payload``
+    is the ``campaign.dispatch`` payload (the address and the rendered message): erased
+    with the person, pruned past the retention."""
+
+    __tablename__ = "deliveries"
+
+    dispatch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    campaign_id: Mapped[int] = mapped_column()
+    run_id: Mapped[int] = mapped_column()
+    contact_id: Mapped[str] = mapped_column(String(32), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claim: Mapped[str | None] = mapped_column(String(32), index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+
+    __table_args__ = (Index("ix_deliveries_due", "channel", "status", "next_attempt_at"),)
+
+
+class DeliveryOutcome(Base):
+    """What became of one dispatch, from ``delivery.status`` events: the delivery status
+    (``sent``, ``failed``, ``bounced``; the newest wins) and the first open, click and
+    unsubscribe. Campaign reports count these."""
+
+    __tablename__ = "delivery_outcomes"
+
+    dispatch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(index=True)
+    contact_id: Mapped[str] = mapped_column(String(32), index=True)
+    channel: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(20))
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    detail: Mapped[str | None] = mapped_column(String(500))
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    clicks: Mapped[int] = mapped_column(default=0)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AudienceExport(Base):

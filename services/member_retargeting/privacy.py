@@ -3,8 +3,9 @@ topic; lead-scoring coordinates them).
 
 Erasure: the person's contacts (the lead ids the request names, and whoever holds one of
 its identifiers) go with their identifiers, what they did (behaviours), consent
-decisions, run recipients and sharing ledger lines, and the dispatches and audience parts
-still in the outbox that name them. Orders are anonymised (no ids: revenue totals and
+decisions, run recipients and sharing ledger lines, the dispatcher's deliveries (address
+and message), and the dispatches, audience parts and delivery statuses still in either
+outbox that name them. Orders are anonymised (no ids: revenue totals and
 campaign reports keep their sums) and dispatches keep their counts under an anonymous
 contact id. Suppression entries stay: they are hashes, and they mean "never contact".
 The identifiers are remembered by hash, so lead and traffic events that still name the
@@ -27,11 +28,14 @@ from services.member_retargeting.models import (
     Consent,
     Contact,
     ContactIdentity,
+    Delivery,
+    DeliveryOutcome,
     Dispatch,
     Order,
     RunRecipient,
     SharingRecord,
     audit_log,
+    dispatcher_outbox,
     erased_people,
     outbox,
 )
@@ -127,6 +131,16 @@ def erase(session: Session, event: Envelope) -> Outgoing:
             "sharing_ledger",
             session.execute(delete(SharingRecord).where(SharingRecord.contact_id.in_(chunk))),
         )
+        # The dispatcher's store holds their address and the message made for them.
+        count("deliveries", session.execute(delete(Delivery).where(Delivery.contact_id.in_(chunk))))
+        count(
+            "delivery_outcomes_anonymised",
+            session.execute(
+                update(DeliveryOutcome)
+                .where(DeliveryOutcome.contact_id.in_(chunk))
+                .values(contact_id="erased")
+            ),
+        )
         for contact_id in chunk:
             # Reports keep the count of what was sent; nothing says to whom.
             count(
@@ -150,6 +164,11 @@ def erase(session: Session, event: Envelope) -> Outgoing:
     for start in range(0, len(queued), 500):
         session.execute(delete(outbox).where(outbox.c.id.in_(queued[start : start + 500])))
     counts["outbox"] = len(queued)
+    waiting = [row.id for row in rows_mentioning(session, dispatcher_outbox, "value", named)]
+    for start in range(0, len(waiting), 500):
+        ids_ = waiting[start : start + 500]
+        session.execute(delete(dispatcher_outbox).where(dispatcher_outbox.c.id.in_(ids_)))
+    counts["dispatcher_outbox"] = len(waiting)
     counts["audit_entries"] = scrub(session, audit_log, [i.value for i in named])
     return erasure_completed(request_id, MEMBER_RETARGETING, counts)
 
@@ -190,6 +209,16 @@ def export(session: Session, event: Envelope) -> Outgoing:
         "dispatches": rows(
             "dispatches",
             select(Dispatch).where(Dispatch.contact_id.in_(contacts)).order_by(Dispatch.id.desc()),
+        ),
+        "deliveries": rows(
+            "deliveries",
+            select(Delivery)
+            .where(Delivery.contact_id.in_(contacts))
+            .order_by(Delivery.created_at.desc()),
+        ),
+        "delivery_outcomes": rows(
+            "delivery_outcomes",
+            select(DeliveryOutcome).where(DeliveryOutcome.contact_id.in_(contacts)),
         ),
         "sharing_ledger": rows(
             "sharing_ledger",

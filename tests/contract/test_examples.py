@@ -22,6 +22,8 @@ from services.lead_scoring.models import outbox as scoring_outbox
 from services.lead_scoring.models import processed_events as scoring_processed
 from services.member_retargeting.app import init_db as init_retargeting
 from services.member_retargeting.consumer import handlers as retargeting_handlers
+from services.member_retargeting.delivery.dispatcher import handlers as dispatcher_handlers
+from services.member_retargeting.models import dispatcher_outbox
 from services.member_retargeting.models import outbox as retargeting_outbox
 from services.member_retargeting.models import processed_events as retargeting_processed
 from services.traffic_intake.app import init_db as init_intake
@@ -32,6 +34,7 @@ from shared.db import make_engine, make_sessionmaker
 from shared.events import PAYLOAD_SCHEMAS, decode
 from shared.runner import BatchHandler, BatchProcessor
 from shared.topics import (
+    DISPATCHER,
     LEAD_SCORING,
     MEMBER_RETARGETING,
     REGISTRY,
@@ -79,6 +82,14 @@ CONSUMERS: dict[str, Callable[[str], BatchProcessor]] = {
         retargeting_processed,
         retargeting_outbox,
         MEMBER_RETARGETING,
+    ),
+    DISPATCHER: lambda url: _processor(
+        url,
+        init_retargeting,
+        dispatcher_handlers(),
+        retargeting_processed,
+        dispatcher_outbox,
+        DISPATCHER,
     ),
 }
 

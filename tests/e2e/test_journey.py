@@ -3,7 +3,8 @@ relay and two consumers as processes. One visitor's journey, asserted at every s
 through the public APIs and the Kafka topics:
 
 anonymous page views → identify → form → MQL → Order Completed → member → campaign →
-dispatch on Kafka. Then SIGTERM stops everything cleanly.
+dispatch on Kafka → the e-mail in the mail sink, delivered in the report. Then SIGTERM
+stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Funnel:
         )
 
 
+MAIL_PAGE_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
     var = tmp_path_factory.mktemp("funnel-var")
@@ -86,6 +90,9 @@ def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
     env.update(CREDENTIALS)
     env.update({f"FUNNEL_{k}_PORT": str(v) for k, v in ports.items()})
     env.update({"FUNNEL_VAR_DIR": str(var), "GUNICORN_WORKERS": "1"})
+    env.pop("RETARGETING_SMTP_HOST", None)  # the mail sink make run starts catches e-mail
+    env.update({"RETARGETING_SMTP_PORT": str(free_port())})
+    env.update({"FUNNEL_MAIL_PAGE_PORT": str(MAIL_PAGE_PORT)})
     log = var / "run.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -264,6 +271,26 @@ def test_the_whole_journey(funnel: Funnel) -> None:
             message="dispatch published",
         )
         assert report["dispatched_count"] == 1  # type: ignore[index]
+
+        # 6. The dispatcher sends it: the mail sink's page lists the e-mail, and the
+        # delivery status comes back into the campaign report.
+        def caught() -> str:
+            try:
+                page = requests.get(f"http://127.0.0.1:{MAIL_PAGE_PORT}/", timeout=3).text
+            except requests.RequestException:
+                return ""
+            return page if "Thank you" in page else ""
+
+        page = str(wait_for(caught, timeout=60, message="the e-mail in the mail sink"))
+        assert email in page
+        wait_for(
+            lambda: (
+                funnel.marketing("GET", f"/campaigns/{campaign['id']}").json()["delivery"]["sent"]
+                == 1
+            ),
+            timeout=60,
+            message="delivered, in the report",
+        )
 
         # The lead topic carried each stage change exactly once, in order.
         values = leads_topic.wait(

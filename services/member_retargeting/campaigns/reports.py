@@ -1,4 +1,6 @@
-"""What a campaign achieved: audience, dispatched, skipped by reason, published, and
+"""What a campaign achieved: audience, dispatched, skipped by reason, published, what
+became of the messages (sent, failed, bounced, opened, clicked, unsubscribed: from the
+delivery statuses, :mod:`..processing.delivery`), and
 conversions — people who completed an order within the attribution window of one of
 their dispatches (from the sending to ``attributed_until``) — with the revenue of those
 orders, each order counted once. Set-based queries."""
@@ -11,7 +13,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.member_retargeting.models import Campaign, CampaignRun, Dispatch, outbox
+from services.member_retargeting.models import (
+    Campaign,
+    CampaignRun,
+    DeliveryOutcome,
+    Dispatch,
+    outbox,
+)
 from services.member_retargeting.people.members import orders_of
 
 
@@ -55,6 +63,33 @@ def report(session: Session, campaign: Campaign) -> dict[str, Any]:
         "conversions": int(conversions),
         "revenue": Decimal(str(revenue)).quantize(Decimal("0.01")),
         "attribution_days": campaign.attribution_days,
+        "delivery": _delivery(session, campaign, sent),
+    }
+
+
+def _delivery(session: Session, campaign: Campaign, dispatched: int) -> dict[str, int]:
+    o = DeliveryOutcome
+    status = dict(
+        session.execute(
+            select(o.status, func.count())
+            .where(o.campaign_id == campaign.id, o.status.is_not(None))
+            .group_by(o.status)
+        ).all()
+    )
+    opened, clicked, unsubscribed = session.execute(
+        select(
+            func.count(o.opened_at), func.count(o.clicked_at), func.count(o.unsubscribed_at)
+        ).where(o.campaign_id == campaign.id)
+    ).one()
+    known = sum(int(v) for v in status.values())
+    return {
+        "sent": int(status.get("sent", 0)),
+        "failed": int(status.get("failed", 0)),
+        "bounced": int(status.get("bounced", 0)),
+        "pending": max(0, dispatched - known),
+        "opened": int(opened),
+        "clicked": int(clicked),
+        "unsubscribed": int(unsubscribed),
     }
 
 

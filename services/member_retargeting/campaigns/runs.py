@@ -40,7 +40,7 @@ from sqlalchemy import func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.member_retargeting.model.consent import CHANNEL_PURPOSE
+from services.member_retargeting.model.consent import ANALYTICS, CHANNEL_PURPOSE
 from services.member_retargeting.model.segments import parse
 from services.member_retargeting.model.templates import fields_used, render
 from services.member_retargeting.models import (
@@ -52,7 +52,7 @@ from services.member_retargeting.models import (
     outbox,
 )
 from services.member_retargeting.people.affinity import affinities
-from services.member_retargeting.people.policy import consented, over_cap, suppressed
+from services.member_retargeting.people.policy import consented, over_cap, suppressed, unsubscribed
 from services.member_retargeting.people.segments import condition
 from services.member_retargeting.sharing.ledger import record_sharing
 from shared.events import new_event
@@ -60,7 +60,8 @@ from shared.outbox import Outgoing, enqueue
 from shared.topics import DISPATCH, MEMBER_RETARGETING
 
 # Why a recipient got nothing, as reports count them.
-NO_CONSENT, SUPPRESSED, CAPPED, NO_ADDRESS, UNVERIFIABLE, GONE = (
+UNSUBSCRIBED, NO_CONSENT, SUPPRESSED, CAPPED, NO_ADDRESS, UNVERIFIABLE, GONE = (
+    "unsubscribed",
     "no_consent",
     "suppressed",
     "frequency_cap",
@@ -201,6 +202,15 @@ def _send(
     blocked = set(
         session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), suppressed()))
     )
+    left = set(
+        session.scalars(select(Contact.lead_id).where(Contact.lead_id.in_(ids), unsubscribed()))
+    )
+    # Opens and clicks are tracked only for people who allowed analytics.
+    tracked = set(
+        session.scalars(
+            select(Contact.lead_id).where(Contact.lead_id.in_(ids), consented(ANALYTICS))
+        )
+    )
     live = [c for c in contacts.values() if c.merged_into is None]
     capped = over_cap(session, live, now, limits.per_day, limits.per_week) if capping else set()
     shared = _shared_fields(campaign)
@@ -209,7 +219,7 @@ def _send(
     outgoing: list[Outgoing] = []
     for contact_id in ids:
         contact = contacts.get(contact_id)
-        reason = _skip_reason(contact, campaign.channel, allowed, blocked, capped)
+        reason = _skip_reason(contact, campaign.channel, allowed, blocked, capped, left)
         row = {
             "run_id": run.id,
             "campaign_id": campaign.id,
@@ -239,7 +249,7 @@ def _send(
             "category": affinity.categories[0][0] if affinity and affinity.categories else None,
             "company": contact.traits.get("company"),
         }
-        event = _dispatch_event(campaign, run, contact, person, now)
+        event = _dispatch_event(campaign, run, contact, person, now, contact_id in tracked)
         rows.append(
             {
                 **row,
@@ -277,10 +287,17 @@ def _shared_fields(campaign: Campaign) -> list[str]:
 
 
 def _skip_reason(
-    contact: Contact | None, channel: str, allowed: set[str], blocked: set[str], capped: set[str]
+    contact: Contact | None,
+    channel: str,
+    allowed: set[str],
+    blocked: set[str],
+    capped: set[str],
+    left: set[str],
 ) -> str | None:
     if contact is None or contact.merged_into is not None:
         return GONE
+    if contact.lead_id in left:
+        return UNSUBSCRIBED
     if contact.lead_id not in allowed:
         return NO_CONSENT
     if contact.lead_id in blocked:
@@ -296,7 +313,12 @@ def _skip_reason(
 
 
 def _dispatch_event(
-    campaign: Campaign, run: CampaignRun, contact: Contact, person: dict[str, Any], now: datetime
+    campaign: Campaign,
+    run: CampaignRun,
+    contact: Contact,
+    person: dict[str, Any],
+    now: datetime,
+    tracking: bool,
 ) -> Any:
     html = campaign.channel == "email"
     message = {
@@ -316,6 +338,7 @@ def _dispatch_event(
             "channel": campaign.channel,
             "kind": campaign.kind,
             "message": message,
+            "tracking": tracking and campaign.channel == "email",
         },
         source=MEMBER_RETARGETING,
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:dispatch:{run.id}:{contact.lead_id}").hex,

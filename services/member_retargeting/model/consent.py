@@ -3,7 +3,9 @@ from events: :mod:`shared.consent`). Pure."""
 
 from __future__ import annotations
 
-from shared.consent import ADVERTISING, MARKETING
+from shared.consent import ADVERTISING, ANALYTICS, MARKETING
+
+__all__ = ["ADVERTISING", "ANALYTICS", "CHANNEL_PURPOSE", "MARKETING", "MESSAGE_CHANNELS"]
 
 # What each channel's sending uses a person's data for.
 CHANNEL_PURPOSE = {
@@ -18,3 +20,5 @@ CHANNEL_PURPOSE = {
 MESSAGE_CHANNELS = tuple(
     sorted(c for c, purpose in CHANNEL_PURPOSE.items() if purpose == MARKETING)
 )
+# The suppression reason a person's own unsubscribe leaves (reports name it).
+UNSUBSCRIBE_REASON = "unsubscribed"

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from services.member_retargeting.model.consent import MESSAGE_CHANNELS
+from services.member_retargeting.model.consent import MESSAGE_CHANNELS, UNSUBSCRIBE_REASON
 from services.member_retargeting.models import (
     Consent,
     Contact,
@@ -56,6 +56,13 @@ def suppressed() -> ColumnElement[bool]:
         and_(Contact.email_key.is_not(None), Contact.email_key.in_(keys)),
         and_(Contact.phone_key.is_not(None), Contact.phone_key.in_(keys)),
     )
+
+
+def unsubscribed() -> ColumnElement[bool]:
+    """The contact's e-mail was suppressed by their own unsubscribe (a link in one of our
+    messages): the reason a report gives for skipping them, before any other."""
+    keys = select(Suppression.value_hash).where(Suppression.reason == UNSUBSCRIBE_REASON)
+    return and_(Contact.email_key.is_not(None), Contact.email_key.in_(keys))
 
 
 def over_cap(

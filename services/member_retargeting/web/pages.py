@@ -282,12 +282,18 @@ def run_campaign(campaign_id: int) -> Response:
 
 
 def report_chart(detail: dict[str, Any], width: int = 560, bar: int = 26) -> dict[str, Any]:
-    """Horizontal bars for the report: audience, dispatched, each skip reason,
-    conversions — as inline-SVG geometry."""
+    """Horizontal bars for the report: audience, dispatched, each skip reason, what
+    became of the messages, conversions — as inline-SVG geometry."""
     rows = [("Audience", detail["audience_size"], "audience")]
     rows.append(("Dispatched", detail["dispatched_count"], "sent"))
     rows += [
         (f"Skipped: {k.replace('_', ' ')}", v, "skipped") for k, v in detail["skipped"].items()
+    ]
+    delivery = detail.get("delivery") or {}
+    rows += [
+        (f"Delivery: {k}", delivery[k], "delivery")
+        for k in ("sent", "bounced", "failed", "opened", "clicked", "unsubscribed")
+        if delivery.get(k)
     ]
     rows.append(("Conversions", detail["conversions"], "converted"))
     top = max([1, *(v for _, v, _ in rows)])

@@ -132,6 +132,16 @@ class RunOut(ma.Schema):
     finished_at = fields.DateTime(allow_none=True)
 
 
+class DeliveryOut(ma.Schema):
+    sent = fields.Integer(metadata={"description": "handed to the mail server or receiver"})
+    failed = fields.Integer(metadata={"description": "given up after retries, or refused"})
+    bounced = fields.Integer(metadata={"description": "refused by the mail server for good"})
+    pending = fields.Integer(metadata={"description": "dispatched, no delivery status yet"})
+    opened = fields.Integer(metadata={"description": "people who allowed tracking only"})
+    clicked = fields.Integer(metadata={"description": "people who allowed tracking only"})
+    unsubscribed = fields.Integer()
+
+
 class ReportOut(ma.Schema):
     audience_size = fields.Integer(metadata={"description": "of the latest run"})
     dispatched_count = fields.Integer(metadata={"description": "sent, all runs"})
@@ -141,6 +151,9 @@ class ReportOut(ma.Schema):
     conversions = fields.Integer(metadata={"description": "people who bought in the window"})
     revenue = MoneyOut()
     attribution_days = fields.Integer()
+    delivery = fields.Nested(
+        DeliveryOut, metadata={"description": "what the dispatcher and recipients reported"}
+    )
 
 
 class CampaignOut(ReportOut):

@@ -30,14 +30,19 @@ def test_compose_runs_the_production_shape() -> None:
         "member-retargeting",
         "member-retargeting-consumer",
         "member-retargeting-scheduler",
+        "member-retargeting-dispatcher",
     } <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["postgres"]
     for name in ("traffic-intake", "lead-scoring", "member-retargeting"):
         assert services[name]["command"][0] == "gunicorn"
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
-    workers = [s for n, s in services.items() if n.endswith(("-consumer", "-relay", "-scheduler"))]
-    assert len(workers) == 5 and all(c["command"][0] == "python" for c in workers)
+    workers = [
+        s
+        for n, s in services.items()
+        if n.endswith(("-consumer", "-relay", "-scheduler", "-dispatcher"))
+    ]
+    assert len(workers) == 6 and all(c["command"][0] == "python" for c in workers)
 
 
 def test_compose_commands_name_real_modules_and_databases() -> None:

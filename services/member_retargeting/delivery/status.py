@@ -1,0 +1,60 @@
+"""``delivery.status`` events: what happened to a dispatch, published on the delivery
+topic for campaign reports (:mod:`..processing.delivery`) and anyone else who listens.
+
+Statuses: ``sent`` (handed to the SMTP server, or the webhook receiver answered 2xx),
+``failed`` (given up after the retries, or refused for good by a webhook receiver),
+``bounced`` (the mail server refused the address or message for good), ``unsubscribed``,
+``clicked``, ``opened``. Event ids are derived from what they report, so reporting the
+same thing twice is one event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from shared.events import new_event
+from shared.outbox import Outgoing
+from shared.topics import DELIVERY, MEMBER_RETARGETING
+
+SENT, FAILED, BOUNCED = "sent", "failed", "bounced"
+UNSUBSCRIBED, CLICKED, OPENED = "unsubscribed", "clicked", "opened"
+MAX_DETAIL = 500
+
+
+def delivery_status(
+    dispatch_id: str,
+    payload: dict[str, Any],
+    status: str,
+    at: datetime,
+    *,
+    detail: str = "",
+    url: str | None = None,
+    occurrence: str = "",
+) -> Outgoing:
+    """The event saying ``status`` of the dispatch ``dispatch_id`` (its ``campaign.
+    dispatch`` payload gives campaign, run, person and channel). ``occurrence`` tells
+    apart reports of the same status that are different happenings (a second send after
+    a retried bounce, another click)."""
+    contact_id = str(payload.get("contact_id") or "")
+    event = new_event(
+        "delivery.status",
+        {
+            "dispatch_id": dispatch_id,
+            "campaign_id": payload.get("campaign_id"),
+            "run_id": payload.get("run_id"),
+            "contact_id": contact_id,
+            "channel": payload.get("channel"),
+            "status": status,
+            "at": at,
+            "detail": detail[:MAX_DETAIL] or None,
+            "url": url,
+        },
+        source=MEMBER_RETARGETING,
+        event_id=uuid.uuid5(
+            uuid.NAMESPACE_URL, f"funnel:delivery:{dispatch_id}:{status}:{occurrence}"
+        ).hex,
+        occurred_at=at,
+    )
+    return Outgoing(DELIVERY, contact_id, event)

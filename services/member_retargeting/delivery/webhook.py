@@ -1,0 +1,110 @@
+"""Signed webhooks: the adapter for webhook campaigns and for SMS and WhatsApp providers.
+
+Each dispatch is one JSON POST. Its headers, as Stripe and Segment sign theirs:
+
+* ``Funnel-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` with the
+  shared webhook secret — a receiver recomputes it over the raw body (:func:`verify`),
+  and refuses old timestamps (replays);
+* ``Idempotency-Key: <dispatch id>`` — the same on every retry of a dispatch, so a
+  receiver that already handled it answers 2xx and does nothing (retries are certain:
+  a timeout does not say whether the receiver acted).
+
+:func:`post` makes one attempt and says what it means (:class:`Outcome`): a 2xx is
+delivered; 408, 409, 425, 429 and 5xx, a timeout or a refused connection are worth
+retrying; any other 4xx is the receiver refusing this dispatch for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+SIGNATURE_HEADER = "Funnel-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+TOLERANCE_SECONDS = 300
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` within ``tolerance`` seconds of
+    ``now``. For receivers (and the tests). Never raises."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = signature(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(given, expected)
+
+
+def body_of(dispatch_id: str, payload: dict[str, Any]) -> bytes:
+    """What the receiver gets: the dispatch id and what the dispatch says (its channel,
+    the person's contact id and address, the rendered message)."""
+    document = {
+        "id": dispatch_id,
+        "channel": payload.get("channel"),
+        "campaign_id": payload.get("campaign_id"),
+        "run_id": payload.get("run_id"),
+        "contact_id": payload.get("contact_id"),
+        "email": payload.get("email"),
+        "phone": payload.get("phone"),
+        "message": payload.get("message") or {},
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``delivered``; else ``retry`` says whether another attempt may succeed."""
+
+    delivered: bool
+    retry: bool = False
+    detail: str = ""
+
+
+def post(url: str, secret: str, dispatch_id: str, body: bytes, *, timeout: float = 10.0) -> Outcome:
+    """One signed POST of ``body``. Never raises for what the receiver or the network
+    does."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Funnel-Dispatcher/1",
+            SIGNATURE_HEADER: signature(secret, int(time.time()), body),
+            IDEMPOTENCY_HEADER: dispatch_id,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, bad URL
+        return Outcome(False, retry=True, detail=f"{type(exc).__name__}: {exc}"[:500])
+    if 200 <= status < 300:
+        return Outcome(True, detail=str(status))
+    retry = status >= 500 or status in RETRYABLE_STATUS
+    return Outcome(False, retry=retry, detail=f"HTTP {status}")

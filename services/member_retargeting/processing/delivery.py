@@ -1,0 +1,119 @@
+"""Delivery statuses into campaign reports: ``delivery.status`` events (from the
+dispatcher, and from the unsubscribe, click and open endpoints) become one
+``delivery_outcomes`` row per dispatch.
+
+* ``sent`` / ``failed`` / ``bounced``: the newest by time is the dispatch's delivery
+  status (a bounce reported after the "sent" it corrects wins); a bounce suppresses the
+  address (reason ``bounced``), as a hard bounce must;
+* ``opened``, ``clicked``, ``unsubscribed``: the first time is kept, clicks are counted,
+  and the first click is also a behaviour ``Email Link Clicked`` of the person (segments
+  and attribution read behaviours).
+
+Statuses of dispatches this service does not know (an erased person's, another
+deployment's) change nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.member_retargeting.delivery.status import (
+    BOUNCED,
+    CLICKED,
+    FAILED,
+    OPENED,
+    SENT,
+    UNSUBSCRIBED,
+)
+from services.member_retargeting.models import (
+    Behaviour,
+    Contact,
+    ContactIdentity,
+    DeliveryOutcome,
+    Dispatch,
+    Suppression,
+)
+from shared.events import Envelope
+from shared.outbox import Outgoing, insert_ignoring_duplicates
+
+EMAIL_LINK_CLICKED = "Email Link Clicked"
+MAX_CLICKS = 1_000_000
+
+
+def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
+    if event.type != "delivery.status":
+        return []
+    p = event.payload
+    dispatch = session.scalar(select(Dispatch).where(Dispatch.event_id == p["dispatch_id"]))
+    if dispatch is None:
+        return []
+    outcome = session.get(DeliveryOutcome, p["dispatch_id"])
+    if outcome is None:
+        outcome = DeliveryOutcome(
+            dispatch_id=p["dispatch_id"],
+            campaign_id=dispatch.campaign_id,
+            contact_id=dispatch.contact_id,
+            channel=dispatch.channel,
+            clicks=0,
+        )
+        session.add(outcome)
+    status, at = p["status"], p["at"]
+    if status in (SENT, FAILED, BOUNCED):
+        if outcome.status_at is None or at >= _aware(outcome.status_at):
+            outcome.status, outcome.status_at, outcome.detail = status, at, p.get("detail")
+        if status == BOUNCED:
+            _suppress_bounced(session, dispatch.contact_id, at)
+    elif status == OPENED:
+        outcome.opened_at = outcome.opened_at or at
+    elif status == UNSUBSCRIBED:
+        outcome.unsubscribed_at = outcome.unsubscribed_at or at
+    elif status == CLICKED:
+        outcome.clicks = min(MAX_CLICKS, (outcome.clicks or 0) + 1)
+        if outcome.clicked_at is None:
+            outcome.clicked_at = at
+            _record_click(session, dispatch.contact_id, at, event.event_id)
+    return []
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _suppress_bounced(session: Session, contact_id: str, at: datetime) -> None:
+    key = session.scalar(select(Contact.email_key).where(Contact.lead_id == contact_id))
+    if not key:
+        return
+    session.execute(
+        insert_ignoring_duplicates(
+            Suppression.__table__,  # type: ignore[arg-type]
+            session.get_bind().dialect.name,
+        ),
+        [
+            {
+                "value_hash": key,
+                "kind": "email",
+                "reason": "bounced",
+                "created_by": "dispatcher",
+                "created_at": at,
+            }
+        ],
+    )
+
+
+def _record_click(session: Session, contact_id: str, at: datetime, event_id: str) -> None:
+    who = session.execute(
+        select(ContactIdentity.kind, ContactIdentity.value)
+        .where(ContactIdentity.lead_id == contact_id)
+        .order_by(ContactIdentity.kind.desc(), ContactIdentity.value)  # user_id first
+        .limit(1)
+    ).first()
+    if who is None:
+        return
+    session.add(
+        Behaviour(kind=who[0], value=who[1], event=EMAIL_LINK_CLICKED, at=at, event_id=event_id)
+    )
