@@ -101,6 +101,34 @@ def _changed(lead_id: str, purpose: str, granted: bool, at: datetime, event: Env
     return Outgoing(PRIVACY, lead_id, envelope)
 
 
+MAX_MERGE_HOPS = 20
+
+
+def record_announced(session: Any, event: Envelope) -> bool:
+    """Keep a decision another service announced (``consent.changed``) under the lead it
+    names, or the lead that one was merged into; False when no such lead is left (erased,
+    or never known here). Nothing is announced again: it is on the topic already."""
+    lead = session.get(Lead, event.payload["lead_id"])
+    for _ in range(MAX_MERGE_HOPS):
+        if lead is None or lead.merged_into is None:
+            break
+        lead = session.get(Lead, lead.merged_into)
+    if lead is None or lead.merged_into is not None:
+        return False
+    p = event.payload
+    session.add(
+        LeadConsent(
+            lead_id=lead.id,
+            purpose=p["purpose"],
+            granted=p["granted"],
+            decided_at=p["decided_at"],
+            event_id=str(p.get("event_id") or event.event_id)[:128],
+            source=str(p.get("source") or event.source)[:200],
+        )
+    )
+    return True
+
+
 def consent_history(
     store_session: Any, lead_ids: list[str], limit: int = 500
 ) -> list[dict[str, Any]]:

@@ -18,10 +18,11 @@ transaction — and sends them one by one:
 
 A failure that is worth retrying puts the delivery back with a backoff (exponential,
 full jitter) until ``max_attempts``; then, or when the provider refuses it for good, it
-is ``failed`` (``bounced`` for a refused e-mail address) and a dead letter names the
-reason. A claim not finished within ``lease`` seconds (its process died) is claimed
-again. Every outcome publishes a ``delivery.status`` event with the store change that
-made it (in the dispatcher's own outbox, which its consumer loop relays).
+is ``failed`` (``bounced`` when the mail server refused the address itself, which then
+gets suppressed; a refused message is ``failed``) and a dead letter names the reason. A
+claim not finished within ``lease`` seconds (its process died) is claimed again. Every
+outcome publishes a ``delivery.status`` event with the store change that made it (in the
+dispatcher's own outbox, which its consumer loop relays).
 
 SIGTERM / SIGINT finish the message in hand, give the unstarted claims back and exit.
 """
@@ -317,6 +318,8 @@ class Dispatcher:
         self._reopen(row, token)
         if attempt.result is Result.BOUNCED:
             self._failed(row, token, retry=False, status=BOUNCED, detail=attempt.detail)
+        elif attempt.result is Result.REFUSED:
+            self._failed(row, token, retry=False, status=FAILED, detail=attempt.detail)
         else:
             self._failed(row, token, retry=True, status=FAILED, detail=attempt.detail)
 

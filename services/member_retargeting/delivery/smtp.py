@@ -34,7 +34,8 @@ CRLF = b"\r\n"
 
 class Result(StrEnum):
     SENT = "sent"
-    BOUNCED = "bounced"  # refused for good: this address or this message
+    BOUNCED = "bounced"  # the address refused for good (5xx to RCPT): suppress it
+    REFUSED = "refused"  # this message refused for good (5xx after DATA): not the address
     RETRY = "retry"  # try this dispatch again later
     ABANDONED = "abandoned"  # not ours any more: nothing was delivered
 
@@ -123,7 +124,7 @@ class Mailer:
         try:
             smtp = self._connection()
             if options and not smtp.has_extn("smtputf8"):
-                return Attempt(Result.BOUNCED, "the server does not take SMTPUTF8 addresses")
+                return Attempt(Result.REFUSED, "the server does not take SMTPUTF8 addresses")
             code, reply = smtp.mail(sender, options)
             if code != 250:
                 smtp.rset()
@@ -163,6 +164,6 @@ class Mailer:
             return Attempt(Result.SENT, f"no reply after the final dot: {exc}"[:500], True)
         if code == 250:
             return Attempt(Result.SENT, _reply(code, reply))
-        if code >= 500:
-            return Attempt(Result.BOUNCED, _reply(code, reply))
+        if code >= 500:  # the content (size, policy, spam): not the address's fault
+            return Attempt(Result.REFUSED, _reply(code, reply))
         return Attempt(Result.RETRY, _reply(code, reply), provider_failure=code == 421)

@@ -5,7 +5,7 @@ dispatcher, and from the unsubscribe, click and open endpoints) become one
 * ``sent`` / ``failed`` / ``bounced``: the newest by time is the dispatch's delivery
   status (a bounce reported after the "sent" it corrects wins); a bounce suppresses the
   address (reason ``bounced``), as a hard bounce must;
-* ``opened``, ``clicked``, ``unsubscribed``: the first time is kept, clicks are counted,
+* ``opened``, ``clicked``, ``unsubscribed``: the earliest time is kept, clicks are counted,
   and the first click is also a behaviour ``Email Link Clicked`` of the person (segments
   and attribution read behaviours).
 
@@ -67,15 +67,20 @@ def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
         if status == BOUNCED:
             _suppress_bounced(session, dispatch.contact_id, at)
     elif status == OPENED:
-        outcome.opened_at = outcome.opened_at or at
+        outcome.opened_at = _earliest(outcome.opened_at, at)
     elif status == UNSUBSCRIBED:
         outcome.unsubscribed_at = outcome.unsubscribed_at or at
     elif status == CLICKED:
         outcome.clicks = min(MAX_CLICKS, (outcome.clicks or 0) + 1)
         if outcome.clicked_at is None:
-            outcome.clicked_at = at
             _record_click(session, dispatch.contact_id, at, event.event_id)
+        outcome.clicked_at = _earliest(outcome.clicked_at, at)
     return []
+
+
+def _earliest(held: datetime | None, at: datetime) -> datetime:
+    """Events can arrive out of order: keep the earliest time."""
+    return at if held is None or at < _aware(held) else held
 
 
 def _aware(value: datetime) -> datetime:
