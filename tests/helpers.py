@@ -32,9 +32,10 @@ class FakeRecord:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve a WSGI app on a real HTTP server (a thread) at a free port; yields its URL."""
-    port = free_port()
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve a WSGI app on a real HTTP server (a thread) at ``port`` (a free one when
+    None); yields its URL."""
+    port = port or free_port()
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -16,6 +16,7 @@ from services.traffic_intake.models import failed_events, sources
 from services.traffic_intake.schemas import (
     FailedEventPage,
     FailedEventQuery,
+    OriginsIn,
     ResubmitIn,
     ResubmitOut,
     SourceIn,
@@ -27,6 +28,7 @@ from services.traffic_intake.sources import hash_key, new_write_key
 from services.traffic_intake.state import state
 from shared.audit import audited
 from shared.http import Blueprint, fail, or_404, require_role
+from shared.provenance import BROWSER
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Sources, keys, failures")
 
@@ -76,13 +78,45 @@ class SourcesView(MethodView):
                         key_hint=key[-4:],
                         enabled=True,
                         rate_limit_per_second=data["rate_limit_per_second"],
+                        kind=data["kind"],
+                        allowed_origins=data["allowed_origins"] or None,
                     )
                     .returning(sources.c.id)
                 ).scalar_one()
                 row = _source(conn, new_id)
         except IntegrityError:
             fail(409, f"a source named {data['name']!r} exists", errors={"name": ["already taken"]})
+        state().sources.invalidate()
         return _with_key(row, key)
+
+
+@blp.route("/sources/<id:source_id>/origins")
+class OriginsView(MethodView):
+    @require_role("admin")
+    @blp.arguments(OriginsIn)
+    @blp.response(200, SourceOut)
+    @audited(
+        "source.origins", target=lambda _r, source_id, **_: f"source:{source_id}", before=_before
+    )
+    def put(self, data: dict[str, Any], source_id: int) -> Any:
+        """Replace a browser source's allowed origins (within the key cache's seconds
+        everywhere)."""
+        with state().engine.begin() as conn:
+            row = _source(conn, source_id)
+            if row.kind != BROWSER:
+                fail(
+                    409,
+                    f"source {row.name!r} is a server source: never used from a browser",
+                    errors={"allowed_origins": ["only browser sources have origins"]},
+                )
+            conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id)
+                .values(allowed_origins=data["allowed_origins"])
+            )
+            row = _source(conn, source_id)
+        state().sources.invalidate()
+        return row._mapping
 
 
 def _set_enabled(source_id: int, enabled: bool) -> Any:

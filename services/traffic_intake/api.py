@@ -1,9 +1,20 @@
-"""traffic-intake HTTP API: Segment's Tracking API (``/v1/track`` … ``/v1/batch``).
+"""traffic-intake HTTP API: Segment's Tracking API (``/v1/track`` … ``/v1/batch``, and the
+short paths analytics.js uses: ``/v1/t``, ``/v1/p``, ``/v1/i``, ``/v1/g``, ``/v1/a``,
+``/v1/s``).
 
 Every endpoint answers 200 ``{"success": true, "accepted", "duplicates", "rejected"}`` only
 after the accepted events are committed to the outbox; the relay publishes them. Order of
-checks: body within the size limit (413), write key (401), source enabled (403), rate
-limit (429), then validation. Rejected events are kept (see :mod:`failed`).
+checks: body within the size limit (413), write key (401), source enabled (403), the
+browser's origin (403), rate limit (429), then validation. Rejected events are kept (see
+:mod:`failed`).
+
+Browsers: a body sent as ``text/plain`` (or with no type: ``navigator.sendBeacon``) is
+read as JSON, so SDKs can send without a CORS preflight and while a page unloads; the
+write key then travels in the body (``writeKey``). A request carrying ``Origin`` must use
+a browser source's key from one of its allowed origins (a server key from a browser is
+refused: it would no longer be secret); the answer then carries
+``Access-Control-Allow-Origin`` for that origin. A preflight (``OPTIONS``, no key) is
+answered for the origins some browser source allows.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 
 from services.traffic_intake import failed
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.origins import normal_origin
 from services.traffic_intake.privacy import screen
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
@@ -30,6 +42,7 @@ from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
 from shared.limits import json_size
 from shared.outbox import Outgoing, enqueue
+from shared.provenance import BROWSER
 from shared.ratelimit import retry_after_header
 from shared.topics import TRAFFIC
 
@@ -52,7 +65,7 @@ def _write_key_from_request() -> str | None:
         except (ValueError, UnicodeDecodeError):
             return None
         return user or None
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True, force=True)
     if isinstance(body, dict) and isinstance(body.get("writeKey"), str):
         return body["writeKey"] or None
     return None
@@ -129,6 +142,7 @@ def _single_call_view(call_type: str) -> type[MethodView]:
                 source=g.source.name,
                 received_at=datetime.now(UTC),
                 client_ip=request.remote_addr,
+                source_kind=g.source.kind,
             )
             new = _persist([envelope], [])
             return _accepted(new, 1 - new, [])
@@ -138,8 +152,19 @@ def _single_call_view(call_type: str) -> type[MethodView]:
     return CallView
 
 
+# analytics.js (``@segment/analytics-next``) posts single calls to these short paths.
+SHORT_PATHS = {
+    "track": "t",
+    "page": "p",
+    "screen": "s",
+    "identify": "i",
+    "group": "g",
+    "alias": "a",
+}
 for _call_type in ("track", "page", "screen", "identify", "group", "alias"):
-    blp.route(f"/v1/{_call_type}")(_single_call_view(_call_type))
+    _view = _single_call_view(_call_type)
+    blp.route(f"/v1/{_call_type}")(_view)
+    blp.route(f"/v1/{SHORT_PATHS[_call_type]}", endpoint=f"{_call_type}_short")(_view)
 
 
 def _reject(
@@ -227,6 +252,7 @@ class BatchView(MethodView):
                     client_ip=request.remote_addr,
                     batch_sent_at=body.get("sentAt"),
                     batch_context=body.get("context"),
+                    source_kind=g.source.kind,
                 )
             )
         if not envelopes:
@@ -245,10 +271,14 @@ class BatchView(MethodView):
 
 
 @blp.before_request
-def before_tracking_request() -> None:
+def before_tracking_request() -> Response | None:
     """Read the body within the limit first (413 beyond it, chunked bodies included; the
     JSON parser would otherwise report a cut body as bad JSON), then the write key (a
-    request without one learns nothing about validation), rate limit, per-event limit."""
+    request without one learns nothing about validation), the browser origin, rate limit,
+    per-event limit. A preflight is answered before any of it."""
+    if request.method == "OPTIONS":
+        return _preflight()
+    _read_plain_text_as_json()
     data = request.get_data(cache=True)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     # Werkzeug stops a length-less (chunked) body at the limit without an error, handing
@@ -256,6 +286,7 @@ def before_tracking_request() -> None:
     if request.content_length is None and len(data) >= limit:
         fail(413, f"body exceeds {limit} bytes", errors={"_body": [f"max {limit} bytes"]})
     g.source = authenticate_source()
+    _check_origin(g.source)
     _rate_limit(g.source)
     if request.path != "/v1/batch" and len(data) > _config().max_event_bytes:
         fail(
@@ -263,6 +294,75 @@ def before_tracking_request() -> None:
             f"event exceeds {_config().max_event_bytes} bytes",
             errors={"_body": [f"max {_config().max_event_bytes} bytes"]},
         )
+    return None
+
+
+def _read_plain_text_as_json() -> None:
+    """Browser SDKs send JSON as ``text/plain`` (no preflight) and sendBeacon may send no
+    type at all: such a body is parsed as the JSON it is."""
+    raw = request.environ.get("CONTENT_TYPE", "")
+    if raw.split(";", 1)[0].strip().lower() in ("", "text/plain"):
+        request.environ["CONTENT_TYPE"] = "application/json"
+        request.__dict__.pop("_parsed_content_type", None)
+
+
+def _check_origin(source: Source) -> None:
+    """A request from a web page (``Origin``) must use a browser source's key, from one of
+    its origins."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    if source.kind != BROWSER:
+        fail(
+            403,
+            f"source {source.name!r} has a server key: it must never be used from a browser",
+            errors={"Origin": ["use a browser source's write key in web pages"]},
+        )
+    if normal_origin(origin) not in source.origins:
+        fail(
+            403,
+            f"origin {origin[:200]!r} is not allowed for source {source.name!r}",
+            errors={"Origin": ["not one of the source's allowed origins"]},
+        )
+    g.cors_origin = normal_origin(origin) and origin
+
+
+CORS_MAX_AGE = "600"
+
+
+def _preflight() -> Response:
+    """``OPTIONS`` from a browser about to POST: allowed for the origins of browser
+    sources (the key is not sent with a preflight), refused otherwise."""
+    origin = request.headers.get("Origin", "")
+    method = request.headers.get("Access-Control-Request-Method", "")
+    try:
+        allowed = normal_origin(origin) in state().sources.browser_origins()
+    except SQLAlchemyError:
+        _store_unavailable()
+    if not allowed or method.upper() != "POST":
+        fail(403, "this origin may not send here", errors={"Origin": ["not allowed"]})
+    response = current_app.make_response(("", 204))
+    response.headers.update(
+        {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization",
+            "Access-Control-Max-Age": CORS_MAX_AGE,
+            "Vary": "Origin",
+        }
+    )
+    return response
+
+
+@blp.after_request
+def allow_the_origin(response: Response) -> Response:
+    """The answer to an allowed browser origin may be read by the page (SDKs read it to
+    know whether to retry)."""
+    origin = getattr(g, "cors_origin", None)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    return response
 
 
 @blp.errorhandler(HTTPException)

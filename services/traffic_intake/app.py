@@ -6,7 +6,7 @@ from flask import Flask
 from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from services.traffic_intake import admin_api
+from services.traffic_intake import admin_api, browser
 from services.traffic_intake import api as tracking_api
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import accounts, audit_log, metadata, outbox
@@ -38,7 +38,13 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
         engine=engine,
         outbox=outbox,
         sources=SourceDirectory(
-            engine, config.write_keys, config.source_name, ttl=config.source_cache_seconds
+            engine,
+            config.write_keys,
+            config.source_name,
+            browser_keys=config.browser_write_keys,
+            browser_origins=config.browser_origins,
+            browser_name=config.browser_source_name,
+            ttl=config.source_cache_seconds,
         ),
         buckets=TokenBuckets(),
         api=api,
@@ -48,6 +54,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     )
     api.register_blueprint(tracking_api.blp)
     api.register_blueprint(admin_api.blp)
+    app.register_blueprint(browser.bp)
     install_people(app, api, engine, accounts, audit_log)
     register_health(app)
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]

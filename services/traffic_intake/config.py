@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import Env, KafkaConfig, SecurityConfig, Tokens, default_sqlite_url
+from services.traffic_intake.origins import normal_origin
+from shared.config import (
+    ConfigError,
+    Env,
+    KafkaConfig,
+    SecurityConfig,
+    Tokens,
+    default_sqlite_url,
+)
 from shared.limits import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 
 SERVICE = "traffic-intake"
@@ -19,6 +27,11 @@ class IntakeConfig:
     tokens: Tokens = field(default_factory=Tokens)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     source_name: str = "web"
+    # A browser source from configuration (development, demos): its public key(s) and the
+    # web origins allowed to use them. Sources made through the admin API live in the DB.
+    browser_write_keys: tuple[str, ...] = ()
+    browser_origins: tuple[str, ...] = ()
+    browser_source_name: str = "browser"
     max_event_bytes: int = MAX_EVENT_BYTES
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_batch_events: int = MAX_BATCH_EVENTS
@@ -48,11 +61,25 @@ class IntakeConfig:
         env = env or Env()
         var_dir = Path(env.text("FUNNEL_VAR_DIR", "var"))
         keys = tuple(k.strip() for k in env.text("FUNNEL_WRITE_KEY", "").split(",") if k.strip())
+        browser_keys = tuple(
+            k.strip() for k in env.text("FUNNEL_BROWSER_WRITE_KEY", "").split(",") if k.strip()
+        )
+        origins = []
+        for text in env.text("FUNNEL_BROWSER_ORIGINS", "").split(","):
+            if not text.strip():
+                continue
+            origin = normal_origin(text)
+            if origin is None:
+                raise ConfigError(f"FUNNEL_BROWSER_ORIGINS: {text.strip()!r} is not an origin")
+            origins.append(origin)
         return cls(
             database_url=env.text(
                 "TRAFFIC_INTAKE_DATABASE_URL", default_sqlite_url(var_dir, "traffic_intake")
             ),
             write_keys=keys,
+            browser_write_keys=browser_keys,
+            browser_origins=tuple(origins),
+            browser_source_name=env.text("FUNNEL_BROWSER_SOURCE_NAME", cls.browser_source_name),
             kafka=KafkaConfig.from_env(env),
             tokens=Tokens.from_env(env),
             security=SecurityConfig.from_env(env),

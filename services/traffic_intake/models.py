@@ -65,6 +65,11 @@ sources = Table(
     Column("key_hint", String(8), nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("rate_limit_per_second", Float, nullable=True),
+    # browser: a public key used from web pages of ``allowed_origins`` only (its events
+    # may do less downstream, see shared.provenance); server: a secret key, never used
+    # from a browser.
+    Column("kind", String(10), nullable=False, default="server", server_default="server"),
+    Column("allowed_origins", JSON, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
     Column("key_rotated_at", UTCDateTime(), nullable=True),
     Column("disabled_at", UTCDateTime(), nullable=True),

@@ -12,6 +12,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
 
+from services.traffic_intake.origins import MAX_ORIGINS, normal_origin
 from shared.fields import Identifier, JsonObject, Name, Timestamp
 from shared.limits import (
     MAX_EMAIL_LENGTH,
@@ -22,6 +23,7 @@ from shared.limits import (
     MONEY_PROPERTIES,
     money,
 )
+from shared.provenance import BROWSER, SERVER, SOURCE_KINDS
 
 
 class _Call(ma.Schema):
@@ -119,6 +121,53 @@ class SourceIn(ma.Schema):
     rate_limit_per_second = fields.Float(
         load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False)
     )
+    kind = fields.String(
+        load_default=SERVER,
+        validate=validate.OneOf(SOURCE_KINDS),
+        metadata={"description": "browser: a public key for web pages; server: a secret key"},
+    )
+    allowed_origins = fields.List(
+        fields.String(validate=validate.Length(max=300)),
+        load_default=list,
+        validate=validate.Length(max=MAX_ORIGINS),
+        metadata={"description": "browser sources: the web origins that may use the key"},
+    )
+
+    @validates_schema
+    def _origins(self, data: dict[str, Any], **_: Any) -> None:
+        _check_origins(data, required=data.get("kind") == BROWSER)
+
+
+class OriginsIn(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+    allowed_origins = fields.List(
+        fields.String(validate=validate.Length(max=300)),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_ORIGINS),
+    )
+
+    @validates_schema
+    def _origins(self, data: dict[str, Any], **_: Any) -> None:
+        _check_origins(data, required=True)
+
+
+def _check_origins(data: dict[str, Any], *, required: bool) -> None:
+    """Each origin must be ``scheme://host[:port]``; normalised in place. A browser source
+    needs at least one; a server source none (it is never used from a browser)."""
+    given = data.get("allowed_origins") or []
+    normal = [normal_origin(o) for o in given]
+    bad = [o for o, n in zip(given, normal, strict=True) if n is None]
+    if bad:
+        raise ValidationError(
+            {"allowed_origins": [f"not an origin (scheme://host[:port]): {bad[0]!r}"]}
+        )
+    if required and not normal:
+        raise ValidationError({"allowed_origins": ["a browser source needs at least one"]})
+    if not required and normal and data.get("kind") == SERVER:
+        raise ValidationError({"allowed_origins": ["server sources are never used from browsers"]})
+    data["allowed_origins"] = sorted({n for n in normal if n is not None})
 
 
 class SourceOut(ma.Schema):
@@ -127,6 +176,8 @@ class SourceOut(ma.Schema):
     enabled = fields.Boolean()
     key_hint = fields.String(metadata={"description": "last characters of the write key"})
     rate_limit_per_second = fields.Float(allow_none=True)
+    kind = fields.String()
+    allowed_origins = fields.List(fields.String(), allow_none=True)
     created_at = fields.DateTime()
     key_rotated_at = fields.DateTime(allow_none=True)
     disabled_at = fields.DateTime(allow_none=True)

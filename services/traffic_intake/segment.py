@@ -23,6 +23,7 @@ from services.traffic_intake.channels import classify
 from shared.events import Envelope, new_event
 from shared.identity import is_junk_id
 from shared.limits import timestamp_problem
+from shared.provenance import SERVER, stamp
 
 
 def occurred_at(
@@ -80,8 +81,10 @@ def to_envelope(
     client_ip: str | None,
     batch_sent_at: datetime | None = None,
     batch_context: dict[str, Any] | None = None,
+    source_kind: str = SERVER,
 ) -> Envelope:
-    context = {**(batch_context or {}), **call["context"]}
+    # Which kind of source vouches for the event: intake's to say, never the client's.
+    context = stamp({**(batch_context or {}), **call["context"]}, source_kind)
     if client_ip and "ip" not in context:
         context["ip"] = client_ip
     context["traffic_source"] = classify(context).as_dict()

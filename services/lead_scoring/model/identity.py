@@ -134,6 +134,8 @@ def resolve(
     holdings: Mapping[str, Iterable[Key]],
     rules: IdentityRules,
     source: str,
+    *,
+    browser: bool = False,
 ) -> Resolution:
     """Decide for an event naming ``keys`` (already :meth:`IdentityRules.ordered`):
     ``owners`` says which lead owns each now, ``holdings`` what each such lead holds.
@@ -144,8 +146,19 @@ def resolve(
     if the identifier linking it may merge from ``source`` and the merged lead stays
     within the limits. Otherwise the conflict is recorded; when a limit refused it,
     identifiers that follow the latest person move to the event's lead (a browser that
-    changed hands), while an untrusted claim moves nothing."""
+    changed hands), while an untrusted claim moves nothing.
+
+    From a ``browser`` source (a public key: :mod:`shared.provenance`) only user and
+    anonymous ids decide or link (an e-mail or external id is a claim), and two leads that
+    are both known (each holds more than anonymous ids) are never merged: the visitor is
+    linked to a user id, nobody is merged into somebody else."""
     held = {lead: set(ks) for lead, ks in holdings.items()}
+
+    def trusted(key: Key) -> bool:
+        if browser and key[0] not in (USER_ID, ANONYMOUS_ID):
+            return False
+        return _rule(rules, key).may_merge(source)
+
     unowned: list[Key] = []
     target: str | None = None
     for key in keys:
@@ -153,7 +166,7 @@ def resolve(
         if owner is None:
             unowned.append(key)
             continue
-        if not _rule(rules, key).may_merge(source):
+        if not trusted(key):
             continue  # not trusted from this source to say whose event this is
         if rules.within_limits([*held[owner], *unowned]):
             target = owner
@@ -167,10 +180,15 @@ def resolve(
             continue
         seen.add(owner)
         theirs = held[owner]
-        if not _rule(rules, key).may_merge(source):
+        if not trusted(key):
             # Another lead's identifier, named from a source not trusted with it: it
             # stays where it is, and nothing moves.
-            reason = f"{key[0]} may not merge leads from source {source!r}"
+            kind = " (a browser source)" if browser else ""
+            reason = f"{key[0]} may not merge leads from source {source!r}{kind}"
+            resolution.conflicts.append(Conflict(key, owner, reason))
+            continue
+        if browser and _known(mine) and _known(theirs):
+            reason = "a browser source never merges two known people"
             resolution.conflicts.append(Conflict(key, owner, reason))
             continue
         if rules.within_limits([*mine, *theirs, *_attachable(keys, owners)]):
@@ -198,6 +216,11 @@ def _rule(rules: IdentityRules, key: Key) -> IdentityRule:
     rule = rules.rule(key[0])
     assert rule is not None, f"no rule for {key[0]}"
     return rule
+
+
+def _known(keys: Iterable[Key]) -> bool:
+    """A lead that holds more than anonymous ids: somebody in particular."""
+    return any(kind != ANONYMOUS_ID for kind, _ in keys)
 
 
 def _attachable(keys: Sequence[Key], owners: Mapping[Key, str | None]) -> list[Key]:

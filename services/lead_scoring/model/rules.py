@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from shared.events import ORDER_COMPLETED, Envelope
+from shared.provenance import from_browser
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,10 @@ def evaluate(
 
 
 def is_purchase(event: Envelope) -> bool:
-    return event.type == "track" and event.payload.get("event") == ORDER_COMPLETED
+    """An order that makes its person a customer: from a server source only (a browser's
+    public key could make anyone a customer, :mod:`shared.provenance`)."""
+    return (
+        event.type == "track"
+        and event.payload.get("event") == ORDER_COMPLETED
+        and not from_browser(event.context)
+    )

@@ -46,6 +46,7 @@ from shared.events import Envelope, InvalidEvent
 from shared.identity import EMAIL, USER_ID
 from shared.limits import capped_traits
 from shared.outbox import Outgoing
+from shared.provenance import from_browser, source_kind
 
 
 @dataclass
@@ -134,7 +135,10 @@ def _resolve(
     follow the latest person, records every conflict, attaches the new identifiers."""
     owners = store.owners(keys)
     candidates = {lead_id for lead_id in owners.values() if lead_id is not None}
-    decision = resolve(keys, owners, store.holdings(candidates), rules, event.source)
+    browser = from_browser(event.context)
+    decision = resolve(
+        keys, owners, store.holdings(candidates), rules, event.source, browser=browser
+    )
     if decision.target is not None:
         lead = store.lead(decision.target)
     else:
@@ -142,7 +146,8 @@ def _resolve(
     change = _Change(lead=lead, score_before=lead.score, keys=keys)
     for other_id, via in decision.merges:
         other = store.lead(other_id)
-        reason = f"{event.type} from {event.source} linked {via[0]}={via[1]}"
+        kind = source_kind(event.context)
+        reason = f"{event.type} from {event.source} ({kind} source) linked {via[0]}={via[1]}"
         change.score_before += other.score
         store.merge(lead, other, reason, event=event)
         change.merged.append((other_id, reason))
@@ -158,7 +163,9 @@ def _update_profile(lead: Lead, event: Envelope, held: set[IdentityKey]) -> None
     """What an event says about the person: their user id, traits and e-mail (identify),
     their account (group). Identity fields the lead does not hold (another person keeps
     them, see the recorded conflict) are never written onto it. Traits stay within their
-    cap."""
+    cap. A browser source only fills in what the lead does not have yet (its e-mail,
+    traits): it never overwrites what a server source said."""
+    browser = from_browser(event.context)
     if event.user_id and not lead.user_id and (USER_ID, event.user_id) in held:
         lead.user_id = event.user_id
     if event.type == "identify":
@@ -167,11 +174,16 @@ def _update_profile(lead: Lead, event: Envelope, held: set[IdentityKey]) -> None
         if email is not None and (EMAIL, email) not in held:
             traits.pop("email", None)
             email = None
+        if browser:
+            traits = {k: v for k, v in traits.items() if k not in lead.traits}
         lead.traits = capped_traits(lead.traits, traits)
-        lead.email = email or lead.email
+        lead.email = (lead.email or email) if browser else (email or lead.email)
     elif event.type == "group":
         lead.account_id = event.payload["group_id"]
-        lead.account_traits = capped_traits(lead.account_traits, event.payload.get("traits", {}))
+        given = dict(event.payload.get("traits", {}))
+        if browser:
+            given = {k: v for k, v in given.items() if k not in lead.account_traits}
+        lead.account_traits = capped_traits(lead.account_traits, given)
 
 
 def _newest_rules(

@@ -39,6 +39,7 @@ from shared.events import ORDER_COMPLETED, Envelope
 from shared.identity import ANONYMOUS_ID, USER_ID
 from shared.limits import MAX_MONEY, money, truncate
 from shared.outbox import Outgoing
+from shared.provenance import from_browser
 
 log = logging.getLogger(__name__)
 MAX_PRODUCTS = 50
@@ -69,7 +70,9 @@ def handle_traffic(event: Envelope, session: Session, tiers: TierRules) -> list[
                 event_id=event.event_id,
             )
         )
-    if name != ORDER_COMPLETED:
+    if name != ORDER_COMPLETED or from_browser(event.context):
+        # A purchase counts for membership and revenue only from a server source: a
+        # browser's public key could make anyone a member (shared.provenance).
         return []
     revenue = _revenue(properties)
     if revenue is None:

@@ -71,3 +71,54 @@ def test_blocked_values_and_unknown_kinds_are_no_identity() -> None:
     assert rules.ordered([("user_id", "guest"), ("email", "a@x"), ("anonymous_id", "A")]) == [
         ("anonymous_id", "A")
     ]
+
+
+def _known(keys: set) -> bool:
+    return any(kind != "anonymous_id" for kind, _ in keys)
+
+
+@given(states())
+def test_a_browser_source_never_merges_two_known_people_nor_resolves_by_email(
+    state: tuple,
+) -> None:
+    named, owners, holdings = state
+    decision = resolve(named, owners, holdings, RULES, "browser", browser=True)
+    mine = set(holdings.get(decision.target, set())) if decision.target else set()
+    for lead, via in decision.merges:
+        assert via[0] in ("user_id", "anonymous_id")  # never through an e-mail claim
+        assert not (_known(mine) and _known(holdings[lead]))
+        mine |= holdings[lead]
+    if decision.target is not None:
+        # The event's lead was chosen by an id the browser may speak for.
+        assert any(
+            owners.get(k) == decision.target and k[0] in ("user_id", "anonymous_id") for k in named
+        )
+
+
+def test_a_browser_identify_with_a_customers_email_takes_nothing_of_theirs() -> None:
+    """The attack: a visitor identifies with a real customer's e-mail from the public key."""
+    owners = {("email", "p1@x"): "CUSTOMER", ("anonymous_id", "A"): "VISITOR"}
+    holdings = {
+        "CUSTOMER": {("user_id", "P1"), ("email", "p1@x")},
+        "VISITOR": {("anonymous_id", "A")},
+    }
+    named = RULES.ordered(owners)
+    from_server = resolve(named, owners, holdings, RULES, "crm")
+    assert from_server.target == "CUSTOMER"  # a server source is believed
+    decision = resolve(named, owners, holdings, RULES, "browser", browser=True)
+    assert decision.target == "VISITOR" and decision.merges == []
+    [conflict] = decision.conflicts
+    assert conflict.other_lead == "CUSTOMER" and "browser" in conflict.reason
+
+
+def test_a_browser_identify_links_the_visitor_to_a_user_id_but_not_two_known_people() -> None:
+    owners = {("user_id", "P1"): "KNOWN", ("anonymous_id", "A"): "VISITOR"}
+    holdings = {"KNOWN": {("user_id", "P1")}, "VISITOR": {("anonymous_id", "A")}}
+    decision = resolve(RULES.ordered(owners), owners, holdings, RULES, "web", browser=True)
+    assert decision.target == "KNOWN" and decision.merges == [("VISITOR", ("anonymous_id", "A"))]
+    holdings["VISITOR"] = {("anonymous_id", "A"), ("email", "v@x")}  # the visitor is known
+    decision = resolve(RULES.ordered(owners), owners, holdings, RULES, "web", browser=True)
+    assert decision.merges == []
+    assert [c.reason for c in decision.conflicts] == [
+        "a browser source never merges two known people"
+    ]

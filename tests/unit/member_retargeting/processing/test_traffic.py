@@ -479,3 +479,23 @@ def test_an_event_applied_again_after_its_processed_id_is_gone_adds_nothing(app:
     with state_of(app).sessions() as session:
         assert len(session.scalars(select(Order)).all()) == 1
         assert len(session.scalars(select(Behaviour)).all()) == 2
+
+
+def test_a_purchase_from_a_browser_source_makes_no_member_and_no_revenue(app: Flask) -> None:
+    """A browser's public key could send ``Order Completed`` for anyone: it is kept as a
+    behaviour, never as an order (membership, revenue, lifetime value)."""
+    browser = {"funnel": {"source_kind": "browser"}}
+    feed(
+        app,
+        stage("L1", "lead", email="ada@example.com", user="u1"),
+        track("Order Completed", {"revenue": 5000, "order_id": "o1"}, user="u1", context=browser),
+    )
+    person = contact(app, "L1")
+    assert (person.is_member, person.orders_count, person.revenue_total) == (False, 0, 0)
+    with state_of(app).engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Order)) == 0
+    assert [b.event for b in behaviours(app)] == ["Order Completed"]
+    assert [e for e in published(app, MEMBERS)] == []
+    # The same order from a server source makes a member.
+    feed(app, track("Order Completed", {"revenue": 50, "order_id": "o2"}, user="u1"))
+    assert contact(app, "L1").is_member
