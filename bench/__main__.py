@@ -21,6 +21,9 @@
   database: what any consumer that publishes per event cannot beat here. Its ratio to
   raw consume + decode bounds the scoring consumer's; ``scoring_sqlite_vs_ceiling`` is
   the scoring consumer against it.
+* ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
+  e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
+  ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
 
 Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
 ``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
@@ -46,7 +49,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from bench import segments
+from bench import delivery, segments
 from bench.consumers import produce_traffic, raw_consume, raw_consume_produce, scoring_consume
 from bench.load import post_load
 from bench.rescoring import build, read_history, rescore_all
@@ -66,7 +69,7 @@ TARGETS = {
     "scoring_consumer_sqlite": 0.3,  # issue 4
     "scoring_consumer_postgres": 0.3,
 }
-GROUPS = ("intake", "consumers", "rescore", "segments")
+GROUPS = ("intake", "consumers", "rescore", "segments", "delivery")
 SEGMENT_SIZES = {"100k": 100_000, "1m": 1_000_000}
 DISPATCH_PEOPLE = 20_000
 CONSUMER_EVENTS = 20_000
@@ -246,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if "segments" in groups:
         rows += segment_rows(env, args.repeats)
+
+    if "delivery" in groups:
+        pg_admin = env.text(
+            "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        )
+        rows += delivery.rows(args.repeats, work, temporary_postgres(pg_admin))
 
     results = [
         {

@@ -91,7 +91,8 @@ class _Handler:
 
 class MailSink:
     """SMTP on ``host:port`` (0: a free port, see :attr:`port`) keeping the newest
-    ``keep`` messages; ``refuse(address)`` True answers that recipient 550."""
+    ``keep`` messages; ``refuse(address)`` True answers that recipient 550; ``smtputf8``
+    False: a server that takes no internationalised address."""
 
     def __init__(
         self,
@@ -101,6 +102,7 @@ class MailSink:
         keep: int = 1000,
         refuse: Iterable[str] | Callable[[str], bool] = (),
         on_message: Callable[[Caught], None] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         if callable(refuse):
             check = refuse
@@ -116,6 +118,7 @@ class MailSink:
             hostname=host,
             port=port or free_port(),
             data_size_limit=10_000_000,
+            enable_SMTPUTF8=smtputf8,
         )
 
     @property

@@ -277,7 +277,15 @@ class CampaignDispatchV1(_Payload):
     tracking = fields.Boolean(load_default=False)
 
 
-DELIVERY_STATUSES = ("sent", "failed", "bounced", "unsubscribed", "clicked", "opened")
+DELIVERY_STATUSES = (
+    "sent",
+    "failed",
+    "bounced",
+    "suppressed",
+    "unsubscribed",
+    "clicked",
+    "opened",
+)
 
 
 class DeliveryStatusV1(_Payload):

@@ -73,6 +73,8 @@ class DeliveryConfig:
     lease_seconds: float = 60.0
     batch: int = 100
     poll_seconds: float = 0.5
+    # A dispatch not delivered within this time is given up (failed, with a dead letter).
+    max_age_hours: float = 72.0
     # Finished deliveries (with their addresses and messages) are kept this long.
     retention_days: int = 30
 
@@ -115,6 +117,7 @@ class DeliveryConfig:
             lease_seconds=env.number("RETARGETING_DELIVERY_LEASE_SECONDS", cls.lease_seconds),
             poll_seconds=env.number("RETARGETING_DELIVERY_POLL_SECONDS", cls.poll_seconds),
             retention_days=env.integer("RETARGETING_DELIVERY_RETENTION_DAYS", cls.retention_days),
+            max_age_hours=env.number("RETARGETING_DELIVERY_MAX_AGE_HOURS", cls.max_age_hours),
         )
 
 
@@ -149,6 +152,17 @@ class RetargetingConfig:
                 ("RETARGETING_WEBHOOK_SECRET", self.delivery.webhook_secret),
             ],
         )
+        if self.security.production:
+            if not self.delivery.public_url.startswith("https://"):
+                raise ConfigError(
+                    "RETARGETING_PUBLIC_URL must be an https:// URL when FUNNEL_ENV=production "
+                    "(one-click unsubscribe links must be HTTPS, RFC 8058)"
+                )
+            if self.delivery.smtp.password and self.delivery.smtp.security == "none":
+                raise ConfigError(
+                    "RETARGETING_SMTP_SECURITY must be starttls or ssl when "
+                    "RETARGETING_SMTP_PASSWORD is set and FUNNEL_ENV=production"
+                )
 
     @property
     def link_key(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.traffic_intake import admin_api, browser
@@ -20,8 +20,17 @@ from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
-    """Create intake's tables if missing (idempotent)."""
+    """Create intake's tables if missing (idempotent), and give a ``sources`` table made
+    before source kinds existed its two columns (until migrations arrive with Alembic)."""
     metadata.create_all(engine)
+    have = {column["name"] for column in inspect(engine).get_columns("sources")}
+    with engine.begin() as conn:
+        if "kind" not in have:
+            conn.execute(
+                text("ALTER TABLE sources ADD COLUMN kind VARCHAR(10) NOT NULL DEFAULT 'server'")
+            )
+        if "allowed_origins" not in have:
+            conn.execute(text("ALTER TABLE sources ADD COLUMN allowed_origins JSON"))
 
 
 def create_app(config: IntakeConfig | None = None) -> Flask:

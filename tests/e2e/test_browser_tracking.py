@@ -146,6 +146,17 @@ def named(events: list[Any], name: str) -> list[Any]:
     return [e for e in events if e.type == "track" and e.payload["event"] == name]
 
 
+def until_ordered(app: Flask) -> list[Any]:
+    """Intake's events, once the journey's order is among them."""
+    events = wait_for(
+        lambda: (e := intake_events(app)) and named(e, "Order Completed") and e,
+        timeout=20,
+        message="the order at intake",
+    )
+    assert isinstance(events, list)
+    return events
+
+
 def test_a_shop_page_sends_the_journey_and_it_becomes_a_lead_not_a_customer(
     intake: tuple[Flask, str], browser: Any, scoring_app: Flask
 ) -> None:
@@ -163,12 +174,7 @@ def test_a_shop_page_sends_the_journey_and_it_becomes_a_lead_not_a_customer(
         wait_for(lambda: browser.title == "Checkout", message="on to checkout")
         browser.find_element("id", "buy").click()
         browser.save_screenshot(str(ARTIFACTS / "browser-shop-checkout.png"))
-        events = wait_for(
-            lambda: (e := intake_events(app)) and named(e, "Order Completed") and e,
-            timeout=20,
-            message="the order at intake",
-        )
-    assert isinstance(events, list)
+        events = until_ordered(app)
     pages = [e for e in events if e.type == "page"]
     assert [p.context["page"]["path"] for p in pages] == ["/", "/contact", "/checkout"]
     first = pages[0]

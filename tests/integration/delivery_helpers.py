@@ -57,7 +57,7 @@ def populate(
                     "score": 0,
                     "email": email_of(i),
                     "email_key": suppression_key(EMAIL, email_of(i)),
-                    "phone": f"+1555{i:07}" if phones else None,
+                    "phone": f"+336{12000000 + i:08}" if phones else None,  # valid French mobiles
                     "phone_key": f"phone-{i}" if phones else None,
                     "first_name": f"Person{i}",
                     "user_id": f"u{i}",

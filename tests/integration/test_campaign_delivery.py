@@ -116,6 +116,8 @@ def test_a_campaign_reaches_exactly_the_people_it_may_and_one_click_unsubscribes
             m = c.message
             assert m["List-Unsubscribe"].startswith("<https://mail.shop.example/u/")
             assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            # On the wire as it is (never RFC 2047-encoded: clients would not decode it).
+            assert b"\r\nList-Unsubscribe: <https://mail.shop.example/u/" in c.raw
             html = m.get_body(("html",)).get_content()
             number = int(c.recipients[0][1:].split("@")[0])
             assert f"Person{number}" in html and "Unsubscribe" in html
@@ -169,6 +171,7 @@ def test_a_campaign_reaches_exactly_the_people_it_may_and_one_click_unsubscribes
         "bounced": 1,
         "failed": 0,
         "pending": 0,
+        "suppressed": 0,
         "opened": 0,
         "clicked": 0,
         "unsubscribed": 1,

@@ -86,6 +86,7 @@ def _delivery(session: Session, campaign: Campaign, dispatched: int) -> dict[str
         "sent": int(status.get("sent", 0)),
         "failed": int(status.get("failed", 0)),
         "bounced": int(status.get("bounced", 0)),
+        "suppressed": int(status.get("suppressed", 0)),
         "pending": max(0, dispatched - known),
         "opened": int(opened),
         "clicked": int(clicked),

@@ -16,13 +16,20 @@ transaction — and sends them one by one:
 * webhook, SMS, WhatsApp: the signed POST, then ``sent`` — a kill after the receiver
   answered and before the commit sends it again with the same ``Idempotency-Key``.
 
-A failure that is worth retrying puts the delivery back with a backoff (exponential,
-full jitter) until ``max_attempts``; then, or when the provider refuses it for good, it
-is ``failed`` (``bounced`` when the mail server refused the address itself, which then
-gets suppressed; a refused message is ``failed``) and a dead letter names the reason. A
-claim not finished within ``lease`` seconds (its process died) is claimed again. Every
-outcome publishes a ``delivery.status`` event with the store change that made it (in the
-dispatcher's own outbox, which its consumer loop relays).
+Right before sending, a dispatch whose address was suppressed since (an unsubscribe, a
+hard bounce) is finished as ``suppressed``; one older than ``max_age_hours`` as
+``failed``. A failure of one dispatch (a recipient's temporary refusal, a message nobody
+foresaw) puts it back with its own backoff (exponential, full jitter) until
+``max_attempts``; a provider failure (the server or receiver as a whole: refused
+connections, throttling, a refused sender, 5xx from a receiver) pauses the channel
+(:class:`.pacing.Breaker`) and costs the waiting dispatches nothing, so an outage loses
+none of them. A mailbox that does not exist is ``bounced`` (then suppressed), a message
+refused for its content ``failed``; every failure leaves a dead letter with the reason.
+A claim not finished within ``lease`` seconds (its process died) is claimed again; a
+webhook renews its claim before it posts. Every outcome publishes a ``delivery.status``
+event with the store change that made it (in the dispatcher's own outbox, which its
+consumer loop relays). Database errors pause the loop, and stop the process when they
+last.
 
 SIGTERM / SIGINT finish the message in hand, give the unstarted claims back and exit.
 """
@@ -35,11 +42,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.member_retargeting.config import RetargetingConfig
@@ -49,9 +57,17 @@ from services.member_retargeting.delivery.links import Links
 from services.member_retargeting.delivery.pacing import Breaker, Bucket, retry_delay
 from services.member_retargeting.delivery.queue import SENDING_CHANNELS, queue_dispatch
 from services.member_retargeting.delivery.smtp import Attempt, Mailer, Result
-from services.member_retargeting.delivery.status import BOUNCED, FAILED, SENT, delivery_status
+from services.member_retargeting.delivery.status import (
+    BOUNCED,
+    FAILED,
+    SENT,
+    SUPPRESSED,
+    delivery_status,
+)
+from services.member_retargeting.model.suppression import EMAIL, PHONE, suppression_key
 from services.member_retargeting.models import (
     Delivery,
+    Suppression,
     dispatcher_outbox,
     erased_people,
     processed_events,
@@ -66,7 +82,8 @@ from shared.topics import DISPATCH, DISPATCHER, MEMBER_RETARGETING
 
 log = logging.getLogger(__name__)
 QUEUED, SENDING = "queued", "sending"
-DONE = frozenset({SENT, FAILED, BOUNCED})
+DONE = frozenset({SENT, FAILED, BOUNCED, SUPPRESSED})
+MAX_DATABASE_FAILURES = 8
 
 
 class Dispatcher:
@@ -98,6 +115,7 @@ class Dispatcher:
         }
         self._stop = threading.Event()
         self._warned: set[str] = set()
+        self.database_failures = 0
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -109,12 +127,25 @@ class Dispatcher:
         return self._stop.is_set()
 
     def run(self, *, max_seconds: float | None = None) -> None:
+        """Until stopped. A database error pauses the loop (growing pauses); after
+        :data:`MAX_DATABASE_FAILURES` in a row it is raised (the process exits for its
+        supervisor). Claims in hand are taken up again after the lease."""
         deadline = None if max_seconds is None else self.monotonic() + max_seconds
         try:
             while not self.stopping:
                 if deadline is not None and self.monotonic() > deadline:
                     break
-                if self.run_once() == 0:
+                try:
+                    worked = self.run_once()
+                    self.database_failures = 0
+                except SQLAlchemyError:
+                    self.database_failures += 1
+                    if self.database_failures >= MAX_DATABASE_FAILURES:
+                        raise
+                    log.exception("database error (%d in a row)", self.database_failures)
+                    self._stop.wait(min(30.0, 0.5 * 2**self.database_failures))
+                    continue
+                if worked == 0:
                     self._stop.wait(self.settings.poll_seconds)
         finally:
             self.mailer.close()
@@ -157,7 +188,9 @@ class Dispatcher:
 
     def claim(self, channel: str, limit: int) -> tuple[str, list[str]]:
         """Claim up to ``limit`` due deliveries of ``channel`` (and ones whose claim
-        expired): their ids, oldest due first, and the claim's token."""
+        expired): their ids, oldest due first, and the claim's token. Claiming counts an
+        attempt, so a dispatch that brings its sender down (again and again) still runs
+        out of attempts."""
         token = uuid.uuid4().hex
         now = self.clock()
         expired = now - timedelta(seconds=self.settings.lease_seconds)
@@ -177,7 +210,12 @@ class Dispatcher:
                 session.execute(
                     update(Delivery)
                     .where(Delivery.dispatch_id.in_(ids), due)
-                    .values(status=SENDING, claim=token, claimed_at=now)
+                    .values(
+                        status=SENDING,
+                        claim=token,
+                        claimed_at=now,
+                        attempts=Delivery.attempts + 1,
+                    )
                 )
             owned = list(
                 session.scalars(
@@ -189,16 +227,28 @@ class Dispatcher:
         return token, owned
 
     def release(self, token: str) -> None:
-        """Give back what this claim did not get to (a stop, a paused channel)."""
+        """Give back what this claim did not get to (a stop, a paused channel); those
+        attempts did not happen."""
         with self.sessions.begin() as session:
             session.execute(
                 update(Delivery)
                 .where(Delivery.claim == token, Delivery.status == SENDING)
-                .values(status=QUEUED, claim=None, claimed_at=None)
+                .values(status=QUEUED, claim=None, claimed_at=None, attempts=Delivery.attempts - 1)
             )
 
     def _ours(self, dispatch_id: str, token: str) -> Any:
         return and_(Delivery.dispatch_id == dispatch_id, Delivery.claim == token)
+
+    def _renew(self, row: Delivery, token: str) -> bool:
+        """Extend the claim before a send that cannot take it back (a POST): False when
+        another dispatcher has it now."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Delivery)
+                .where(self._ours(row.dispatch_id, token), Delivery.status == SENDING)
+                .values(claimed_at=self.clock())
+            )
+        return _rows(result) == 1
 
     def _mark_sent(self, row: Delivery, token: str, detail: str) -> bool:
         """Commit ``sent`` with its status event, if the claim is still ours."""
@@ -207,132 +257,188 @@ class Dispatcher:
             result = session.execute(
                 update(Delivery)
                 .where(self._ours(row.dispatch_id, token), Delivery.status == SENDING)
-                .values(
-                    status=SENT,
-                    attempts=Delivery.attempts + 1,
-                    finished_at=now,
-                    last_error=None,
-                )
+                .values(status=SENT, finished_at=now, last_error=None)
             )
             if _rows(result) != 1:
                 return False
-            enqueue(
-                session,
-                dispatcher_outbox,
-                [
-                    delivery_status(
-                        row.dispatch_id,
-                        row.payload,
-                        SENT,
-                        now,
-                        detail=detail,
-                        occurrence=str(row.attempts + 1),
-                    )
-                ],
+            event = delivery_status(
+                row.dispatch_id, row.payload, SENT, now, detail=detail, occurrence=str(row.attempts)
             )
+            enqueue(session, dispatcher_outbox, [event])
         return True
 
-    def _failed(self, row: Delivery, token: str, *, retry: bool, status: str, detail: str) -> None:
-        """Back in the queue with a backoff, or (no retry, or out of attempts) finished
-        as ``status`` with a dead letter."""
+    def _sent_before_final_dot(self, row: Delivery, token: str) -> bool:
+        """The pre-dot commit. When the commit's outcome is unknown (the connection broke
+        during COMMIT), the row is read again: the dot goes only if it says sent under
+        this claim. Raises when the database cannot tell (the message is abandoned)."""
+        try:
+            return self._mark_sent(row, token, "handed to the mail server")
+        except SQLAlchemyError:
+            log.warning("commit before the final dot failed; reading the row again")
+        for pause in (0.2, 1.0, 3.0):
+            time.sleep(pause)
+            try:
+                with self.sessions() as session:
+                    status, claim = session.execute(
+                        select(Delivery.status, Delivery.claim).where(
+                            Delivery.dispatch_id == row.dispatch_id
+                        )
+                    ).one()
+                return bool(status == SENT and claim == token)
+            except SQLAlchemyError:
+                continue
+        raise RuntimeError("the database cannot say whether the dispatch was marked sent")
+
+    def _retry(self, row: Delivery, token: str, *, detail: str, provider: bool) -> None:
+        """Back in the queue. A provider failure (the server or receiver as a whole)
+        costs the dispatch no attempt and waits for the channel to reopen; a failure of
+        this dispatch waits its own backoff. Out of attempts or past its age: failed."""
         now = self.clock()
-        attempts = row.attempts + 1
+        if not provider and row.attempts >= self.settings.max_attempts:
+            self._finish(row, token, FAILED, f"{detail} (after {row.attempts} attempts)")
+            return
+        if provider:
+            reopen = self.breakers[row.channel].open_until - self.monotonic()
+            pause, attempts = max(reopen, self.settings.poll_seconds), row.attempts - 1
+        else:
+            pause = retry_delay(
+                row.attempts,
+                base=self.settings.retry_base_seconds,
+                ceiling=self.settings.retry_ceiling_seconds,
+            )
+            attempts = row.attempts
         with self.sessions.begin() as session:
-            if retry and attempts < self.settings.max_attempts:
-                pause = retry_delay(
-                    attempts,
-                    base=self.settings.retry_base_seconds,
-                    ceiling=self.settings.retry_ceiling_seconds,
+            session.execute(
+                update(Delivery)
+                .where(self._ours(row.dispatch_id, token))
+                .values(
+                    status=QUEUED,
+                    attempts=max(0, attempts),
+                    next_attempt_at=now + timedelta(seconds=pause),
+                    claim=None,
+                    claimed_at=None,
+                    last_error=detail[:500],
                 )
-                session.execute(
-                    update(Delivery)
-                    .where(self._ours(row.dispatch_id, token))
-                    .values(
-                        status=QUEUED,
-                        attempts=attempts,
-                        next_attempt_at=now + timedelta(seconds=pause),
-                        claim=None,
-                        claimed_at=None,
-                        last_error=detail[:500],
-                    )
-                )
-                return
+            )
+
+    def _finish(self, row: Delivery, token: str, status: str, detail: str) -> None:
+        """Finished without being sent (``failed``, ``bounced``, ``suppressed``): the
+        status event, and for a failure a dead letter naming the reason."""
+        now = self.clock()
+        with self.sessions.begin() as session:
             result = session.execute(
                 update(Delivery)
                 .where(self._ours(row.dispatch_id, token))
-                .values(status=status, attempts=attempts, finished_at=now, last_error=detail[:500])
+                .values(status=status, finished_at=now, last_error=detail[:500])
             )
             if _rows(result) != 1:
                 return
-            reason = f"{status} after {attempts} attempt(s): {detail}"
-            enqueue(
-                session,
-                dispatcher_outbox,
-                [
-                    delivery_status(
-                        row.dispatch_id, row.payload, status, now, detail=detail, occurrence="final"
-                    )
-                ],
+            event = delivery_status(
+                row.dispatch_id, row.payload, status, now, detail=detail, occurrence="final"
             )
-            session.execute(
-                insert_ignoring_duplicates(dispatcher_outbox, session.get_bind().dialect.name),
-                [dead_letter_row(_dead_letter(row, reason), f"dlq-{row.dispatch_id}")],
-            )
-        log.warning("dispatch %s: %s", row.dispatch_id, reason)
+            enqueue(session, dispatcher_outbox, [event])
+            if status != SUPPRESSED:
+                letter = _dead_letter(row, f"{status}: {detail}")
+                session.execute(
+                    insert_ignoring_duplicates(dispatcher_outbox, session.get_bind().dialect.name),
+                    [dead_letter_row(letter, f"dlq-{row.dispatch_id}")],
+                )
+        log.warning("dispatch %s %s: %s", row.dispatch_id, status, detail)
 
     # -- sending ----------------------------------------------------------------------
 
     def deliver(self, dispatch_id: str, token: str) -> None:
+        """Send one claimed delivery. Whatever the message or the provider does is
+        recorded against this dispatch (never a crash of the loop); database errors
+        propagate (:meth:`run` pauses)."""
         with self.sessions() as session:
             row = session.get(Delivery, dispatch_id)
             if row is None or row.claim != token or row.status != SENDING:
                 return
             session.expunge(row)
-        if row.channel == "email":
-            self._email(row, token)
-        else:
-            self._webhook(row, token)
+            blocked = self._suppressed(session, row)
+        age = self.clock() - _aware(row.created_at)
+        if age > timedelta(hours=self.settings.max_age_hours):
+            self._finish(
+                row, token, FAILED, f"not delivered within {self.settings.max_age_hours} hours"
+            )
+            return
+        if row.attempts > self.settings.max_attempts:
+            self._finish(row, token, FAILED, f"out of attempts ({row.attempts - 1})")
+            return
+        if blocked:
+            self._finish(row, token, SUPPRESSED, "suppressed since it was dispatched")
+            return
+        try:
+            if row.channel == "email":
+                self._email(row, token)
+            else:
+                self._webhook(row, token)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # a message or reply nobody foresaw: this dispatch only
+            log.exception("dispatch %s failed unexpectedly", row.dispatch_id)
+            self._retry(row, token, detail=f"{type(exc).__name__}: {exc}", provider=False)
+
+    def _suppressed(self, session: Session, row: Delivery) -> bool:
+        """The address was suppressed after the dispatch was made (an unsubscribe from an
+        earlier message, a hard bounce): checked again right before sending."""
+        keys = []
+        email, phone = row.payload.get("email"), row.payload.get("phone")
+        if row.channel == "email" and email:
+            keys.append(suppression_key(EMAIL, str(email)))
+        if row.channel in ("sms", "whatsapp") and phone:
+            keys.append(suppression_key(PHONE, str(phone)))
+        keys = [k for k in keys if k]
+        if not keys:
+            return False
+        found = session.scalar(
+            select(Suppression.id).where(Suppression.value_hash.in_(keys)).limit(1)
+        )
+        return found is not None
 
     def _email(self, row: Delivery, token: str) -> None:
         try:
             email = messages.build(row.dispatch_id, row.payload, self.sender, self.links)
         except (ValueError, TypeError) as exc:
-            self._failed(row, token, retry=False, status=FAILED, detail=f"unsendable: {exc}")
+            self._finish(row, token, FAILED, f"unsendable: {exc}")
             return
         attempt: Attempt = self.mailer.send(
             self.sender.address,
             str(row.payload["email"]),
             email,
-            lambda: self._mark_sent(row, token, "staged"),
+            lambda: self._sent_before_final_dot(row, token),
         )
         breaker = self.breakers["email"]
         if attempt.provider_failure:
             pause = breaker.failed(self.monotonic())
             log.warning("SMTP failing (%s): e-mail paused %.1fs", attempt.detail, pause)
-        elif attempt.result is not Result.ABANDONED:
+        elif attempt.result in (Result.SENT, Result.BOUNCED):
             breaker.succeeded()
         if attempt.result is Result.SENT or attempt.result is Result.ABANDONED:
             return
         # Refused at the final dot after ``sent`` was committed: that row says sent; put
-        # the truth over it (the claim is still ours, the status moved to sent).
+        # the truth over it (the claim is still ours).
         self._reopen(row, token)
         if attempt.result is Result.BOUNCED:
-            self._failed(row, token, retry=False, status=BOUNCED, detail=attempt.detail)
+            self._finish(row, token, BOUNCED, attempt.detail)
         elif attempt.result is Result.REFUSED:
-            self._failed(row, token, retry=False, status=FAILED, detail=attempt.detail)
+            self._finish(row, token, FAILED, attempt.detail)
         else:
-            self._failed(row, token, retry=True, status=FAILED, detail=attempt.detail)
+            self._retry(row, token, detail=attempt.detail, provider=attempt.provider_failure)
 
     def _reopen(self, row: Delivery, token: str) -> None:
         with self.sessions.begin() as session:
             session.execute(
                 update(Delivery)
                 .where(self._ours(row.dispatch_id, token), Delivery.status == SENT)
-                .values(status=SENDING, attempts=Delivery.attempts - 1, finished_at=None)
+                .values(status=SENDING, finished_at=None)
             )
 
     def _webhook(self, row: Delivery, token: str) -> None:
         d = self.settings
+        if not self._renew(row, token):
+            return  # another dispatcher took it over
         outcome = webhook.post(
             d.webhook_url,
             d.webhook_secret,
@@ -345,10 +451,17 @@ class Dispatcher:
             breaker.succeeded()
             self._mark_sent(row, token, outcome.detail)
             return
-        if outcome.retry:
+        if outcome.provider_failure:
             pause = breaker.failed(self.monotonic())
             log.warning("webhook failing (%s): %s paused %.1fs", outcome.detail, row.channel, pause)
-        self._failed(row, token, retry=outcome.retry, status=FAILED, detail=outcome.detail)
+        if outcome.retry:
+            self._retry(row, token, detail=outcome.detail, provider=outcome.provider_failure)
+        else:
+            self._finish(row, token, FAILED, outcome.detail)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _rows(result: Any) -> int:

@@ -23,18 +23,25 @@ import contextlib
 import email.policy
 import re
 import smtplib
+import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from enum import StrEnum
 
 CRLF = b"\r\n"
+WIRE = email.policy.SMTP.clone(max_line_length=998)
+UTF8_WIRE = email.policy.SMTPUTF8.clone(max_line_length=998)
+# A connection idle longer than this is checked (NOOP) before it is used again: servers
+# close idle ones, and a dead connection must not cost a dispatch an attempt.
+IDLE_CHECK_SECONDS = 20.0
 
 
 class Result(StrEnum):
     SENT = "sent"
-    BOUNCED = "bounced"  # the address refused for good (5xx to RCPT): suppress it
+    BOUNCED = "bounced"  # the mailbox refused for good (5.1.x to RCPT): suppress it
     REFUSED = "refused"  # this message refused for good (5xx after DATA): not the address
     RETRY = "retry"  # try this dispatch again later
     ABANDONED = "abandoned"  # not ours any more: nothing was delivered
@@ -69,8 +76,16 @@ class Mailer:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
+        self._used = 0.0
 
     def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None and time.monotonic() - self._used > IDLE_CHECK_SECONDS:
+            try:
+                alive = self._smtp.noop()[0] == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                self._drop()
         if self._smtp is not None:
             return self._smtp
         s = self.settings
@@ -83,10 +98,15 @@ class Mailer:
             smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
             if s.security == "starttls":
                 smtp.starttls(context=ssl.create_default_context())
+        # The final dot is a small write after the commit: without this, Nagle's algorithm
+        # holds it until the server acknowledges the body (a delayed ACK, ~40 ms a message).
+        if smtp.sock is not None:
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         smtp.ehlo_or_helo_if_needed()
         if s.username:
             smtp.login(s.username, s.password)
         self._smtp = smtp
+        self._used = time.monotonic()
         return smtp
 
     def close(self) -> None:
@@ -113,18 +133,23 @@ class Mailer:
         before_final_dot: Callable[[], bool],
     ) -> Attempt:
         """Hand ``message`` to the server for ``recipient``. Never raises for what the
-        server or the network does; ``before_final_dot``'s own errors propagate (the
-        message is then abandoned, not delivered)."""
+        server, the network or the message does; ``before_final_dot``'s own errors
+        propagate (the message is then abandoned, not delivered)."""
+        international = not (recipient.isascii() and sender.isascii())
         try:
-            data = message.as_bytes(policy=email.policy.SMTP)
-            options = []
-        except UnicodeEncodeError:  # an internationalised address: needs SMTPUTF8
-            data = message.as_bytes(policy=email.policy.SMTPUTF8)
-            options = ["SMTPUTF8"]
+            # One header line may be up to 998 characters: a long List-Unsubscribe URL
+            # must go out as it is, never folded into RFC 2047 encoded-words (which mail
+            # clients do not decode in that header, losing the one-click button).
+            data = message.as_bytes(policy=UTF8_WIRE if international else WIRE)
+        except (ValueError, UnicodeError) as exc:
+            return Attempt(Result.REFUSED, f"the message cannot be encoded: {exc}"[:500])
         try:
             smtp = self._connection()
-            if options and not smtp.has_extn("smtputf8"):
-                return Attempt(Result.REFUSED, "the server does not take SMTPUTF8 addresses")
+            options = []
+            if international:
+                if not smtp.has_extn("smtputf8"):
+                    return Attempt(Result.REFUSED, "the server takes no internationalised address")
+                options = ["SMTPUTF8"]
             code, reply = smtp.mail(sender, options)
             if code != 250:
                 smtp.rset()
@@ -132,9 +157,7 @@ class Mailer:
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
                 smtp.rset()
-                if code >= 500:
-                    return Attempt(Result.BOUNCED, _reply(code, reply))
-                return Attempt(Result.RETRY, _reply(code, reply), provider_failure=code == 421)
+                return _refused_recipient(code, reply)
             code, reply = smtp.docmd("data")
             if code != 354:
                 smtp.rset()
@@ -143,7 +166,7 @@ class Mailer:
             if not staged.endswith(CRLF):
                 staged += CRLF
             smtp.send(staged)
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, ValueError, UnicodeError) as exc:
             self._drop()
             return Attempt(Result.RETRY, f"{type(exc).__name__}: {exc}"[:500], True)
         try:
@@ -162,8 +185,49 @@ class Mailer:
             # and sending again could deliver twice. Left as sent (at most once).
             self._drop()
             return Attempt(Result.SENT, f"no reply after the final dot: {exc}"[:500], True)
+        self._used = time.monotonic()
         if code == 250:
             return Attempt(Result.SENT, _reply(code, reply))
-        if code >= 500:  # the content (size, policy, spam): not the address's fault
+        if code == 421:
+            self._drop()  # the server is closing this connection
+        if code >= 500 and not _provider_code(code, reply):
+            # The content (size, spam): this message, not the address, is refused.
             return Attempt(Result.REFUSED, _reply(code, reply))
-        return Attempt(Result.RETRY, _reply(code, reply), provider_failure=code == 421)
+        # 4xx (throttling, greylisting) or a refusal of the sender or relay: the provider.
+        return Attempt(Result.RETRY, _reply(code, reply), provider_failure=True)
+
+
+ENHANCED = re.compile(rb"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
+
+
+def _enhanced(reply: bytes | str) -> tuple[int, int, int] | None:
+    raw = reply.encode(errors="replace") if isinstance(reply, str) else reply
+    found = ENHANCED.match(raw)
+    return (int(found[1]), int(found[2]), int(found[3])) if found else None
+
+
+def _provider_code(code: int, reply: bytes | str) -> bool:
+    """A permanent reply about the sender, the relay or its policy (5.7.x: not allowed,
+    authentication, block lists; 5.3.x / 5.4.x / 5.5.x: the system, routing, protocol;
+    530, 535), not about one mailbox: every message would get it."""
+    if code in (530, 535):
+        return True
+    enhanced = _enhanced(reply)
+    return enhanced is not None and enhanced[1] in (3, 4, 5, 7)
+
+
+def _refused_recipient(code: int, reply: bytes | str) -> Attempt:
+    """RCPT refused: a bounce (suppress the address) only when the reply is about the
+    mailbox (5.1.x: no such user or domain; 5.2.1 / 5.2.2: disabled, full; or no enhanced
+    code with 550, 551, 553); anything else permanent is the provider's trouble."""
+    text = _reply(code, reply)
+    if code < 500:
+        return Attempt(Result.RETRY, text, provider_failure=code == 421)
+    enhanced = _enhanced(reply)
+    if enhanced is not None:
+        mailbox = enhanced[1] == 1 or enhanced[1:] in ((2, 1), (2, 2))
+    else:
+        mailbox = code in (550, 551, 553)
+    if mailbox:
+        return Attempt(Result.BOUNCED, text)
+    return Attempt(Result.RETRY, text, provider_failure=True)

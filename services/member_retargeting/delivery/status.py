@@ -2,8 +2,9 @@
 topic for campaign reports (:mod:`..processing.delivery`) and anyone else who listens.
 
 Statuses: ``sent`` (handed to the SMTP server, or the webhook receiver answered 2xx),
-``failed`` (given up after the retries, or refused for good by a webhook receiver),
-``bounced`` (the mail server refused the address or message for good), ``unsubscribed``,
+``failed`` (given up after the retries, or refused for good), ``bounced`` (the mail
+server has no such mailbox), ``suppressed`` (the address was suppressed between the
+dispatch and its sending: not sent), ``unsubscribed``,
 ``clicked``, ``opened``. Event ids are derived from what they report, so reporting the
 same thing twice is one event.
 """
@@ -18,7 +19,7 @@ from shared.events import new_event
 from shared.outbox import Outgoing
 from shared.topics import DELIVERY, MEMBER_RETARGETING
 
-SENT, FAILED, BOUNCED = "sent", "failed", "bounced"
+SENT, FAILED, BOUNCED, SUPPRESSED = "sent", "failed", "bounced", "suppressed"
 UNSUBSCRIBED, CLICKED, OPENED = "unsubscribed", "clicked", "opened"
 MAX_DETAIL = 500
 

@@ -10,14 +10,18 @@ Each dispatch is one JSON POST. Its headers, as Stripe and Segment sign theirs:
   a timeout does not say whether the receiver acted).
 
 :func:`post` makes one attempt and says what it means (:class:`Outcome`): a 2xx is
-delivered; 408, 409, 425, 429 and 5xx, a timeout or a refused connection are worth
-retrying; any other 4xx is the receiver refusing this dispatch for good.
+delivered; a redirect is never followed (a POST turned into a GET elsewhere would count
+as delivered); 408, 409, 425, 429, 5xx, a timeout, a refused connection, a redirect, and
+401, 403, 404, 405, 410 (a moved endpoint or a rotated secret: every dispatch would get
+it) are the receiver's trouble, retried with the channel slowed down; any other 4xx is
+the receiver refusing this one dispatch for good.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
@@ -29,6 +33,15 @@ SIGNATURE_HEADER = "Funnel-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TOLERANCE_SECONDS = 300
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+RECEIVER_STATUS = frozenset({401, 403, 404, 405, 410})
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx comes back as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -55,7 +68,7 @@ def verify(
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
     expected = signature(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(given, expected)
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def body_of(dispatch_id: str, payload: dict[str, Any]) -> bytes:
@@ -81,6 +94,8 @@ class Outcome:
     delivered: bool
     retry: bool = False
     detail: str = ""
+    # The receiver as a whole failed (not this one dispatch): slow the channel down.
+    provider_failure: bool = False
 
 
 def post(url: str, secret: str, dispatch_id: str, body: bytes, *, timeout: float = 10.0) -> Outcome:
@@ -98,13 +113,16 @@ def post(url: str, secret: str, dispatch_id: str, body: bytes, *, timeout: float
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
-    except (OSError, ValueError) as exc:  # refused, reset, timed out, bad URL
-        return Outcome(False, retry=True, detail=f"{type(exc).__name__}: {exc}"[:500])
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # Refused, reset, timed out, a bad URL, or not HTTP at all.
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        return Outcome(False, retry=True, detail=detail, provider_failure=True)
     if 200 <= status < 300:
         return Outcome(True, detail=str(status))
-    retry = status >= 500 or status in RETRYABLE_STATUS
-    return Outcome(False, retry=retry, detail=f"HTTP {status}")
+    if status >= 500 or 300 <= status < 400 or status in RECEIVER_STATUS:
+        return Outcome(False, retry=True, detail=f"HTTP {status}", provider_failure=True)
+    return Outcome(False, retry=status in RETRYABLE_STATUS, detail=f"HTTP {status}")

@@ -2,9 +2,10 @@
 dispatcher, and from the unsubscribe, click and open endpoints) become one
 ``delivery_outcomes`` row per dispatch.
 
-* ``sent`` / ``failed`` / ``bounced``: the newest by time is the dispatch's delivery
-  status (a bounce reported after the "sent" it corrects wins); a bounce suppresses the
-  address (reason ``bounced``), as a hard bounce must;
+* ``sent`` / ``failed`` / ``bounced`` / ``suppressed``: the newest by time is the
+  dispatch's delivery status (a bounce reported after the "sent" it corrects wins), with
+  the provider's reply codes only (its text may quote the address); a bounce suppresses
+  the address (reason ``bounced``), as a hard bounce must;
 * ``opened``, ``clicked``, ``unsubscribed``: the earliest time is kept, clicks are counted,
   and the first click is also a behaviour ``Email Link Clicked`` of the person (segments
   and attribution read behaviours).
@@ -15,6 +16,7 @@ deployment's) change nothing.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import select
@@ -26,6 +28,7 @@ from services.member_retargeting.delivery.status import (
     FAILED,
     OPENED,
     SENT,
+    SUPPRESSED,
     UNSUBSCRIBED,
 )
 from services.member_retargeting.models import (
@@ -61,9 +64,10 @@ def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
         )
         session.add(outcome)
     status, at = p["status"], p["at"]
-    if status in (SENT, FAILED, BOUNCED):
+    if status in (SENT, FAILED, BOUNCED, SUPPRESSED):
         if outcome.status_at is None or at >= _aware(outcome.status_at):
-            outcome.status, outcome.status_at, outcome.detail = status, at, p.get("detail")
+            outcome.status, outcome.status_at = status, at
+            outcome.detail = reply_codes(p.get("detail"))
         if status == BOUNCED:
             _suppress_bounced(session, dispatch.contact_id, at)
     elif status == OPENED:
@@ -76,6 +80,22 @@ def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
             _record_click(session, dispatch.contact_id, at, event.event_id)
         outcome.clicked_at = _earliest(outcome.clicked_at, at)
     return []
+
+
+REPLY_CODES = re.compile(r"^\s*(\d{3})(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?")
+
+
+def reply_codes(detail: str | None) -> str | None:
+    """What a report keeps of a provider's reply: its codes (``550 5.1.1``, ``HTTP
+    503``), never the text, which may quote the address."""
+    if not detail:
+        return None
+    if detail.startswith("HTTP "):
+        return detail[:8]
+    found = REPLY_CODES.match(detail)
+    if found is None:
+        return detail.split(":", 1)[0][:60]  # an exception's class, a reason of ours
+    return " ".join(part for part in found.groups() if part)
 
 
 def _earliest(held: datetime | None, at: datetime) -> datetime:

@@ -135,7 +135,8 @@ class RunOut(ma.Schema):
 class DeliveryOut(ma.Schema):
     sent = fields.Integer(metadata={"description": "handed to the mail server or receiver"})
     failed = fields.Integer(metadata={"description": "given up after retries, or refused"})
-    bounced = fields.Integer(metadata={"description": "refused by the mail server for good"})
+    bounced = fields.Integer(metadata={"description": "no such mailbox (then suppressed)"})
+    suppressed = fields.Integer(metadata={"description": "suppressed before it was sent"})
     pending = fields.Integer(metadata={"description": "dispatched, no delivery status yet"})
     opened = fields.Integer(metadata={"description": "people who allowed tracking only"})
     clicked = fields.Integer(metadata={"description": "people who allowed tracking only"})

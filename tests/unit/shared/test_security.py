@@ -229,6 +229,10 @@ def test_production_cookies_are_secure(page_service: str, tmp_path: Path) -> Non
         "secret_key": secrets.token_urlsafe(32),
         "security": SecurityConfig(production=True),
     }
+    if page_service == "retargeting":
+        from services.member_retargeting.config import DeliveryConfig
+
+        strong["delivery"] = DeliveryConfig(public_url="https://mail.example.com")
     client = build(page_service, tmp_path, **strong).test_client()
     assert "Secure" in client.get("/app/login").headers["Set-Cookie"]
 

@@ -27,6 +27,7 @@ def production_env(**extra: str) -> dict[str, str]:
         "FUNNEL_ADMIN_TOKEN": strong(),
         "SCORING_SECRET_KEY": strong(),
         "RETARGETING_SECRET_KEY": strong(),
+        "RETARGETING_PUBLIC_URL": "https://mail.example.com",
     }
     env.update(extra)
     return {k: v for k, v in env.items() if v != "<unset>"}
@@ -91,6 +92,23 @@ def test_production_refuses_a_weak_write_key_among_strong_ones() -> None:
     env = production_env(FUNNEL_WRITE_KEY=f"{strong()},changeme")
     with pytest.raises(ConfigError, match="FUNNEL_WRITE_KEY is too weak"):
         IntakeConfig.from_env(Env(env))
+
+
+def test_production_needs_https_links_and_tls_with_smtp_credentials() -> None:
+    with pytest.raises(ConfigError, match="RETARGETING_PUBLIC_URL must be an https"):
+        RetargetingConfig.from_env(
+            Env(production_env(RETARGETING_PUBLIC_URL="http://mail.example.com"))
+        )
+    with pytest.raises(ConfigError, match="RETARGETING_SMTP_SECURITY must be starttls"):
+        RetargetingConfig.from_env(Env(production_env(RETARGETING_SMTP_PASSWORD="pw-" + strong())))
+    loaded = RetargetingConfig.from_env(
+        Env(
+            production_env(
+                RETARGETING_SMTP_PASSWORD="pw-" + strong(), RETARGETING_SMTP_SECURITY="starttls"
+            )
+        )
+    )
+    assert loaded.delivery.smtp.security == "starttls"
 
 
 def test_production_checks_configs_built_in_code_too() -> None:

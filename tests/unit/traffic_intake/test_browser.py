@@ -193,3 +193,29 @@ def test_normal_origin() -> None:
     assert normal_origin("https://[::1]:8443") == "https://[::1]:8443"
     assert normal_origin("https://a.b:99999") is None
     assert normal_origin("https://user@a.b") is None
+
+
+def test_a_sources_table_from_before_source_kinds_gets_its_columns(sqlite_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:  # the table as the previous release made it
+        conn.execute(
+            text(
+                "CREATE TABLE sources (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
+                " write_key_hash VARCHAR(64) NOT NULL, key_hint VARCHAR(8) NOT NULL,"
+                " enabled BOOLEAN NOT NULL, rate_limit_per_second FLOAT, created_at DATETIME"
+                " NOT NULL, key_rotated_at DATETIME, disabled_at DATETIME)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO sources (name, write_key_hash, key_hint, enabled, created_at)"
+                " VALUES ('old', 'h', 'hint', 1, '2026-01-01 00:00:00')"
+            )
+        )
+    init_db(engine)
+    init_db(engine)  # idempotent
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT kind, allowed_origins FROM sources")).one()
+    assert tuple(row) == ("server", None)
