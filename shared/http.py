@@ -14,6 +14,9 @@ import html
 import json
 import logging
 import math
+import re
+import socket
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -24,11 +27,14 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api as _SmorestApi
 from flask_smorest import Blueprint as _SmorestBlueprint
 from flask_smorest import abort
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
 
+from shared.config import KafkaConfig
 from shared.limits import MAX_INTEGER
 from shared.ratelimit import FailureThrottle, retry_after_header
 
@@ -177,6 +183,11 @@ class Blueprint(_SmorestBlueprint):
     ARGUMENTS_PARSER = StrictParser()
 
 
+# A request's id for the logs (shared.logs) and the answer: the client's when it is a
+# sane token, else one made up.
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
 HTML_ERRORS = "funnel_html_errors"
 """``app.extensions[HTML_ERRORS]``: URL prefix → renderer of an HTTP error as a page, for
 browser-facing paths (everything else answers in the JSON error shape)."""
@@ -300,6 +311,18 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
             start=url_for("swagger_ui_start"),
         )
         return Response(page, mimetype="text/html")
+
+    @app.before_request
+    def _request_id() -> None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     app.url_map.converters["id"] = IdConverter
     api = Api(app)
@@ -436,10 +459,54 @@ def app_state(key: str, kind: type[S]) -> S:
     return state
 
 
-def register_health(app: Flask) -> None:
+def register_health(app: Flask, engine: Engine, kafka: KafkaConfig) -> None:
+    """``/healthz``: the process answers (liveness: restart it when this fails).
+    ``/readyz``: it can do its work — its database answers ``SELECT 1`` and a Kafka
+    bootstrap server accepts a connection — else 503 naming what is not (readiness: send
+    it no traffic, do not restart it). Each check is bounded to a few seconds."""
+
     @app.get("/healthz")
     def healthz() -> Any:
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        problems = {}
+        database = database_problem(engine)
+        if database is not None:
+            problems["database"] = [database]
+        broker = kafka_problem(kafka.bootstrap_servers)
+        if broker is not None:
+            problems["kafka"] = [broker]
+        if problems:
+            fail(503, "not ready", errors=problems, headers={"Retry-After": "5"})
+        return {"status": "ready", "checks": {"database": "ok", "kafka": "ok"}}
+
+
+def database_problem(engine: Engine) -> str | None:
+    """Why the database does not answer, or None."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return None
+
+
+def kafka_problem(bootstrap_servers: str, timeout: float = 2.0) -> str | None:
+    """None when one of the bootstrap servers accepts a TCP connection; else why not.
+    (Reachability, not health: a broker that accepts connections but cannot serve shows
+    in consumer lag and the relay's errors.)"""
+    last = "no bootstrap servers configured"
+    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout).close()
+        except (OSError, ValueError) as exc:
+            last = f"{server}: {exc}"
+            continue
+        return None
+    return last
 
 
 class DecompressRequest:

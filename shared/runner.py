@@ -65,6 +65,7 @@ from shared.db import make_sessionmaker, ping, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
 from shared.kafka import broker_reachable, make_consumer, make_producer, make_tail_reader
+from shared.logs import log_context
 from shared.outbox import OutboxRelay, Outgoing, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
@@ -298,7 +299,10 @@ class BatchProcessor:
             fresh = self._unseen(session, decoded, result)
 
             def apply(messages: Sequence[tuple[Record, Envelope]]) -> None:
-                result.outgoing.extend(self._apply(messages, session))
+                # Applied alone (isolating a failure): its logs name the event.
+                alone = {"event_id": messages[0][1].event_id} if len(messages) == 1 else {}
+                with log_context(**alone):
+                    result.outgoing.extend(self._apply(messages, session))
 
             failed = apply_isolated(
                 session,
@@ -307,8 +311,9 @@ class BatchProcessor:
                 check_infrastructure=self.check_infrastructure,
                 retry=self.retry,
             )
-            for (record, _), error in failed:
-                result.dead_letters.append(self._dead_letter(record, error))
+            for (record, envelope), error in failed:
+                with log_context(event_id=envelope.event_id):
+                    result.dead_letters.append(self._dead_letter(record, error))
             result.applied = len(fresh) - len(failed)
             # Checked before commit: a tripped limit rolls the whole batch back.
             invalid = len(result.dead_letters)

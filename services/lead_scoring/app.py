@@ -53,5 +53,5 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
         api.register_blueprint(blueprint)
     install_people(app, api, engine, accounts, audit_log, others=rep_principal)
     app.register_blueprint(pages.bp)
-    register_health(app)
+    register_health(app, engine, config.kafka)
     return app

@@ -45,5 +45,5 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     install_people(app, api, engine, accounts, audit_log)
     app.register_blueprint(pages.bp)
     app.register_blueprint(public.bp)
-    register_health(app)
+    register_health(app, engine, config.kafka)
     return app

@@ -65,7 +65,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     api.register_blueprint(admin_api.blp)
     app.register_blueprint(browser.bp)
     install_people(app, api, engine, accounts, audit_log)
-    register_health(app)
+    register_health(app, engine, config.kafka)
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
         ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes
     )

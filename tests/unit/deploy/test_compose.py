@@ -36,6 +36,8 @@ def test_compose_runs_the_production_shape() -> None:
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["postgres"]
     for name in ("traffic-intake", "lead-scoring", "member-retargeting"):
         assert services[name]["command"][0] == "gunicorn"
+        # Healthy means ready: the database and Kafka reachable, not only the process up.
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
     workers = [
         s
