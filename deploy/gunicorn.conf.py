@@ -18,3 +18,12 @@ errorlog = "-"
 # gunicorn ≥ 25 opens one control socket per master at a fixed path; three APIs on one
 # machine would fight over it.
 control_socket_disable = True
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker that exits leaves its metrics files: mark them dead (multiprocess mode,
+    shared.metrics) so live gauges stop counting it."""
+    if _env.optional("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(getattr(worker, "pid", 0))

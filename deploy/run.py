@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +117,7 @@ class Supervisor:
         out = child.log_path.open("ab")
         self._logs.append(out)
         child.process = subprocess.Popen(
-            child.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            child.argv, env={**self.env, **child.env}, stdout=out, stderr=subprocess.STDOUT
         )
 
     def watch(self) -> None:
@@ -231,6 +233,16 @@ def main() -> int:
         else f"campaign e-mail goes to {config.smtp_host}"
     )
 
+    # Each service's processes (API workers, consumer, relay, scheduler, dispatcher) write
+    # their metrics to one directory; the API's /metrics adds them up (shared.metrics).
+    metrics_dir = config.var_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # a previous run's files would count
+    for service in ("traffic_intake", "lead_scoring", "member_retargeting"):
+        (metrics_dir / service).mkdir(parents=True)
+
+    def metrics_of(service: str) -> dict[str, str]:
+        return {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir / service)}
+
     supervisor = Supervisor(
         children=[
             api("traffic-intake-api", "services.traffic_intake", config.intake_port),
@@ -256,6 +268,10 @@ def main() -> int:
         log_dir=log_dir,
         broker=broker,
     )
+    for child in supervisor.children:
+        for service in ("traffic_intake", "lead_scoring", "member_retargeting"):
+            if any(arg.startswith(f"services.{service}") for arg in child.argv):
+                child.env.update(metrics_of(service))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     for child in supervisor.children:

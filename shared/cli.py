@@ -9,8 +9,10 @@ from typing import Any, Protocol
 import click
 from sqlalchemy import Engine
 
+from shared.config import Env
 from shared.db import ensure_sqlite_directory, make_engine
 from shared.logs import configure_logging
+from shared.metrics import serve_process_metrics
 
 
 class ServiceConfig(Protocol):
@@ -44,4 +46,6 @@ def service_main(
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         assert command is not None
+        # A long-running process: its metrics, unless it shares an API's (multiprocess).
+        serve_process_metrics(Env().integer("FUNNEL_METRICS_PORT", 0) or None)
         command(config)

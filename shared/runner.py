@@ -66,6 +66,7 @@ from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
 from shared.kafka import broker_reachable, make_consumer, make_producer, make_tail_reader
 from shared.logs import log_context
+from shared.metrics import record_batch
 from shared.outbox import OutboxRelay, Outgoing, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
@@ -622,5 +623,5 @@ def build_runner(
             reader_factory=lambda: make_tail_reader(kafka),
         ),
         timers=[*timers, Timer(600.0, lambda: processor.prune(horizon), name="prune")],
-        on_batch=on_batch,
+        on_batch=on_batch or record_batch(service),
     )

@@ -6,10 +6,10 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy import Engine
 
-from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.config import SERVICE, ScoringConfig
 from services.lead_scoring.handoff import rep_tokens
 from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
-from services.lead_scoring.models import accounts, audit_log, metadata
+from services.lead_scoring.models import accounts, audit_log, metadata, outbox
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.state import STATE, ScoringState
 from services.lead_scoring.web import identity, leads, pages, privacy, reps, rules
@@ -17,6 +17,7 @@ from shared import pages as pages_session
 from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
 from shared.http import Principal, init_api, register_health
+from shared.metrics import OutboxDepth, install_metrics
 from shared.security import install_security
 
 
@@ -54,4 +55,5 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     install_people(app, api, engine, accounts, audit_log, others=rep_principal)
     app.register_blueprint(pages.bp)
     register_health(app, engine, config.kafka)
+    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox])])
     return app

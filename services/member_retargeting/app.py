@@ -7,8 +7,15 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from services.member_retargeting.config import RetargetingConfig
-from services.member_retargeting.models import Segment, accounts, audit_log, metadata
+from services.member_retargeting.config import SERVICE, RetargetingConfig
+from services.member_retargeting.models import (
+    Segment,
+    accounts,
+    audit_log,
+    dispatcher_outbox,
+    metadata,
+    outbox,
+)
 from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
 from services.member_retargeting.web import campaigns, members, pages, public, segments, sharing
@@ -16,6 +23,7 @@ from shared import pages as pages_session
 from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
+from shared.metrics import OutboxDepth, install_metrics
 from shared.security import install_security
 
 
@@ -46,4 +54,5 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(public.bp)
     register_health(app, engine, config.kafka)
+    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox, dispatcher_outbox])])
     return app

@@ -41,6 +41,7 @@ from services.traffic_intake.state import state
 from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
 from shared.limits import json_size
+from shared.metrics import INTAKE_ACCEPTED, INTAKE_DUPLICATES, INTAKE_REJECTED
 from shared.outbox import Outgoing, enqueue
 from shared.provenance import BROWSER
 from shared.ratelimit import retry_after_header
@@ -118,10 +119,15 @@ def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> i
             outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in kept]
             # Payloads come from the HTTP schemas, validated a moment ago.
             new = enqueue(conn, state().outbox, outgoing, validate_payload=False)
-            # A dropped event counts as accepted: the door tells nothing about erasure.
-            return new + len(envelopes) - len(kept)
     except SQLAlchemyError:
         _store_unavailable()
+    source = g.source.name
+    INTAKE_ACCEPTED.labels(source).inc(new)
+    INTAKE_DUPLICATES.labels(source).inc(len(kept) - new)
+    for rejection in rejections:
+        INTAKE_REJECTED.labels(source, rejection.kind).inc()
+    # A dropped event counts as accepted: the door tells nothing about erasure.
+    return new + len(envelopes) - len(kept)
 
 
 def _accepted(accepted: int, duplicates: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
@@ -379,6 +385,7 @@ def keep_rejected_single_calls(error: HTTPException) -> Response:
         messages = data.get("messages") or data.get("errors") or {}
         field_errors = flatten_field_errors(messages.get("json", messages))
         kind = "size_violation" if error.code == 413 else "schema_violation"
+        INTAKE_REJECTED.labels(g.source.name, kind).inc()
         try:
             with state().engine.begin() as conn:
                 failed.record(

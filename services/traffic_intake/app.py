@@ -8,13 +8,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.traffic_intake import admin_api, browser
 from services.traffic_intake import api as tracking_api
-from services.traffic_intake.config import IntakeConfig
-from services.traffic_intake.models import accounts, audit_log, metadata, outbox
+from services.traffic_intake.config import SERVICE, IntakeConfig
+from services.traffic_intake.models import accounts, audit_log, metadata, outbox, privacy_outbox
 from services.traffic_intake.sources import SourceDirectory
 from services.traffic_intake.state import STATE, IntakeState
 from shared.accounts import install as install_people
 from shared.db import make_engine
 from shared.http import DecompressRequest, init_api, register_health
+from shared.metrics import OutboxDepth, install_metrics
 from shared.ratelimit import TokenBuckets
 from shared.security import install_security
 
@@ -66,6 +67,7 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     app.register_blueprint(browser.bp)
     install_people(app, api, engine, accounts, audit_log)
     register_health(app, engine, config.kafka)
+    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox, privacy_outbox])])
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
         ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes
     )

@@ -75,6 +75,7 @@ from services.member_retargeting.models import (
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import encode, new_event
+from shared.metrics import DISPATCHES
 from shared.outbox import dead_letter_row, enqueue, insert_ignoring_duplicates
 from shared.privacy import without_erased
 from shared.runner import BatchHandler, ConsumerRunner, Timer, build_runner, each
@@ -261,6 +262,7 @@ class Dispatcher:
             )
             if _rows(result) != 1:
                 return False
+            DISPATCHES.labels(row.channel, SENT).inc()
             event = delivery_status(
                 row.dispatch_id, row.payload, SENT, now, detail=detail, occurrence=str(row.attempts)
             )
@@ -333,6 +335,7 @@ class Dispatcher:
             )
             if _rows(result) != 1:
                 return
+            DISPATCHES.labels(row.channel, status).inc()
             event = delivery_status(
                 row.dispatch_id, row.payload, status, now, detail=detail, occurrence="final"
             )

@@ -48,6 +48,7 @@ def test_envelope_keeps_client_context_and_adds_ip_and_message_id() -> None:
         "locale": "zh-TW",
         "ip": "10.1.2.3",
         "traffic_source": {"channel": "direct"},
+        "funnel": {"source_kind": "server"},  # intake's word on the source, not the client's
     }
     assert env.event_id.startswith("srv-")
     assert env.payload == {"event": "X", "properties": {}}

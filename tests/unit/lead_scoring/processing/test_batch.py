@@ -211,7 +211,9 @@ def test_one_batch_equals_one_event_at_a_time(
         [(9, "event names no person (no usable user_id or anonymous_id)")] if poisoned else []
     )
     # The script really exercised the hard cases.
-    assert [m[2] for m in state["merges"]] == ["alias from web linked anonymous_id=a2"]
+    assert [m[2] for m in state["merges"]] == [
+        "alias from web (server source) linked anonymous_id=a2"
+    ]
     kinds = {p[0] for p in published}
     assert {"lead.merged", "lead.assigned", "lead.stage_changed", "lead.scored"} <= kinds
     awards = [a[2] for a in state["awards"]]

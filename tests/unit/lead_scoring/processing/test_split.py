@@ -121,7 +121,7 @@ def test_a_split_restores_both_leads_as_if_the_merge_never_happened(
     assert lead_of(merged, "bob-laptop") == ada  # the wrong merge happened
     with merged.extensions[SCORING_STATE].sessions() as s:
         [merge] = s.scalars(select(LeadMerge))
-    assert merge.reason == "identify from web linked anonymous_id=bob-laptop"
+    assert merge.reason == "identify from web (server source) linked anonymous_id=bob-laptop"
 
     client = merged.test_client()
     response = client.post(
@@ -234,7 +234,10 @@ def test_the_lead_page_shows_identities_and_splits_a_merge(
     client = scoring_app.test_client()
     csrf = page_login(client, "sales-t")
     detail = client.get(f"/app/leads/{ada}").text
-    assert "bob-laptop" in detail and "identify from web linked anonymous_id=bob-laptop" in detail
+    assert (
+        "bob-laptop" in detail
+        and "identify from web (server source) linked anonymous_id=bob-laptop" in detail
+    )
     merge_id = int(re.search(r'name="merge_id" value="(\d+)"', detail).group(1))  # type: ignore[union-attr]
     response = client.post(
         f"/app/leads/{ada}/split",
