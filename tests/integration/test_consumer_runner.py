@@ -157,3 +157,40 @@ def test_replay_sends_dead_letters_back_to_their_source(
     finally:
         consumer.close()
         traffic.close()
+
+
+def test_the_consumer_reports_its_lag_per_partition(
+    own_broker: KafkaConfig, sqlite_url: str
+) -> None:
+    """``funnel_consumer_lag``: the partition's end as the fetches saw it, minus what the
+    consumer applied; it falls to 0 as the consumer catches up. (Each event is sent in a
+    batch of its own: the embedded broker reports ends by batch.)"""
+    from prometheus_client import REGISTRY
+
+    producer = make_producer(own_broker, "test-lag")
+    anon = f"anon-{uuid.uuid4().hex}"
+    for i in range(30):
+        event = new_event("track", {"event": f"Step {i}"}, source="web", anonymous_id=anon)
+        producer.send(TRAFFIC, key=anon.encode(), value=encode(event))
+        producer.flush()
+    producer.close()
+    runner = make_runner(ScoringConfig(database_url=sqlite_url, kafka=own_broker), group_id="lag")
+    init_db(runner.relay.engine)
+    runner.max_records = 5
+    try:
+        lags = wait_for(
+            lambda: runner.run_once() and runner.report_lag(), timeout=60, message="first batch"
+        )
+        assert isinstance(lags, dict)
+        [(tp, lag)] = lags.items()
+        assert tp.topic == TRAFFIC and lag == 25  # 30 at the end, 5 applied
+        labels = {"consumer": "lead-scoring", "topic": TRAFFIC, "partition": str(tp.partition)}
+        assert REGISTRY.get_sample_value("funnel_consumer_lag", labels) == 25
+        wait_for(
+            lambda: (runner.run_once() or True) and runner.report_lag()[tp] == 0,
+            timeout=60,
+            message="caught up",
+        )
+        assert REGISTRY.get_sample_value("funnel_consumer_lag", labels) == 0
+    finally:
+        runner.close()
