@@ -18,12 +18,14 @@ from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
 from shared.http import Principal, init_api, register_health
 from shared.metrics import OutboxDepth, install_metrics
+from shared.migrations import migrate
 from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
-    """Create lead-scoring's tables if missing (idempotent)."""
-    metadata.create_all(engine)
+    """Bring lead-scoring's database to the newest schema (:mod:`shared.migrations`;
+    idempotent)."""
+    migrate(engine, "lead_scoring", metadata)
 
 
 def create_app(config: ScoringConfig | None = None) -> Flask:

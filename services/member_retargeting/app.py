@@ -24,13 +24,14 @@ from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
 from shared.http import init_api, register_health
 from shared.metrics import OutboxDepth, install_metrics
+from shared.migrations import migrate
 from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
-    """Create member-retargeting's tables if missing and seed the built-in segments
-    (idempotent)."""
-    metadata.create_all(engine)
+    """Bring member-retargeting's database to the newest schema (:mod:`shared.migrations`)
+    and seed the built-in segments (idempotent)."""
+    migrate(engine, "member_retargeting", metadata)
     with make_sessionmaker(engine).begin() as session:
         have = set(session.scalars(select(Segment.name)))
         for name, (description, rule) in BUILTINS.items():

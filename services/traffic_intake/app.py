@@ -16,14 +16,18 @@ from shared.accounts import install as install_people
 from shared.db import make_engine
 from shared.http import DecompressRequest, init_api, register_health
 from shared.metrics import OutboxDepth, install_metrics
+from shared.migrations import migrate
 from shared.ratelimit import TokenBuckets
 from shared.security import install_security
 
 
 def init_db(engine: Engine) -> None:
-    """Create intake's tables if missing (idempotent), and give a ``sources`` table made
-    before source kinds existed its two columns (until migrations arrive with Alembic)."""
-    metadata.create_all(engine)
+    """Bring intake's database to the newest schema (:mod:`shared.migrations`;
+    idempotent). A ``sources`` table made before source kinds (and before migrations)
+    gets its two columns first, so the baseline it is stamped with is true of it."""
+    if "sources" not in inspect(engine).get_table_names():
+        migrate(engine, "traffic_intake", metadata)
+        return
     have = {column["name"] for column in inspect(engine).get_columns("sources")}
     with engine.begin() as conn:
         if "kind" not in have:
@@ -32,6 +36,7 @@ def init_db(engine: Engine) -> None:
             )
         if "allowed_origins" not in have:
             conn.execute(text("ALTER TABLE sources ADD COLUMN allowed_origins JSON"))
+    migrate(engine, "traffic_intake", metadata)
 
 
 def create_app(config: IntakeConfig | None = None) -> Flask:
