@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from services.lead_scoring.app import init_db
@@ -176,6 +176,17 @@ def test_the_consumer_reports_its_lag_per_partition(
     producer.close()
     runner = make_runner(ScoringConfig(database_url=sqlite_url, kafka=own_broker), group_id="lag")
     init_db(runner.relay.engine)
+    # The partitions assigned by hand: what is under test is the lag, not how long the
+    # embedded broker takes to form a group (from seconds to most of a minute here).
+    runner.consumer.close()
+    runner.consumer = KafkaConsumer(
+        bootstrap_servers=own_broker.bootstrap_servers,
+        group_id="lag",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    partitions = runner.consumer.partitions_for_topic(TRAFFIC) or set()
+    runner.consumer.assign([TopicPartition(TRAFFIC, p) for p in sorted(partitions)])
     runner.max_records = 5
     try:
         lags = wait_for(
