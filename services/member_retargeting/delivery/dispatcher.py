@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -360,7 +360,7 @@ class Dispatcher:
                 return
             session.expunge(row)
             blocked = self._suppressed(session, row)
-        age = self.clock() - _aware(row.created_at)
+        age = self.clock() - row.created_at  # UTCDateTime: always aware
         if age > timedelta(hours=self.settings.max_age_hours):
             self._finish(
                 row, token, FAILED, f"not delivered within {self.settings.max_age_hours} hours"
@@ -461,10 +461,6 @@ class Dispatcher:
             self._retry(row, token, detail=outcome.detail, provider=outcome.provider_failure)
         else:
             self._finish(row, token, FAILED, outcome.detail)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _rows(result: Any) -> int:

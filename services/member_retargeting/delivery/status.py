@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from services.member_retargeting.models import Dispatch
 from shared.events import new_event
 from shared.outbox import Outgoing
 from shared.topics import DELIVERY, MEMBER_RETARGETING
@@ -22,6 +23,17 @@ from shared.topics import DELIVERY, MEMBER_RETARGETING
 SENT, FAILED, BOUNCED, SUPPRESSED = "sent", "failed", "bounced", "suppressed"
 UNSUBSCRIBED, CLICKED, OPENED = "unsubscribed", "clicked", "opened"
 MAX_DETAIL = 500
+
+
+def dispatch_payload(dispatch: Dispatch) -> dict[str, Any]:
+    """What a status event needs of a dispatch, from its ``dispatches`` row (the public
+    endpoints and unsubscribes know the row, not the ``campaign.dispatch`` payload)."""
+    return {
+        "campaign_id": dispatch.campaign_id,
+        "run_id": dispatch.run_id,
+        "contact_id": dispatch.contact_id,
+        "channel": dispatch.channel,
+    }
 
 
 def delivery_status(

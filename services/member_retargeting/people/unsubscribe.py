@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.member_retargeting.delivery.status import UNSUBSCRIBED, delivery_status
+from services.member_retargeting.delivery.status import (
+    UNSUBSCRIBED,
+    delivery_status,
+    dispatch_payload,
+)
 from services.member_retargeting.model.consent import MARKETING, UNSUBSCRIBE_REASON
 from services.member_retargeting.models import (
     Consent,
@@ -118,14 +121,5 @@ def unsubscribe(
         )
     dispatch = session.scalar(select(Dispatch).where(Dispatch.event_id == dispatch_id))
     if dispatch is not None:
-        out.append(delivery_status(dispatch_id, _payload(dispatch), UNSUBSCRIBED, now))
+        out.append(delivery_status(dispatch_id, dispatch_payload(dispatch), UNSUBSCRIBED, now))
     return out
-
-
-def _payload(dispatch: Dispatch) -> dict[str, Any]:
-    return {
-        "campaign_id": dispatch.campaign_id,
-        "run_id": dispatch.run_id,
-        "contact_id": dispatch.contact_id,
-        "channel": dispatch.channel,
-    }

@@ -65,7 +65,7 @@ def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
         session.add(outcome)
     status, at = p["status"], p["at"]
     if status in (SENT, FAILED, BOUNCED, SUPPRESSED):
-        if outcome.status_at is None or at >= _aware(outcome.status_at):
+        if outcome.status_at is None or at >= outcome.status_at:
             outcome.status, outcome.status_at = status, at
             outcome.detail = reply_codes(p.get("detail"))
         if status == BOUNCED:
@@ -99,14 +99,9 @@ def reply_codes(detail: str | None) -> str | None:
 
 
 def _earliest(held: datetime | None, at: datetime) -> datetime:
-    """Events can arrive out of order: keep the earliest time."""
-    return at if held is None or at < _aware(held) else held
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """Events can arrive out of order: keep the earliest time (both aware: the column is
+    a UTCDateTime, the payload an AwareDateTime)."""
+    return at if held is None or at < held else held
 
 
 def _suppress_bounced(session: Session, contact_id: str, at: datetime) -> None:

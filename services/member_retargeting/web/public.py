@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request
 from flask.blueprints import BlueprintSetupState
@@ -32,7 +31,12 @@ from services.member_retargeting.delivery.links import (
     Link,
     Links,
 )
-from services.member_retargeting.delivery.status import CLICKED, OPENED, delivery_status
+from services.member_retargeting.delivery.status import (
+    CLICKED,
+    OPENED,
+    delivery_status,
+    dispatch_payload,
+)
 from services.member_retargeting.models import Dispatch, outbox
 from services.member_retargeting.people.unsubscribe import unsubscribe
 from services.member_retargeting.state import state
@@ -101,16 +105,15 @@ def _record(link: Link, status: str, url: str | None = None) -> None:
             row = session.scalar(select(Dispatch).where(Dispatch.event_id == link.dispatch_id))
             if row is None:
                 return
-            payload: dict[str, Any] = {
-                "campaign_id": row.campaign_id,
-                "run_id": row.run_id,
-                "contact_id": row.contact_id,
-                "channel": row.channel,
-            }
             # One event per dispatch and status (per link for clicks): repeated opens and
             # clicks by a bot add nothing to the outbox.
             event = delivery_status(
-                link.dispatch_id, payload, status, utcnow(), url=url, occurrence=url or ""
+                link.dispatch_id,
+                dispatch_payload(row),
+                status,
+                utcnow(),
+                url=url,
+                occurrence=url or "",
             )
             enqueue(session, outbox, [event])
     except Exception:  # the person still gets their page or pixel
