@@ -195,6 +195,9 @@ class SecurityConfig:
     throttle_max_addresses: int = 10_000
     # Audit log entries are kept this long (``FUNNEL_AUDIT_RETENTION_DAYS``), then pruned.
     audit_retention_days: int = 365
+    # A bearer token that may read /metrics and nothing else (``FUNNEL_METRICS_TOKEN``),
+    # for the Prometheus scraper; admin tokens may read it too.
+    metrics_token: str = ""
 
     ENVIRONMENTS: ClassVar[tuple[str, ...]] = ("development", "production")
 
@@ -232,6 +235,7 @@ class SecurityConfig:
             audit_retention_days=env.integer(
                 "FUNNEL_AUDIT_RETENTION_DAYS", cls.audit_retention_days
             ),
+            metrics_token=env.text("FUNNEL_METRICS_TOKEN", ""),
         )
 
     def check(
@@ -248,7 +252,8 @@ class SecurityConfig:
         for name, value in (required or {}).items():
             if not value:
                 raise ConfigError(f"{name} must be set when FUNNEL_ENV=production")
-        for name, value in [*(required or {}).items(), *secrets]:
+        metrics = [("FUNNEL_METRICS_TOKEN", self.metrics_token)]
+        for name, value in [*(required or {}).items(), *secrets, *metrics]:
             problem = secret_problem(value) if value else None
             if problem is not None:
                 raise ConfigError(f"{name} is too weak for FUNNEL_ENV=production: {problem}")

@@ -1,6 +1,7 @@
 """Prometheus metrics (prometheus-client), named here once for every service.
 
-Every API serves ``GET /metrics`` (:func:`install_metrics`). Under gunicorn's several
+Every API serves ``GET /metrics`` to the admin role and the scrape-only
+``FUNNEL_METRICS_TOKEN`` (:func:`install_metrics`). Under gunicorn's several
 workers (and beside a service's consumer, relay, scheduler and dispatcher processes on the
 same host, as ``make run`` starts them), ``PROMETHEUS_MULTIPROC_DIR`` points all of a
 service's processes at one directory and ``/metrics`` adds them up (the client library's
@@ -34,6 +35,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
+
+from shared.http import require_role
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +131,19 @@ def exposition(collectors: Iterable[Collector] = ()) -> bytes:
     return body + generate_latest(extra)
 
 
-def install_metrics(app: Flask, collectors: Iterable[Collector] = ()) -> None:
-    """``GET /metrics`` on ``app`` (the Prometheus text format; no credentials: serve it
-    on an internal network or behind the proxy's rules)."""
+METRICS_ROLE = "metrics"
+
+
+def install_metrics(app: Flask, token: str, collectors: Iterable[Collector] = ()) -> None:
+    """``GET /metrics`` on ``app`` (the Prometheus text format), for the admin role and
+    for ``token`` (``FUNNEL_METRICS_TOKEN``: a role of its own that reaches nothing else).
+    Call after ``FUNNEL_TOKENS`` is set."""
     kept = list(collectors)
+    if token:
+        app.config["FUNNEL_TOKENS"] = {**app.config["FUNNEL_TOKENS"], METRICS_ROLE: token}
 
     @app.get("/metrics")
+    @require_role("admin", METRICS_ROLE)
     def metrics() -> Response:
         return Response(exposition(kept), mimetype=CONTENT_TYPE_LATEST)
 

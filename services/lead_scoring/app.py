@@ -57,5 +57,5 @@ def create_app(config: ScoringConfig | None = None) -> Flask:
     install_people(app, api, engine, accounts, audit_log, others=rep_principal)
     app.register_blueprint(pages.bp)
     register_health(app, engine, config.kafka)
-    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox])])
+    install_metrics(app, config.security.metrics_token, [OutboxDepth(SERVICE, engine, [outbox])])
     return app

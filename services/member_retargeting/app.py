@@ -55,5 +55,9 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(public.bp)
     register_health(app, engine, config.kafka)
-    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox, dispatcher_outbox])])
+    install_metrics(
+        app,
+        config.security.metrics_token,
+        [OutboxDepth(SERVICE, engine, [outbox, dispatcher_outbox])],
+    )
     return app

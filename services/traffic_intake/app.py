@@ -72,7 +72,9 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
     app.register_blueprint(browser.bp)
     install_people(app, api, engine, accounts, audit_log)
     register_health(app, engine, config.kafka)
-    install_metrics(app, [OutboxDepth(SERVICE, engine, [outbox, privacy_outbox])])
+    install_metrics(
+        app, config.security.metrics_token, [OutboxDepth(SERVICE, engine, [outbox, privacy_outbox])]
+    )
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
         ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes
     )

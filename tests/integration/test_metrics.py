@@ -20,6 +20,7 @@ from tests.conftest import wait_for
 
 ROOT = Path(__file__).parents[2]
 KEY = "wk-metrics-test"
+SCRAPER = "scrape-only-token-for-the-test"
 SENT = 400
 
 
@@ -44,6 +45,7 @@ def test_counters_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
         "TRAFFIC_INTAKE_DATABASE_URL": f"sqlite:///{tmp_path / 'intake.db'}",
         "FUNNEL_WRITE_KEY": KEY,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "FUNNEL_METRICS_TOKEN": SCRAPER,
         "GUNICORN_WORKERS": "2",
         "INTAKE_RATE_LIMIT_PER_SECOND": "0",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # no relay here
@@ -100,7 +102,11 @@ def test_counters_add_up_across_two_gunicorn_workers(tmp_path: Path) -> None:
         assert again.json()["duplicates"] == 1
         bad = requests.post(f"{base}/v1/track", json={"event": "x"}, auth=(KEY, ""), timeout=5)
         assert bad.status_code == 422
-        text = requests.get(f"{base}/metrics", timeout=5).text
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 401
+        scrape = {"Authorization": f"Bearer {SCRAPER}"}
+        text = requests.get(f"{base}/metrics", headers=scrape, timeout=5).text
+        # The scraper's token reaches nothing else.
+        assert requests.get(f"{base}/admin/sources", headers=scrape, timeout=5).status_code == 403
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

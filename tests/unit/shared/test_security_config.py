@@ -170,3 +170,10 @@ def test_role_tokens_off() -> None:
     env = {"FUNNEL_SALES_TOKEN": "s", "FUNNEL_ROLE_TOKENS": "off"}
     assert Tokens.from_env(Env(env)) == Tokens()
     assert Tokens.from_env(Env({**env, "FUNNEL_ROLE_TOKENS": "on"})) == Tokens(sales="s")
+
+
+def test_production_refuses_a_weak_metrics_token() -> None:
+    with pytest.raises(ConfigError, match="FUNNEL_METRICS_TOKEN is too weak"):
+        RetargetingConfig.from_env(Env(production_env(FUNNEL_METRICS_TOKEN="metrics")))
+    loaded = IntakeConfig.from_env(Env(production_env(FUNNEL_METRICS_TOKEN=strong())))
+    assert loaded.security.metrics_token
