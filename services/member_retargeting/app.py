@@ -18,7 +18,15 @@ from services.member_retargeting.models import (
 )
 from services.member_retargeting.people.segments import BUILTINS
 from services.member_retargeting.state import STATE, RetargetingState
-from services.member_retargeting.web import campaigns, members, pages, public, segments, sharing
+from services.member_retargeting.web import (
+    campaigns,
+    funnel,
+    members,
+    pages,
+    public,
+    segments,
+    sharing,
+)
 from shared import pages as pages_session
 from shared.accounts import install as install_people
 from shared.db import make_engine, make_sessionmaker
@@ -49,7 +57,7 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
-    for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp):
+    for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp, funnel.blp):
         api.register_blueprint(blueprint)
     install_people(app, api, engine, accounts, audit_log)
     app.register_blueprint(pages.bp)

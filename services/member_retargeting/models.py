@@ -6,8 +6,10 @@ did, by their ids), ``consents`` (decisions by their ids), ``dispatches`` and
 ``sharing_ledger`` (who received what of them), ``outbox`` (dispatches until pruned),
 ``deliveries`` (the dispatcher's store: each dispatch with its address and message, until
 pruned) and ``delivery_outcomes`` (what became of each dispatch, by contact id).
-``suppressions`` hold hashes only. Erasure (:mod:`.privacy`) deletes all of it for the
-person (orders and dispatches are anonymised: campaign reports keep their counts).
+``journeys`` and ``journey_identities`` (when and from where each person came, by their
+ids; the funnel report's projection). ``suppressions`` hold hashes only. Erasure
+(:mod:`.privacy`) deletes all of it for the person (orders and dispatches are
+anonymised: campaign reports keep their counts).
 
 What a person did is kept by the identifiers it arrived with (traffic can come before the
 lead events that name its person); queries reach a contact's through
@@ -141,6 +143,44 @@ class Behaviour(Base):
         Index("ix_behaviours_event_time", "event", "at"),
         Index("ix_behaviours_event_id", "event_id"),
     )
+
+
+class Journey(Base):
+    """One person's way through the funnel, the analytics projection (:mod:`.reports.funnel`):
+    when they were first seen and from where (first touch: channel, engine, landing page,
+    campaign), and when they first reached each lead stage. Built from traffic before
+    the person is a lead (by the ids it arrived with) and from lead events after;
+    ``lead_id`` names the lead once one does. A journey folded into another (a merge, or
+    an anonymous visit found to be a lead's) keeps ``merged_into`` and counts no more."""
+
+    __tablename__ = "journeys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # First touch: from the earliest page seen (else the earliest event).
+    touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(40), default="direct")
+    engine: Mapped[str | None] = mapped_column(String(200))
+    landing_page: Mapped[str | None] = mapped_column(String(200))
+    campaign: Mapped[str | None] = mapped_column(String(200))
+    # The furthest funnel stage reached (model.funnel.RANK), and when each was first.
+    reached: Mapped[int] = mapped_column(default=0)
+    lead_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mql_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sql_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    customer_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    merged_into: Mapped[int | None] = mapped_column(BigIntPK, index=True)
+
+
+class JourneyIdentity(Base):
+    """Which journey an id traffic carries (user id, anonymous id) belongs to."""
+
+    __tablename__ = "journey_identities"
+
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(320), primary_key=True)
+    journey_id: Mapped[int] = mapped_column(BigIntPK, index=True)
 
 
 class Consent(Base):

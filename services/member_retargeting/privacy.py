@@ -3,7 +3,8 @@ topic; lead-scoring coordinates them).
 
 Erasure: the person's contacts (the lead ids the request names, and whoever holds one of
 its identifiers) go with their identifiers, what they did (behaviours), consent
-decisions, run recipients and sharing ledger lines, the dispatcher's deliveries (address
+decisions, run recipients and sharing ledger lines, their funnel journeys (the person then counts in
+no funnel report, as they count in no service), the dispatcher's deliveries (address
 and message), and the dispatches, audience parts and delivery statuses still in either
 outbox that name them. Orders are anonymised (no ids: revenue totals and
 campaign reports keep their sums) and dispatches keep their counts under an anonymous
@@ -31,6 +32,8 @@ from services.member_retargeting.models import (
     Delivery,
     DeliveryOutcome,
     Dispatch,
+    Journey,
+    JourneyIdentity,
     Order,
     RunRecipient,
     SharingRecord,
@@ -101,6 +104,19 @@ def _orders(ids: set[tuple[str, str]]) -> Any:
     return or_(Order.user_id.in_(users), Order.anonymous_id.in_(anonymous))
 
 
+def _journeys(session: Session, contacts: list[str], ids: set[tuple[str, str]]) -> list[int]:
+    """The person's journeys: their leads', the ones their ids are on, and every journey
+    folded into one of those (visits found to be theirs)."""
+    found = set(session.scalars(select(Journey.id).where(Journey.lead_id.in_(contacts))))
+    if ids:
+        found.update(
+            session.scalars(select(JourneyIdentity.journey_id).where(_by_ids(JourneyIdentity, ids)))
+        )
+    if found:
+        found.update(session.scalars(select(Journey.id).where(Journey.merged_into.in_(found))))
+    return sorted(found)
+
+
 def erase(session: Session, event: Envelope) -> Outgoing:
     request_id = event.payload["request_id"]
     identifiers = requested_identifiers(event)
@@ -112,6 +128,11 @@ def erase(session: Session, event: Envelope) -> Outgoing:
     def count(name: str, result: Any) -> None:
         counts[name] = counts.get(name, 0) + int(getattr(result, "rowcount", 0) or 0)
 
+    journeys = _journeys(session, contacts, ids)
+    for start in range(0, len(journeys), 500):
+        part = journeys[start : start + 500]
+        session.execute(delete(JourneyIdentity).where(JourneyIdentity.journey_id.in_(part)))
+        count("journeys", session.execute(delete(Journey).where(Journey.id.in_(part))))
     if ids:
         count("behaviours", session.execute(delete(Behaviour).where(_by_ids(Behaviour, ids))))
         count("consents", session.execute(delete(Consent).where(_by_ids(Consent, ids))))
@@ -225,6 +246,9 @@ def export(session: Session, event: Envelope) -> Outgoing:
             select(SharingRecord)
             .where(SharingRecord.contact_id.in_(contacts))
             .order_by(SharingRecord.at.desc()),
+        ),
+        "journeys": rows(
+            "journeys", select(Journey).where(Journey.id.in_(_journeys(session, contacts, ids)))
         ),
     }
     return access_part(event.payload["request_id"], MEMBER_RETARGETING, data, truncated)

@@ -20,6 +20,7 @@ from services.member_retargeting.model.suppression import EMAIL, PHONE, suppress
 from services.member_retargeting.model.tiers import TierRules
 from services.member_retargeting.models import Contact, ContactIdentity
 from services.member_retargeting.people.members import refresh
+from services.member_retargeting.processing import journeys
 from shared.db import utcnow
 from shared.events import Envelope
 from shared.identity import ANONYMOUS_ID, USER_ID
@@ -47,6 +48,7 @@ def handle_lead(event: Envelope, session: Session, tiers: TierRules) -> list[Out
             .values(lead_id=contact.lead_id)
         )
     session.flush()
+    journeys.on_lead(session, event)
     now = utcnow()
     return [out for c in contacts for out in refresh(session, c, tiers, now)]
 

@@ -1,5 +1,6 @@
 """What traffic tells member-retargeting: orders (lifetime value, membership), what people
-did (behaviours, for segments and product affinity) and their consent decisions. A
+did (behaviours, for segments and product affinity), their consent decisions and where
+they came from (their funnel journey, :mod:`.journeys`). A
 handler of the traffic topic (an event and a session in, events out).
 
 Everything is kept by the identifier it arrived with — the user id when there is one,
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 from services.member_retargeting.model.tiers import TierRules
 from services.member_retargeting.models import Behaviour, Consent, Contact, ContactIdentity, Order
 from services.member_retargeting.people.members import refresh
+from services.member_retargeting.processing import journeys
 from shared.consent import decisions
 from shared.db import utcnow
 from shared.events import ORDER_COMPLETED, Envelope
@@ -49,6 +51,7 @@ def handle_traffic(event: Envelope, session: Session, tiers: TierRules) -> list[
     key = (USER_ID, event.user_id) if event.user_id else (ANONYMOUS_ID, event.anonymous_id or "")
     traits = event.payload.get("traits") if event.type == "identify" else None
     _record_consent(session, key, event, decisions(event.context, traits))
+    journeys.on_traffic(session, event)
     if event.type != "track":
         return []
     # Applied before (the runner skips redeliveries by id; this holds even when those ids

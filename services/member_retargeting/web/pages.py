@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
@@ -24,8 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Response
 
+from services.member_retargeting.model.funnel import STAGES
 from services.member_retargeting.model.rfm import GROUPS
 from services.member_retargeting.models import Campaign, Segment, accounts
+from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
 from services.member_retargeting.state import state
 from services.member_retargeting.web.campaigns import campaign_out, run_now
 from services.member_retargeting.web.members import member_page
@@ -33,6 +36,7 @@ from services.member_retargeting.web.schemas import CHANNELS, KINDS, CampaignIn,
 from services.member_retargeting.web.segments import preview, segment_out
 from shared import pages
 from shared.accounts import current_hash as account_hash
+from shared.db import utcnow
 from shared.http import HTML_ERRORS, flatten_field_errors
 
 bp = Blueprint("pages", __name__, url_prefix="/app", template_folder="templates")
@@ -332,3 +336,65 @@ def members() -> Any:
         result = member_page(db, query)
     tiers = [t.name for t in state().config.tiers.tiers]
     return render_template("members.html", page=result, tiers=tiers, groups=GROUPS, query=query)
+
+
+FUNNEL_WINDOWS = (7, 30, 90, 365)
+
+
+@bp.get("/funnel")
+@signed_in
+def funnel() -> Any:
+    """The funnel of the people first seen in the last ``days`` (7, 30, 90 or 365)."""
+    days = request.args.get("days", 30, int)
+    days = days if days in FUNNEL_WINDOWS else 30
+    until = utcnow()
+    since = until - timedelta(days=days)
+    with state().sessions() as db:
+        report = funnel_report(db, since, until)
+        precursors = purchase_precursors(db, since, until)
+    return render_template(
+        "funnel.html",
+        report=report,
+        precursors=precursors,
+        chart=funnel_chart(report["stages"]),
+        days=days,
+        windows=FUNNEL_WINDOWS,
+        stages=STAGES,
+        durations={k: duration(v) for k, v in report["median_seconds"].items()},
+    )
+
+
+def funnel_chart(stages: list[dict[str, Any]], width: int = 720, bar: int = 34) -> dict[str, Any]:
+    """One bar per stage, as wide as its count, labelled with the count and the rate from
+    the stage before — inline-SVG geometry (no script: the pages' CSP allows none)."""
+    top = max([1, *(s["count"] for s in stages)])
+    label_w, value_w = 110, 170
+    return {
+        "width": width,
+        "height": len(stages) * (bar + 10) + 10,
+        "label_width": label_w,
+        "bars": [
+            {
+                **s,
+                "y": 10 + i * (bar + 10),
+                "h": bar,
+                "w": max(2.0, (width - label_w - value_w) * s["count"] / top)
+                if s["count"]
+                else 0.0,
+            }
+            for i, s in enumerate(stages)
+        ],
+    }
+
+
+def duration(seconds: float | None) -> str:
+    """A median for people: "—", "42 s", "17 min", "5.2 h", "3.1 d"."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -350,3 +350,93 @@ class SharingOut(ma.Schema):
 class SharingList(ma.Schema):
     contact_id = fields.String()
     items = fields.List(fields.Nested(SharingOut))
+
+
+MAX_REPORT_DAYS = 400
+
+
+class FunnelQuery(ma.Schema):
+    """A report's window, ``[since, until)``: by default the 30 days to now."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    since = Timestamp()
+    until = Timestamp()
+
+    @ma.validates_schema
+    def _window(self, data: dict[str, Any], **_: Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None:
+            if since >= until:
+                raise ma.ValidationError("must be before until", "since")
+            if (until - since).days > MAX_REPORT_DAYS:
+                raise ma.ValidationError(f"a window is at most {MAX_REPORT_DAYS} days", "since")
+
+
+class StageOut(ma.Schema):
+    stage = fields.String()
+    count = fields.Integer()
+    rate_from_previous = fields.Float(allow_none=True)
+    rate_from_visitor = fields.Float(allow_none=True)
+
+
+def _stages() -> fields.List:
+    return fields.List(fields.Nested(StageOut))
+
+
+class ChannelOut(ma.Schema):
+    channel = fields.String()
+    stages = _stages()
+
+
+class SourceOut(ma.Schema):
+    channel = fields.String()
+    engine = fields.String(metadata={"description": "search engine or social network"})
+    stages = _stages()
+
+
+class LandingPageOut(ma.Schema):
+    landing_page = fields.String()
+    stages = _stages()
+
+
+class CampaignStagesOut(ma.Schema):
+    campaign = fields.String(metadata={"description": "utm_campaign of the first touch"})
+    stages = _stages()
+
+
+class FunnelOut(ma.Schema):
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    stages = _stages()
+    by_channel = fields.List(fields.Nested(ChannelOut))
+    by_source = fields.List(fields.Nested(SourceOut))
+    by_landing_page = fields.List(fields.Nested(LandingPageOut))
+    by_campaign = fields.List(fields.Nested(CampaignStagesOut))
+    median_seconds = fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True))
+    sampled = fields.Boolean(metadata={"description": "medians read the newest 50,000 only"})
+
+
+class ProductPrecursorOut(ma.Schema):
+    product = fields.String()
+    buyers = fields.Integer()
+    share_of_buyers = fields.Float(allow_none=True)
+    looked = fields.Integer()
+    bought_after_looking = fields.Float(allow_none=True)
+
+
+class IntentPrecursorOut(ma.Schema):
+    topic = fields.String()
+    people = fields.Integer()
+    buyers = fields.Integer()
+    bought = fields.Float(allow_none=True)
+
+
+class PrecursorsOut(ma.Schema):
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    buyers = fields.Integer()
+    products = fields.List(fields.Nested(ProductPrecursorOut))
+    intents = fields.List(fields.Nested(IntentPrecursorOut))
+    intents_sampled = fields.Boolean()

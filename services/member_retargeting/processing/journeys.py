@@ -1,0 +1,214 @@
+"""The funnel's projection: each person's journey (first seen, first touch, the first
+time they reached each stage), kept from the traffic and lead events this consumer reads
+anyway — analytics asks no other service, and needs no topic of its own.
+
+Traffic comes first and names people only by their ids: a journey starts on the first
+event of an id nobody holds, and every id an event carries joins it. Lead events are the
+truth about who is whom: a lead's journey takes in the journeys of every id its snapshot
+lists (an anonymous visit found to be the lead's), a merge folds the merged lead's
+journey into the survivor's, a split brings the split-off lead's back. Two ids already on
+two journeys are never joined by traffic alone (lead-scoring decides that, then says so).
+
+Folding keeps the earliest of everything: first seen, first touch (by
+:func:`..model.funnel.better_touch`), the first time each stage was reached, and the
+furthest stage. Stage times come from ``lead.stage_changed`` (when the move happened);
+a snapshot's stage moves ``reached`` on even when its stage change is missing or late.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from services.member_retargeting.model.funnel import RANK, Touch, better_touch, funnel_stage, touch
+from services.member_retargeting.models import ContactIdentity, Journey, JourneyIdentity
+from shared.events import Envelope
+from shared.identity import ANONYMOUS_ID, USER_ID
+
+# How far a chain of folded journeys is followed (each fold points at a live journey when
+# it is made, so chains stay short; the bound only stops a loop a bug could make).
+MAX_CHAIN = 32
+STAGE_TIMES = {"lead": "lead_at", "mql": "mql_at", "sql": "sql_at", "customer": "customer_at"}
+
+
+def on_traffic(session: Session, event: Envelope) -> None:
+    """Start or extend the journey of the event's ids with what the event says."""
+    ids = _ids(event.user_id, event.anonymous_id)
+    if not ids:
+        return
+    held = {
+        (row.kind, row.value): row.journey_id
+        for row in session.scalars(select(JourneyIdentity).where(_any_of(ids)))
+    }
+    # The user id names a person more surely than a browser's anonymous id does.
+    journey = next(
+        (j for key in ids if (jid := held.get(key)) and (j := _live(session, jid))), None
+    )
+    if journey is None:
+        lead_id = _known_lead(session, ids)
+        journey = (
+            _lead_journey(session, lead_id, event.effective_at)
+            if lead_id is not None
+            else _for_lead(session, None, event.effective_at)
+        )
+    for key in ids:
+        if key not in held:
+            session.add(JourneyIdentity(kind=key[0], value=key[1], journey_id=journey.id))
+    _apply_touch(journey, touch(event.type, event.context), event.effective_at)
+    journey.first_seen_at = min(journey.first_seen_at, event.effective_at)
+
+
+def on_lead(session: Session, event: Envelope) -> None:
+    """Bring the lead's journey up to date with a lead event (any type)."""
+    at = event.effective_at
+    if event.type == "lead.split":
+        # Undo the fold first, so the split-off lead's ids come back to its own journey.
+        split_off = _for_lead(session, event.payload["split_lead"]["lead_id"], at)
+        split_off.merged_into = None
+        _take_in(session, split_off, event.payload["split_lead"])
+    lead = event.payload["lead"]
+    journey = _take_in(session, _lead_journey(session, lead["lead_id"], at), lead)
+    if event.type == "lead.merged":
+        # Made now when the merged lead's own events are still on their way (another
+        # partition): they then land on a journey that already counts as folded.
+        merged = _for_lead(session, event.payload["merged_lead_id"], at)
+        if merged.merged_into is None and merged.id != journey.id:
+            _fold(session, merged, journey)
+    elif event.type == "lead.stage_changed":
+        _reach(journey, event.payload["to_stage"], at)
+
+
+def _lead_journey(session: Session, lead_id: str, at: datetime) -> Journey:
+    """The journey that counts for the lead: its own, or the one it was folded into."""
+    own = _for_lead(session, lead_id, at)
+    return _live(session, own.id) or own
+
+
+def _take_in(session: Session, journey: Journey, snapshot: dict[str, Any]) -> Journey:
+    """Join the ids the lead's snapshot lists to its journey, folding in the anonymous
+    journeys they held; move ``reached`` on to the snapshot's stage."""
+    ids = _ids(snapshot.get("user_id"), *(snapshot.get("anonymous_ids") or []))
+    if ids:
+        for row in session.scalars(select(JourneyIdentity).where(_any_of(ids))).all():
+            other = _live(session, row.journey_id)
+            if other is not None and other.id != journey.id and other.lead_id is None:
+                _fold(session, other, journey)  # an anonymous visit found to be the lead's
+        known = set()
+        for row in session.scalars(select(JourneyIdentity).where(_any_of(ids))).all():
+            row.journey_id = journey.id  # the lead holds the id now (lead-scoring says so)
+            known.add((row.kind, row.value))
+        for key in ids:
+            if key not in known:
+                session.add(JourneyIdentity(kind=key[0], value=key[1], journey_id=journey.id))
+    stage = funnel_stage(snapshot.get("stage", ""))
+    if stage is not None:
+        journey.reached = max(journey.reached, RANK[stage])
+    return journey
+
+
+def _for_lead(session: Session, lead_id: str | None, at: datetime) -> Journey:
+    """The lead's journey (a new one when it has none yet), or a new anonymous one."""
+    if lead_id is not None:
+        found = session.scalar(select(Journey).where(Journey.lead_id == lead_id))
+        if found is not None:
+            return found
+    journey = Journey(lead_id=lead_id, first_seen_at=at, channel="direct", reached=0)
+    session.add(journey)
+    session.flush()  # its id, for the ids that join it
+    return journey
+
+
+def _known_lead(session: Session, ids: list[tuple[str, str]]) -> str | None:
+    """The lead already holding one of these ids (lead events came before traffic)."""
+    return session.scalar(
+        select(ContactIdentity.lead_id).where(_any_of(ids, ContactIdentity)).limit(1)
+    )
+
+
+def _reach(journey: Journey, lead_stage: str, at: datetime) -> None:
+    stage = funnel_stage(lead_stage)
+    if stage is None:
+        return
+    journey.reached = max(journey.reached, RANK[stage])
+    column = STAGE_TIMES.get(stage)
+    if column is not None:
+        held = getattr(journey, column)
+        setattr(journey, column, at if held is None else min(held, at))
+
+
+def _fold(session: Session, gone: Journey, into: Journey) -> None:
+    """Fold one journey into another: the earliest of each, ids moved over."""
+    into.first_seen_at = min(into.first_seen_at, gone.first_seen_at)
+    if gone.touch_at is not None:
+        _apply_touch(
+            into,
+            Touch(gone.channel, gone.engine, gone.landing_page, gone.campaign, _from_page(gone)),
+            gone.touch_at,
+        )
+    into.reached = max(into.reached, gone.reached)
+    for column in STAGE_TIMES.values():
+        theirs, ours = getattr(gone, column), getattr(into, column)
+        if theirs is not None and (ours is None or theirs < ours):
+            setattr(into, column, theirs)
+    gone.merged_into = into.id
+    session.flush()
+    session.execute(
+        update(JourneyIdentity)
+        .where(JourneyIdentity.journey_id == gone.id)
+        .values(journey_id=into.id)
+        .execution_options(synchronize_session=False)
+    )
+    # Journeys once folded into the one gone now point at the live one directly.
+    session.execute(
+        update(Journey)
+        .where(Journey.merged_into == gone.id)
+        .values(merged_into=into.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _apply_touch(journey: Journey, new: Touch, at: datetime) -> None:
+    held = (
+        Touch(
+            journey.channel,
+            journey.engine,
+            journey.landing_page,
+            journey.campaign,
+            _from_page(journey),
+        )
+        if journey.touch_at is not None
+        else None
+    )
+    if better_touch(held, journey.touch_at, new, at):
+        journey.touch_at = at
+        journey.channel = new.channel
+        journey.engine = new.engine
+        journey.landing_page = new.landing_page
+        journey.campaign = new.campaign
+
+
+def _from_page(journey: Journey) -> bool:
+    return journey.landing_page is not None
+
+
+def _live(session: Session, journey_id: int) -> Journey | None:
+    """The journey an id leads to, following folds to the one that counts."""
+    journey = session.get(Journey, journey_id)
+    for _ in range(MAX_CHAIN):
+        if journey is None or journey.merged_into is None:
+            return journey
+        journey = session.get(Journey, journey.merged_into)
+    return journey
+
+
+def _ids(user_id: Any, *anonymous_ids: Any) -> list[tuple[str, str]]:
+    ids = [(USER_ID, user_id)] if isinstance(user_id, str) and user_id else []
+    ids += [(ANONYMOUS_ID, a) for a in anonymous_ids if isinstance(a, str) and a]
+    return ids
+
+
+def _any_of(ids: list[tuple[str, str]], model: Any = JourneyIdentity) -> Any:
+    return or_(*((model.kind == kind) & (model.value == value) for kind, value in ids))

@@ -1,0 +1,173 @@
+"""The funnel projection through the real runner batch, on SQLite and PostgreSQL: visits
+become journeys, leads take in their visits, merges fold, stages and membership count;
+the report reads it back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from services.member_retargeting.models import Journey, JourneyIdentity
+from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
+from shared.db import utcnow
+from shared.events import Envelope, new_event
+from shared.topics import LEADS, TRAFFIC
+from tests.unit.member_retargeting.conftest import did, feed, order, snapshot, stage, state_of
+
+NOW = utcnow()
+GOOGLE = {"channel": "organic_search", "engine": "google"}
+ADS = {"channel": "paid_search", "engine": "google", "utm_campaign": "spring"}
+
+
+def visit(
+    source: dict[str, Any] | None,
+    path: str = "/",
+    *,
+    anon: str | None = None,
+    user: str | None = None,
+    at: datetime | None = None,
+) -> tuple[str, Envelope]:
+    context: dict[str, Any] = {"page": {"url": f"https://shop.example{path}"}}
+    if source is not None:
+        context["traffic_source"] = source
+    return TRAFFIC, new_event(
+        "page",
+        {"properties": {}},
+        source="web",
+        anonymous_id=anon,
+        user_id=user,
+        context=context,
+        occurred_at=at or NOW - timedelta(hours=2),
+    )
+
+
+def merged(survivor: dict[str, Any], gone: str) -> tuple[str, Envelope]:
+    payload = {"lead": survivor, "merged_lead_id": gone, "reason": "same person"}
+    return LEADS, new_event("lead.merged", payload, source="lead-scoring")
+
+
+def report(app: Flask, days: int = 30) -> dict[str, Any]:
+    with state_of(app).sessions() as session:
+        return funnel_report(session, NOW - timedelta(days=days), NOW + timedelta(minutes=1))
+
+
+def counts(found: dict[str, Any]) -> list[int]:
+    return [s["count"] for s in found["stages"]]
+
+
+def test_an_anonymous_visit_becomes_the_leads_journey_with_its_first_touch(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, "/blog/seo-guide", anon="a1", at=NOW - timedelta(days=3)),
+        visit({"channel": "internal"}, "/pricing", anon="a1", at=NOW - timedelta(days=2)),
+        visit(ADS, "/landing", anon="b1"),  # somebody else
+    )
+    assert counts(report(app))[:2] == [2, 0]
+    feed(app, stage("L1", "lead", email="a@x.co", anon=("a1",), user="u1"))
+    found = report(app)
+    assert counts(found) == [2, 1, 0, 0, 0, 0]
+    organic = next(r for r in found["by_channel"] if r["channel"] == "organic_search")
+    assert [s["count"] for s in organic["stages"]][:2] == [1, 1]
+    assert found["by_landing_page"][0]["landing_page"] in {"/blog/seo-guide", "/landing"}
+    assert {r["landing_page"] for r in found["by_landing_page"]} == {"/blog/seo-guide", "/landing"}
+    assert [r["campaign"] for r in found["by_campaign"]] == ["spring"]
+    assert found["median_seconds"]["visitor_to_lead"] > 2 * 86400
+
+
+def test_lead_events_before_traffic_end_on_one_journey(app: Flask) -> None:
+    feed(app, stage("L1", "mql", email="a@x.co", anon=("a1",), user="u1"))
+    feed(app, visit(GOOGLE, "/guide", anon="a1", at=NOW - timedelta(days=5)))
+    feed(app, visit(None, "/account", user="u1", at=NOW - timedelta(days=1)))
+    with state_of(app).sessions() as session:
+        live = session.scalars(select(Journey).where(Journey.merged_into.is_(None))).all()
+        assert len(live) == 1
+        assert (live[0].lead_id, live[0].channel, live[0].landing_page) == (
+            "L1",
+            "organic_search",
+            "/guide",
+        )
+        assert live[0].first_seen_at == NOW - timedelta(days=5)
+    assert counts(report(app)) == [1, 1, 1, 0, 0, 0]
+
+
+def test_a_merge_folds_two_journeys_keeping_the_earliest_touch(app: Flask) -> None:
+    feed(
+        app,
+        visit(ADS, "/ads", anon="a2", at=NOW - timedelta(days=1)),
+        visit(GOOGLE, "/seo", anon="a1", at=NOW - timedelta(days=4)),
+        stage("L1", "lead", email="a@x.co", anon=("a1",)),
+        stage("L2", "mql", email="a@x.co", anon=("a2",)),
+    )
+    assert counts(report(app))[:3] == [2, 2, 1]
+    feed(app, merged(snapshot("L1", "mql", email="a@x.co", anon=("a1", "a2")), "L2"))
+    found = report(app)
+    assert counts(found)[:3] == [1, 1, 1]
+    assert [r["channel"] for r in found["by_channel"]] == ["organic_search"]
+    with state_of(app).sessions() as session:
+        ids = session.execute(
+            select(JourneyIdentity.value, Journey.lead_id).join(
+                Journey, Journey.id == JourneyIdentity.journey_id
+            )
+        ).all()
+        assert sorted(ids) == [("a1", "L1"), ("a2", "L1")]
+
+
+def test_a_merge_seen_before_the_merged_leads_events_still_counts_one_person(app: Flask) -> None:
+    feed(app, merged(snapshot("L1", "lead", email="a@x.co", anon=("a1",)), "L2"))
+    feed(app, stage("L2", "mql", email="a@x.co", anon=("a2",)))  # late, other partition
+    assert counts(report(app))[:3] == [1, 1, 1]
+
+
+def test_reaching_a_stage_counts_for_every_stage_before_it(app: Flask) -> None:
+    feed(
+        app,
+        stage("L1", "customer", email="a@x.co", user="u1"),
+        stage("L2", "opportunity", email="b@x.co", user="u2"),
+        stage("L3", "disqualified", email="c@x.co", user="u3"),
+        order("u1", 40),  # a server order: a member
+    )
+    assert counts(report(app)) == [3, 2, 2, 2, 1, 1]
+
+
+def test_the_window_is_of_first_visits(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, anon="old", at=NOW - timedelta(days=40)),
+        visit(GOOGLE, anon="new", at=NOW - timedelta(days=1)),
+    )
+    assert counts(report(app, days=30))[0] == 1
+    assert counts(report(app, days=60))[0] == 2
+
+
+def test_redelivered_traffic_is_one_journey(app: Flask) -> None:
+    event = visit(GOOGLE, anon="a1")
+    feed(app, event)
+    feed(app, event, visit(GOOGLE, anon="a1", at=NOW - timedelta(hours=1)))
+    with state_of(app).sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Journey)) == 1
+
+
+def test_products_and_intent_that_come_before_a_purchase(app: Flask) -> None:
+    feed(
+        app,
+        stage("L1", "customer", email="a@x.co", user="u1", intent={"seo": 30, "crm": 0}),
+        stage("L2", "mql", email="b@x.co", user="u2", intent={"seo": 5}),
+        stage("L3", "mql", email="c@x.co", user="u3", intent={"ads": 9}),
+        did("u1", "Product Viewed", at=NOW - timedelta(days=2), product_id="p1", name="Audit"),
+        did("u2", "Product Viewed", at=NOW - timedelta(days=2), product_id="p1", name="Audit"),
+        did("u3", "Product Added", at=NOW - timedelta(days=2), product_id="p2", name="Pro"),
+        order("u1", 99),
+        did("u1", "Product Viewed", product_id="p9", name="After"),  # after: not before
+    )
+    with state_of(app).sessions() as session:
+        found = purchase_precursors(session, NOW - timedelta(days=30), utcnow() + timedelta(1))
+    assert found["buyers"] == 1
+    assert [(p["product"], p["buyers"], p["looked"]) for p in found["products"]] == [
+        ("Audit", 1, 2)
+    ]
+    assert found["products"][0]["bought_after_looking"] == 0.5
+    topics = {i["topic"]: (i["people"], i["buyers"]) for i in found["intents"]}
+    assert topics == {"seo": (2, 1), "ads": (1, 0)}  # "crm" at 0 points is no interest
