@@ -47,7 +47,7 @@ bench: $(STAMP) ## Run the benchmarks; prints ratios, writes var/bench/latest.js
 	$(BIN)/python -m bench
 
 replay-deadletters: $(STAMP) ## Replay dead letters to their source topics (LIMIT=100)
-	$(BIN)/python -m shared.replay --limit $${LIMIT:-100}
+	$(BIN)/funnel replay --limit $${LIMIT:-100}
 
 clean: ## Remove var/ (databases, logs, bench results); keeps .venv
 	rm -rf var

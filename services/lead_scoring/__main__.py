@@ -14,16 +14,19 @@ from shared.db import make_engine
 def rescore_now(config: ScoringConfig) -> None:
     """Run pending rescores to the end in this process, printing progress (the consumer's
     timer does the same in the background, a slice at a time)."""
-    from services.lead_scoring.jobs.rescore import rescore_step
+    from services.lead_scoring.jobs.rescore import rescore_all
     from services.lead_scoring.rulesets.active import RuleSetCache
     from shared.db import make_engine, make_sessionmaker
 
     sessions = make_sessionmaker(make_engine(config.database_url))
     rule_sets = RuleSetCache(config.base_model(), ttl=0)
-    total = 0
-    while done := rescore_step(sessions, rule_sets, budget_s=10.0, chunk=1000):
-        total += done
-        print(f"rescored {total} leads", flush=True)
+    total = rescore_all(
+        sessions,
+        rule_sets,
+        budget_s=10.0,
+        chunk=1000,
+        on_progress=lambda _done, total: print(f"rescored {total} leads", flush=True),
+    )
     print(f"done: {total} leads rescored")
 
 

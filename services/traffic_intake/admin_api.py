@@ -8,8 +8,7 @@ from typing import Any
 
 from flask.views import MethodView
 from marshmallow import RAISE, ValidationError
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
 
 from services.traffic_intake import failed
 from services.traffic_intake.models import failed_events, sources
@@ -24,7 +23,12 @@ from services.traffic_intake.schemas import (
     SourceOut,
     SourceWithKey,
 )
-from services.traffic_intake.sources import hash_key, new_write_key
+from services.traffic_intake.sources import (
+    DuplicateSource,
+    UnknownSource,
+    create_source,
+    rotate_key,
+)
 from services.traffic_intake.state import state
 from shared.audit import audited
 from shared.http import Blueprint, fail, or_404, require_role
@@ -67,27 +71,19 @@ class SourcesView(MethodView):
     @audited("source.create", target=lambda r, **_: f"source:{r['id']}")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Create a source and its write key (returned once; stored hashed)."""
-        key = new_write_key()
         try:
             with state().engine.begin() as conn:
-                new_id = conn.execute(
-                    insert(sources)
-                    .values(
-                        name=data["name"],
-                        write_key_hash=hash_key(key),
-                        key_hint=key[-4:],
-                        enabled=True,
-                        rate_limit_per_second=data["rate_limit_per_second"],
-                        kind=data["kind"],
-                        allowed_origins=data["allowed_origins"] or None,
-                    )
-                    .returning(sources.c.id)
-                ).scalar_one()
-                row = _source(conn, new_id)
-        except IntegrityError:
-            fail(409, f"a source named {data['name']!r} exists", errors={"name": ["already taken"]})
+                issued = create_source(
+                    conn,
+                    name=data["name"],
+                    kind=data["kind"],
+                    allowed_origins=data["allowed_origins"],
+                    rate_limit_per_second=data["rate_limit_per_second"],
+                )
+        except DuplicateSource as exc:
+            fail(409, str(exc), errors={"name": ["already taken"]})
         state().sources.invalidate()
-        return _with_key(row, key)
+        return _with_key(issued.row, issued.key)
 
 
 @blp.route("/sources/<id:source_id>/origins")
@@ -159,21 +155,13 @@ class RotateView(MethodView):
     @audited("source.rotate_key", target=lambda _r, source_id: f"source:{source_id}")
     def post(self, source_id: int) -> dict[str, Any]:
         """Issue a new write key; the old one stops working at once."""
-        key = new_write_key()
-        with state().engine.begin() as conn:
-            _source(conn, source_id)
-            conn.execute(
-                update(sources)
-                .where(sources.c.id == source_id)
-                .values(
-                    write_key_hash=hash_key(key),
-                    key_hint=key[-4:],
-                    key_rotated_at=datetime.now(UTC),
-                )
-            )
-            row = _source(conn, source_id)
+        try:
+            with state().engine.begin() as conn:
+                issued = rotate_key(conn, source_id)
+        except UnknownSource as exc:
+            fail(404, str(exc))
         state().sources.invalidate()
-        return _with_key(row, key)
+        return _with_key(issued.row, issued.key)
 
 
 @blp.route("/failed-events")

@@ -2,9 +2,10 @@
 
 Keys from ``FUNNEL_WRITE_KEY`` (configuration) always work as the configured (server)
 source, ``FUNNEL_BROWSER_WRITE_KEY`` as the configured browser source; keys created
-through the admin API live hashed in ``sources``. A source is a ``server`` source (secret
-key: refused when a browser sends it) or a ``browser`` source (public key: accepted only
-from its allowed origins; what its events may do downstream: :mod:`shared.provenance`).
+through the admin API or ``funnel keys`` (:func:`create_source`, :func:`rotate_key`) live
+hashed in ``sources``. A source is a ``server`` source (secret key: refused when a browser
+sends it) or a ``browser`` source (public key: accepted only from its allowed origins;
+what its events may do downstream: :mod:`shared.provenance`).
 Lookups are cached per process for ``ttl`` seconds, so a disabled or rotated key stops
 working everywhere within that time (at once in the process that changed it).
 """
@@ -18,10 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from services.traffic_intake.models import sources
+from shared.db import utcnow
 from shared.provenance import BROWSER, SERVER
 
 
@@ -40,6 +45,90 @@ def new_write_key() -> str:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# ------------------------------------------------------- creating sources, rotating keys
+# The one place both the admin API (services.traffic_intake.admin_api) and the operator
+# tool (deploy/cli.py) create sources and rotate their keys; each maps the errors below
+# to its own (409/404, a one-line message) and writes its own audit entry.
+
+
+class SourceError(Exception):
+    """A source cannot be created or changed as asked."""
+
+
+class DuplicateSource(SourceError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a source named {name!r} exists")
+        self.name = name
+
+
+class UnknownSource(SourceError):
+    def __init__(self, source_id: int) -> None:
+        super().__init__(f"no source {source_id}")
+        self.source_id = source_id
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new write key in plain text (shown once: only its hash is stored) and its
+    source's row as it now is."""
+
+    key: str
+    row: Any  # sqlalchemy Row of ``sources``
+
+
+def _row(conn: Connection, source_id: int) -> Any:
+    row = conn.execute(select(sources).where(sources.c.id == source_id)).first()
+    if row is None:
+        raise UnknownSource(source_id)
+    return row
+
+
+def create_source(
+    conn: Connection,
+    *,
+    name: str,
+    kind: str = SERVER,
+    allowed_origins: Sequence[str] = (),
+    rate_limit_per_second: float | None = None,
+) -> IssuedKey:
+    """Create source ``name`` (fields as validated by ``schemas.SourceIn``) with a new
+    write key, in the caller's transaction. :class:`DuplicateSource` when the name is
+    taken (the transaction is then unusable: the caller's ``begin()`` rolls it back).
+    Running :class:`SourceDirectory` caches are the caller's to invalidate."""
+    key = new_write_key()
+    try:
+        source_id = conn.execute(
+            insert(sources)
+            .values(
+                name=name,
+                write_key_hash=hash_key(key),
+                key_hint=key[-4:],
+                enabled=True,
+                rate_limit_per_second=rate_limit_per_second,
+                kind=kind,
+                allowed_origins=list(allowed_origins) or None,
+            )
+            .returning(sources.c.id)
+        ).scalar_one()
+    except IntegrityError as exc:
+        raise DuplicateSource(name) from exc
+    return IssuedKey(key, _row(conn, source_id))
+
+
+def rotate_key(conn: Connection, source_id: int) -> IssuedKey:
+    """Replace source ``source_id``'s write key by a new one, in the caller's
+    transaction: the old key stops working once it commits (and caches expire).
+    :class:`UnknownSource` when there is no such source."""
+    _row(conn, source_id)
+    key = new_write_key()
+    conn.execute(
+        update(sources)
+        .where(sources.c.id == source_id)
+        .values(write_key_hash=hash_key(key), key_hint=key[-4:], key_rotated_at=utcnow())
+    )
+    return IssuedKey(key, _row(conn, source_id))
 
 
 class SourceDirectory:

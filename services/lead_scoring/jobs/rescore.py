@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lead_scoring.model.scoring import ScoringModel
@@ -62,7 +62,7 @@ def rescore_step(
                 continue
             leads = session.scalars(
                 select(Lead)
-                .where(Lead.rules_version < job.version, Lead.merged_into.is_(None))
+                .where(_behind(job.version))
                 .order_by(Lead.id)
                 .limit(chunk)
                 .with_for_update()
@@ -80,6 +80,65 @@ def rescore_step(
             job.done = min(job.total, job.done + len(leads))
             done += len(leads)
     return done
+
+
+def rescore_all(
+    sessions: sessionmaker,
+    rule_sets: RuleSetCache,
+    *,
+    chunk: int = 1000,
+    budget_s: float = 10.0,
+    max_seconds: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    check_infrastructure: Callable[[Session], None] = database_check,
+) -> int:
+    """Run pending rescore jobs to the end in this process, by :func:`rescore_step`
+    slices of ``budget_s`` seconds and ``chunk`` leads, for at most ``max_seconds`` (None:
+    until nothing is left). After each slice ``on_progress(rescored, total)`` gets the
+    leads that slice rescored and the running total. Returns the total. It stops early
+    when a job's rule set is not visible yet: :func:`unfinished_jobs` tells whether any
+    is left. What ``python -m services.lead_scoring rescore`` and ``funnel rescore`` run."""
+    total = 0
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    while deadline is None or time.monotonic() < deadline:
+        done = rescore_step(
+            sessions,
+            rule_sets,
+            check_infrastructure=check_infrastructure,
+            chunk=chunk,
+            budget_s=budget_s,
+        )
+        if not done:
+            break
+        total += done
+        if on_progress is not None:
+            on_progress(done, total)
+    return total
+
+
+def leads_to_rescore(session: Session) -> int:
+    """Live leads behind the newest unfinished rescore job: what :func:`rescore_step`
+    works through (an estimate of what is left, for progress)."""
+    version = session.scalar(
+        select(func.max(RescoreJob.version)).where(RescoreJob.status != "done")
+    )
+    if version is None:
+        return 0
+    return int(session.scalar(select(func.count()).select_from(Lead).where(_behind(version))) or 0)
+
+
+def unfinished_jobs(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(RescoreJob).where(RescoreJob.status != "done")
+        )
+        or 0
+    )
+
+
+def _behind(version: int) -> ColumnElement[bool]:
+    """Live (not merged) leads still scored by a rule set older than ``version``."""
+    return (Lead.rules_version < version) & Lead.merged_into.is_(None)
 
 
 def _rescore_chunk(
