@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit browser lint bench replay-deadletters clean
+.PHONY: help install run demo test test-unit browser lint bench replay-deadletters clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ install: $(STAMP) ## Create .venv and install Funnel with its dev tools
 
 run: $(STAMP) ## Start the whole funnel: broker, databases, 3 APIs, relay and consumers
 	$(BIN)/python -m deploy.run
+
+demo: $(STAMP) ## With `make run` going: a few hundred visitors' journeys through the public APIs (VISITORS=300)
+	$(BIN)/python -m deploy.demo --visitors $${VISITORS:-300}
 
 test: $(STAMP) browser ## Run every test against a real broker, SQLite and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

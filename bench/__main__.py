@@ -24,6 +24,11 @@
 * ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
   e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
   ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
+* ``e2e_score_visible_p50`` / ``_p99``: end to end, an event POSTed to intake until its
+  point shows in lead-scoring's API, while :mod:`deploy.demo`'s journeys drive intake at
+  half the rate the pipeline absorbs (``e2e_drive_rate``, ``e2e_sustainable_rate``);
+  against a bare ``GET /leads/<id>`` round-trip, and ``e2e_p99_vs_target`` against the
+  0.5 s target (:mod:`bench.e2e`).
 
 Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
 ``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
@@ -51,6 +56,7 @@ from kafka import KafkaProducer
 
 from bench import delivery, segments
 from bench.consumers import produce_traffic, raw_consume, raw_consume_produce, scoring_consume
+from bench.e2e import e2e_latency
 from bench.load import post_load
 from bench.rescoring import build, read_history, rescore_all
 from services.traffic_intake.app import init_db
@@ -69,7 +75,7 @@ TARGETS = {
     "scoring_consumer_sqlite": 0.3,  # issue 4
     "scoring_consumer_postgres": 0.3,
 }
-GROUPS = ("intake", "consumers", "rescore", "segments", "delivery")
+GROUPS = ("intake", "consumers", "rescore", "segments", "delivery", "e2e")
 SEGMENT_SIZES = {"100k": 100_000, "1m": 1_000_000}
 DISPATCH_PEOPLE = 20_000
 CONSUMER_EVENTS = 20_000
@@ -268,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, value, unit, base_name, base in rows
     ]
+    if "e2e" in groups:
+        # Its own stack (broker, intake + relay, scoring consumer and API), finished rows.
+        results += e2e_latency(args.repeats, args.seconds)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
 
     def shown(value: object) -> str:
