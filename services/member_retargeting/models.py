@@ -80,7 +80,8 @@ class Contact(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     intent: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     merged_into: Mapped[str | None] = mapped_column(String(32))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Indexed for the funnel's precursors report (people known, and buyers, in a window).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     # The version of the lead snapshot this contact was last updated from.
     lead_version: Mapped[int | None] = mapped_column()
     # Membership: from the first completed order.
@@ -90,7 +91,7 @@ class Contact(Base):
     tier_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     orders_count: Mapped[int] = mapped_column(default=0)
     revenue_total: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    first_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     last_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     rfm_recency: Mapped[int | None] = mapped_column()
     rfm_frequency: Mapped[int | None] = mapped_column()

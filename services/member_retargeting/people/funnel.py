@@ -119,8 +119,8 @@ def purchase_precursors(
     session: Session, since: datetime, until: datetime, top: int = 10
 ) -> dict[str, Any]:
     """For the people whose first order falls in the window: the products they looked at
-    before it (with how many buyers did, and of everyone known who looked at the product
-    in the window, the share that went on to buy), and the intent topics buyers
+    in the window before it (with how many buyers did, and of everyone known who looked
+    at the product in the window, the share that went on to buy), and the intent topics buyers
     researched against everyone else (the share of each topic's people who bought)."""
     bought = and_(
         Contact.merged_into.is_(None),
@@ -137,6 +137,9 @@ def purchase_precursors(
     before = session.execute(
         joined.join(Contact, Contact.lead_id == ContactIdentity.lead_id)
         .where(bought, Behaviour.event.in_(LOOKING), Behaviour.at <= Contact.first_order_at)
+        # Looked within the window too: the buyers are then some of the lookers counted
+        # below, and "bought after looking" a share of them.
+        .where(Behaviour.at >= since)
         .where(product.is_not(None))
         .group_by(product)
         .order_by(person.desc(), product)

@@ -129,14 +129,19 @@ def _known_lead(session: Session, ids: list[tuple[str, str]]) -> str | None:
 
 
 def _reach(journey: Journey, lead_stage: str, at: datetime) -> None:
+    """Reaching a stage passes through every one before it: a stage skipped (a buyer who
+    was never an MQL, a lead identified above the MQL threshold) is reached at the same
+    moment, so the medians between stages cover everyone, the skipped steps as 0 s."""
     stage = funnel_stage(lead_stage)
     if stage is None:
         return
     journey.reached = max(journey.reached, RANK[stage])
-    column = STAGE_TIMES.get(stage)
-    if column is not None:
+    for step, column in STAGE_TIMES.items():
+        if RANK[step] > RANK[stage]:
+            break
         held = getattr(journey, column)
-        setattr(journey, column, at if held is None else min(held, at))
+        if held is None or (step == stage and at < held):
+            setattr(journey, column, at)
 
 
 def _fold(session: Session, gone: Journey, into: Journey) -> None:

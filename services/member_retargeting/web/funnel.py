@@ -12,7 +12,12 @@ from marshmallow import RAISE
 
 from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
 from services.member_retargeting.state import state
-from services.member_retargeting.web.schemas import FunnelOut, FunnelQuery, PrecursorsOut
+from services.member_retargeting.web.schemas import (
+    MAX_REPORT_DAYS,
+    FunnelOut,
+    FunnelQuery,
+    PrecursorsOut,
+)
 from shared.db import utcnow
 from shared.http import Blueprint, fail, require_role
 
@@ -26,6 +31,9 @@ def window(query: dict[str, Any]) -> tuple[datetime, datetime]:
     since = query.get("since") or until - DEFAULT_WINDOW
     if since >= until:
         fail(422, "since must be before until", errors={"since": ["must be before until"]})
+    if until - since > timedelta(days=MAX_REPORT_DAYS):
+        problem = f"a window is at most {MAX_REPORT_DAYS} days"
+        fail(422, problem, errors={"since": [problem]})
     return since, until
 
 

@@ -171,3 +171,29 @@ def test_products_and_intent_that_come_before_a_purchase(app: Flask) -> None:
     assert found["products"][0]["bought_after_looking"] == 0.5
     topics = {i["topic"]: (i["people"], i["buyers"]) for i in found["intents"]}
     assert topics == {"seo": (2, 1), "ads": (1, 0)}  # "crm" at 0 points is no interest
+
+
+def test_a_skipped_stage_is_reached_at_the_same_moment(app: Flask) -> None:
+    """Identified above the MQL threshold, a lead goes subscriber → MQL at once; a buyer
+    can go straight to customer: the steps between count as 0 s, not as missing."""
+    feed(app, visit(GOOGLE, anon="a1", at=NOW - timedelta(hours=3)))
+    feed(app, stage("L1", "mql", email="a@x.co", anon=("a1",)))
+    with state_of(app).sessions() as session:
+        journey = session.scalar(select(Journey).where(Journey.lead_id == "L1"))
+        assert journey is not None
+        assert journey.lead_at == journey.mql_at and journey.sql_at is None
+    medians = report(app)["median_seconds"]
+    assert medians["lead_to_mql"] == 0 and medians["visitor_to_lead"] >= 3 * 3600 - 5
+
+
+def test_a_look_before_the_window_is_not_a_precursor(app: Flask) -> None:
+    feed(
+        app,
+        stage("L1", "customer", email="a@x.co", user="u1"),
+        did("u1", "Product Viewed", at=NOW - timedelta(days=10), product_id="p1", name="Old"),
+        did("u1", "Product Viewed", at=NOW - timedelta(days=1), product_id="p2", name="New"),
+        order("u1", 99),
+    )
+    with state_of(app).sessions() as session:
+        found = purchase_precursors(session, NOW - timedelta(days=7), utcnow() + timedelta(1))
+    assert [(p["product"], p["bought_after_looking"]) for p in found["products"]] == [("New", 1.0)]
