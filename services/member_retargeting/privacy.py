@@ -105,12 +105,18 @@ def _orders(ids: set[tuple[str, str]]) -> Any:
 
 
 def _journeys(session: Session, contacts: list[str], ids: set[tuple[str, str]]) -> list[int]:
-    """The person's journeys: their leads', the ones their ids are on, and every journey
-    folded into one of those (visits found to be theirs)."""
+    """The person's journeys: their leads', the anonymous ones their ids are on, and every
+    journey folded into one of those (visits found to be theirs). A journey that is
+    another lead's stays (a shared browser's id on it is deleted, not the journey)."""
     found = set(session.scalars(select(Journey.id).where(Journey.lead_id.in_(contacts))))
     if ids:
         found.update(
-            session.scalars(select(JourneyIdentity.journey_id).where(_by_ids(JourneyIdentity, ids)))
+            session.scalars(
+                select(Journey.id)
+                .join(JourneyIdentity, JourneyIdentity.journey_id == Journey.id)
+                .where(_by_ids(JourneyIdentity, ids))
+                .where(or_(Journey.lead_id.is_(None), Journey.lead_id.in_(contacts)))
+            )
         )
     if found:
         found.update(session.scalars(select(Journey.id).where(Journey.merged_into.in_(found))))
@@ -134,6 +140,7 @@ def erase(session: Session, event: Envelope) -> Outgoing:
         session.execute(delete(JourneyIdentity).where(JourneyIdentity.journey_id.in_(part)))
         count("journeys", session.execute(delete(Journey).where(Journey.id.in_(part))))
     if ids:
+        session.execute(delete(JourneyIdentity).where(_by_ids(JourneyIdentity, ids)))
         count("behaviours", session.execute(delete(Behaviour).where(_by_ids(Behaviour, ids))))
         count("consents", session.execute(delete(Consent).where(_by_ids(Consent, ids))))
         count(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from shared.migrations import (
     BASELINE,
@@ -56,3 +56,71 @@ def test_init_db_stamps_fresh_databases_and_adopts_old_ones(service: str, sqlite
     init_db_of(service)(old)
     assert current(old) == head(service)
     assert differences(old, models(service)) == []  # type: ignore[arg-type]
+
+
+def test_journeys_are_backfilled_for_the_people_a_database_holds(database_url: str) -> None:
+    """Upgraded with people in it, member-retargeting counts them where they are in the
+    funnel (not as new visitors on their next lead event)."""
+    from datetime import UTC, datetime
+
+    from services.member_retargeting.models import Behaviour, Contact, ContactIdentity, Journey
+
+    engine = create_engine(database_url)
+    command.upgrade(alembic_config("member_retargeting", engine), BASELINE)
+    seen = datetime(2026, 1, 5, tzinfo=UTC)
+    later = datetime(2026, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            Contact.__table__.insert(),
+            [
+                {
+                    "lead_id": "L1",
+                    "stage": "mql",
+                    "is_member": False,
+                    "updated_at": later,
+                    "merged_into": None,
+                },
+                {
+                    "lead_id": "L2",
+                    "stage": "lead",
+                    "is_member": True,
+                    "updated_at": later,
+                    "merged_into": None,
+                },
+                {
+                    "lead_id": "L3",
+                    "stage": "mql",
+                    "is_member": False,
+                    "updated_at": later,
+                    "merged_into": "L1",
+                },
+            ],
+        )
+        conn.execute(
+            ContactIdentity.__table__.insert(),
+            [{"kind": "anonymous_id", "value": "a1", "lead_id": "L1"}],
+        )
+        conn.execute(
+            Behaviour.__table__.insert(),
+            [
+                {
+                    "kind": "anonymous_id",
+                    "value": "a1",
+                    "event": "Page",
+                    "at": seen,
+                    "event_id": "e1",
+                }
+            ],
+        )
+    command.upgrade(alembic_config("member_retargeting", engine), "head")
+    with engine.connect() as conn:
+        rows = {r.lead_id: r for r in conn.execute(select(Journey.__table__)).all()}
+        owners = conn.execute(select(text("value, journey_id FROM journey_identities"))).all()
+    assert set(rows) == {"L1", "L2"}  # the merged contact counts in L1
+    assert (rows["L1"].reached, rows["L1"].first_seen_at, rows["L1"].channel) == (
+        2,
+        seen,
+        "unknown",
+    )
+    assert rows["L2"].reached == 4 and rows["L2"].first_seen_at == later  # a member
+    assert [(value, journey) for value, journey in owners] == [("a1", rows["L1"].id)]

@@ -11,8 +11,12 @@ two journeys are never joined by traffic alone (lead-scoring decides that, then 
 
 Folding keeps the earliest of everything: first seen, first touch (by
 :func:`..model.funnel.better_touch`), the first time each stage was reached, and the
-furthest stage. Stage times come from ``lead.stage_changed`` (when the move happened);
-a snapshot's stage moves ``reached`` on even when its stage change is missing or late.
+furthest stage; a split gives each side the stage its rebuilt lead has (an identifier
+given a lead of its own starts with the first touch of the journey it came from).
+Traffic never gives a user id a journey that is another user's lead (a shared
+computer): it starts one of its own. Stage times come from ``lead.stage_changed`` (when
+the move happened); a snapshot's stage moves ``reached`` on even when its stage change is
+missing or late.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.funnel import RANK, Touch, better_touch, funnel_stage, touch
-from services.member_retargeting.models import ContactIdentity, Journey, JourneyIdentity
+from services.member_retargeting.models import Contact, ContactIdentity, Journey, JourneyIdentity
 from shared.events import Envelope
 from shared.identity import ANONYMOUS_ID, USER_ID
 
@@ -43,12 +47,19 @@ def on_traffic(session: Session, event: Envelope) -> None:
         (row.kind, row.value): row.journey_id
         for row in session.scalars(select(JourneyIdentity).where(_any_of(ids)))
     }
-    # The user id names a person more surely than a browser's anonymous id does.
-    journey = next(
-        (j for key in ids if (jid := held.get(key)) and (j := _live(session, jid))), None
-    )
+    journey = None
+    # The user id names a person more surely than a browser's anonymous id does; a
+    # browser's journey already another user's (a shared computer) is not this user's.
+    for key in ids:
+        found = _live(session, jid) if (jid := held.get(key)) else None
+        if found is not None and not (
+            key[0] == ANONYMOUS_ID and _someone_else(session, found, event.user_id)
+        ):
+            journey = found
+            break
     if journey is None:
-        lead_id = _known_lead(session, ids)
+        # A user id speaks for itself: a browser id is another user's lead (see above).
+        lead_id = _known_lead(session, ids[:1])
         journey = (
             _lead_journey(session, lead_id, event.effective_at)
             if lead_id is not None
@@ -62,15 +73,26 @@ def on_traffic(session: Session, event: Envelope) -> None:
 
 
 def on_lead(session: Session, event: Envelope) -> None:
-    """Bring the lead's journey up to date with a lead event (any type)."""
+    """Bring the lead's journey up to date with a lead event (any type). A snapshot older
+    than the one the contact holds moves no ids (a split may have moved them since)."""
     at = event.effective_at
-    if event.type == "lead.split":
-        # Undo the fold first, so the split-off lead's ids come back to its own journey.
-        split_off = _for_lead(session, event.payload["split_lead"]["lead_id"], at)
-        split_off.merged_into = None
-        _take_in(session, split_off, event.payload["split_lead"])
     lead = event.payload["lead"]
-    journey = _take_in(session, _lead_journey(session, lead["lead_id"], at), lead)
+    if event.type == "lead.split":
+        # Lead-scoring rebuilt both leads from their own events: both snapshots are the
+        # truth, stages included (what the fold gave the survivor goes back).
+        split = event.payload["split_lead"]
+        survivor = _lead_journey(session, lead["lead_id"], at)
+        split_off = session.scalar(select(Journey).where(Journey.lead_id == split["lead_id"]))
+        if split_off is None:  # an identifier given a lead of its own: its past came along
+            split_off = _for_lead(session, split["lead_id"], survivor.first_seen_at)
+            _copy_touch(survivor, split_off)
+        split_off.merged_into = None
+        _take_in(session, split_off, split, exact=True)
+        _take_in(session, survivor, lead, exact=True)
+        return
+    journey = _lead_journey(session, lead["lead_id"], at)
+    if _current(session, lead):
+        _take_in(session, journey, lead)
     if event.type == "lead.merged":
         # Made now when the merged lead's own events are still on their way (another
         # partition): they then land on a journey that already counts as folded.
@@ -81,15 +103,43 @@ def on_lead(session: Session, event: Envelope) -> None:
         _reach(journey, event.payload["to_stage"], at)
 
 
+def _current(session: Session, snapshot: dict[str, Any]) -> bool:
+    """Whether the contact took this snapshot (:func:`.leads.upsert_contact` keeps the
+    newest by ``version``; unversioned snapshots are applied)."""
+    version = snapshot.get("version")
+    held = session.scalar(
+        select(Contact.lead_version).where(Contact.lead_id == snapshot["lead_id"])
+    )
+    return version is None or held is None or version >= held
+
+
+def _someone_else(session: Session, journey: Journey, user_id: str | None) -> bool:
+    """The journey is a lead's whose user id is not ``user_id``."""
+    if not user_id or journey.lead_id is None:
+        return False
+    theirs = session.scalar(select(Contact.user_id).where(Contact.lead_id == journey.lead_id))
+    return theirs is not None and theirs != user_id
+
+
+def _copy_touch(source: Journey, target: Journey) -> None:
+    target.first_seen_at = source.first_seen_at
+    target.touch_at = source.touch_at
+    target.channel, target.engine = source.channel, source.engine
+    target.landing_page, target.campaign = source.landing_page, source.campaign
+
+
 def _lead_journey(session: Session, lead_id: str, at: datetime) -> Journey:
     """The journey that counts for the lead: its own, or the one it was folded into."""
     own = _for_lead(session, lead_id, at)
     return _live(session, own.id) or own
 
 
-def _take_in(session: Session, journey: Journey, snapshot: dict[str, Any]) -> Journey:
+def _take_in(
+    session: Session, journey: Journey, snapshot: dict[str, Any], *, exact: bool = False
+) -> Journey:
     """Join the ids the lead's snapshot lists to its journey, folding in the anonymous
-    journeys they held; move ``reached`` on to the snapshot's stage."""
+    journeys they held; move ``reached`` on to the snapshot's stage (``exact``: set it to
+    that stage, forgetting the times of stages after it — a split's rebuilt lead)."""
     ids = _ids(snapshot.get("user_id"), *(snapshot.get("anonymous_ids") or []))
     if ids:
         for row in session.scalars(select(JourneyIdentity).where(_any_of(ids))).all():
@@ -104,7 +154,12 @@ def _take_in(session: Session, journey: Journey, snapshot: dict[str, Any]) -> Jo
             if key not in known:
                 session.add(JourneyIdentity(kind=key[0], value=key[1], journey_id=journey.id))
     stage = funnel_stage(snapshot.get("stage", ""))
-    if stage is not None:
+    if stage is not None and exact:
+        journey.reached = RANK[stage]
+        for step, column in STAGE_TIMES.items():
+            if RANK[step] > RANK[stage]:
+                setattr(journey, column, None)
+    elif stage is not None:
         journey.reached = max(journey.reached, RANK[stage])
     return journey
 

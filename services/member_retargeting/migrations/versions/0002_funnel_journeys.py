@@ -1,5 +1,11 @@
 """Funnel journeys: the analytics projection (journeys, journey_identities), and indexes
-on contacts for its precursors report
+on contacts for its precursors report.
+
+A database with people already gets one journey per contact (not merged), so the funnel
+does not count them as new visitors when their next lead event arrives: first seen is
+their earliest behaviour or order (else their contact's last update), the stage reached
+is their stage now (a member passed every stage), the first touch is ``unknown`` (it was
+never recorded), and the ids are their contact's.
 
 Revision ID: 0002
 Revises: 0001
@@ -71,6 +77,106 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_contacts_first_order_at"), ["first_order_at"])
         batch_op.create_index(batch_op.f("ix_contacts_updated_at"), ["updated_at"])
     # ### end Alembic commands ###
+    _backfill()
+
+
+# The funnel steps of lead-scoring's stages, as this revision knows them (a migration
+# does not import code that may change after it).
+_REACHED = {"subscriber": 0, "lead": 1, "mql": 2, "sql": 3, "opportunity": 3, "customer": 4}
+_CHUNK = 1000
+
+
+def _backfill() -> None:
+    when = shared.db.UTCDateTime()
+    contacts = sa.table(
+        "contacts",
+        sa.column("lead_id", sa.String),
+        sa.column("stage", sa.String),
+        sa.column("merged_into", sa.String),
+        sa.column("is_member", sa.Boolean),
+        sa.column("updated_at", when),
+        sa.column("first_order_at", when),
+    )
+    identities = sa.table(
+        "contact_identities",
+        sa.column("kind", sa.String),
+        sa.column("value", sa.String),
+        sa.column("lead_id", sa.String),
+    )
+    behaviours = sa.table(
+        "behaviours",
+        sa.column("kind", sa.String),
+        sa.column("value", sa.String),
+        sa.column("at", when),
+    )
+    journeys = sa.table(
+        "journeys",
+        sa.column("id", sa.Integer),
+        sa.column("lead_id", sa.String),
+        sa.column("first_seen_at", when),
+        sa.column("channel", sa.String),
+        sa.column("reached", sa.Integer),
+    )
+    journey_ids = sa.table(
+        "journey_identities",
+        sa.column("kind", sa.String),
+        sa.column("value", sa.String),
+        sa.column("journey_id", sa.Integer),
+    )
+    bind = op.get_bind()
+    earliest = dict(
+        bind.execute(
+            sa.select(identities.c.lead_id, sa.func.min(behaviours.c.at))
+            .join(
+                identities,
+                sa.and_(
+                    identities.c.kind == behaviours.c.kind,
+                    identities.c.value == behaviours.c.value,
+                ),
+            )
+            .group_by(identities.c.lead_id)
+        ).all()
+    )
+    after = ""
+    while True:  # chunks of contacts by lead id: bounded memory at any size
+        rows = bind.execute(
+            sa.select(contacts)
+            .where(contacts.c.merged_into.is_(None), contacts.c.lead_id > after)
+            .order_by(contacts.c.lead_id)
+            .limit(_CHUNK)
+        ).all()
+        if not rows:
+            return
+        after = rows[-1].lead_id
+        bind.execute(
+            journeys.insert(),
+            [
+                {
+                    "lead_id": row.lead_id,
+                    "first_seen_at": min(
+                        at
+                        for at in (earliest.get(row.lead_id), row.first_order_at, row.updated_at)
+                        if at is not None
+                    ),
+                    "channel": "unknown",
+                    "reached": 4 if row.is_member else _REACHED.get(row.stage, 0),
+                }
+                for row in rows
+            ],
+        )
+        made = dict(
+            bind.execute(
+                sa.select(journeys.c.lead_id, journeys.c.id).where(
+                    journeys.c.lead_id.in_([row.lead_id for row in rows])
+                )
+            ).all()
+        )
+        ids = bind.execute(sa.select(identities).where(identities.c.lead_id.in_(list(made)))).all()
+        if ids:
+            bind.execute(
+                journey_ids.insert(),
+                [{"kind": i.kind, "value": i.value, "journey_id": made[i.lead_id]} for i in ids],
+            )
 
 
 def downgrade() -> None:

@@ -14,7 +14,7 @@ from services.member_retargeting.models import Journey, JourneyIdentity
 from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
 from shared.db import utcnow
 from shared.events import Envelope, new_event
-from shared.topics import LEADS, TRAFFIC
+from shared.topics import LEADS, PRIVACY, TRAFFIC
 from tests.unit.member_retargeting.conftest import did, feed, order, snapshot, stage, state_of
 
 NOW = utcnow()
@@ -197,3 +197,99 @@ def test_a_look_before_the_window_is_not_a_precursor(app: Flask) -> None:
     with state_of(app).sessions() as session:
         found = purchase_precursors(session, NOW - timedelta(days=7), utcnow() + timedelta(1))
     assert [(p["product"], p["bought_after_looking"]) for p in found["products"]] == [("New", 1.0)]
+
+
+def split(survivor: dict[str, Any], split_off: dict[str, Any]) -> tuple[str, Envelope]:
+    payload = {"lead": survivor, "split_lead": split_off, "reason": "wrong", "changed_by": "rep"}
+    return LEADS, new_event("lead.split", payload, source="lead-scoring")
+
+
+def live(app: Flask) -> dict[str | None, Journey]:
+    with state_of(app).sessions() as session:
+        rows = session.scalars(select(Journey).where(Journey.merged_into.is_(None))).all()
+        session.expunge_all()
+        return {j.lead_id: j for j in rows}
+
+
+def test_a_split_gives_each_side_its_own_stage_back(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, "/seo", anon="a1", at=NOW - timedelta(days=4)),
+        visit(ADS, "/ads", anon="a2", at=NOW - timedelta(days=1)),
+        stage("S", "lead", email="s@x.co", anon=("a1",), user="s"),
+        stage("M", "customer", email="m@x.co", anon=("a2",), user="m"),
+        merged(snapshot("S", "customer", email="s@x.co", anon=("a1", "a2"), user="s"), "M"),
+    )
+    assert counts(report(app))[:5] == [1, 1, 1, 1, 1]
+    feed(
+        app,
+        split(
+            snapshot("S", "lead", email="s@x.co", anon=("a1",), user="s"),
+            snapshot("M", "customer", email="m@x.co", anon=("a2",), user="m"),
+        ),
+    )
+    assert counts(report(app))[:2] == [2, 2]  # (membership is the contacts': kept)
+    journeys = live(app)
+    assert (journeys["S"].reached, journeys["S"].customer_at) == (1, None)
+    assert (journeys["M"].channel, journeys["M"].landing_page) == ("paid_search", "/ads")
+
+
+def test_an_identifier_split_keeps_the_first_touch_it_came_with(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, "/seo", anon="a1", at=NOW - timedelta(days=4)),
+        stage("S", "lead", email="s@x.co", anon=("a1", "a9"), user="s"),
+    )
+    feed(
+        app,
+        split(
+            snapshot("S", "lead", email="s@x.co", anon=("a1",), user="s"),
+            snapshot("N", "subscriber", anon=("a9",)),  # a new lead for the identifier
+        ),
+    )
+    journeys = live(app)
+    assert journeys["N"].first_seen_at == NOW - timedelta(days=4)
+    assert journeys["N"].channel == "organic_search" and journeys["N"].reached == 0
+
+
+def test_a_shared_browser_does_not_make_two_users_one_journey(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, anon="shared", user="u1"),
+        stage("L1", "lead", email="a@x.co", anon=("shared",), user="u1"),
+        visit(ADS, anon="shared", user="u2"),  # someone else signs in on the same browser
+    )
+    with state_of(app).sessions() as session:
+        rows = session.execute(select(JourneyIdentity.value, JourneyIdentity.journey_id))
+        owners = {value: journey_id for value, journey_id in rows}
+    assert owners["u2"] != owners["u1"] == owners["shared"]
+    assert counts(report(app))[0] == 2
+
+
+def test_an_older_snapshot_moves_no_ids(app: Flask) -> None:
+    feed(app, stage("L1", "lead", email="a@x.co", anon=("a1",), user="u1", version=5))
+    feed(app, visit(GOOGLE, anon="a2"))
+    feed(app, stage("L1", "lead", email="a@x.co", anon=("a1", "a2"), user="u1", version=4))
+    assert counts(report(app))[0] == 2  # a2's visit stays its own
+
+
+def test_erasure_takes_the_persons_journeys_and_no_one_elses(app: Flask) -> None:
+    feed(
+        app,
+        visit(GOOGLE, anon="shared", user="u1"),
+        stage("L1", "lead", email="a@x.co", anon=("shared",), user="u1"),
+        visit(ADS, anon="mine", user="u2"),
+        visit(ADS, anon="shared", user="u2"),
+        stage("L2", "lead", email="b@x.co", anon=("mine",), user="u2"),
+    )
+    request = {
+        "request_id": "r1",
+        "identifiers": [{"kind": "user_id", "value": "u2"}],
+        "requested_by": "admin",
+    }
+    feed(app, (PRIVACY, new_event("privacy.erasure_requested", request, source="lead-scoring")))
+    journeys = live(app)
+    assert set(journeys) == {"L1"}
+    with state_of(app).sessions() as session:
+        values = set(session.scalars(select(JourneyIdentity.value)))
+    assert "u2" not in values and "mine" not in values and "u1" in values
