@@ -6,7 +6,9 @@ the same snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +72,62 @@ def lead_event(
         anonymous_id=anonymous[0] if anonymous else None,
     )
     return Outgoing(LEADS, lead.id, envelope)
+
+
+# At most this many points in one coalesced ``lead.scored`` (a batch of one busy lead
+# becomes several events rather than one past the broker's message size).
+MAX_COALESCED_POINTS = 1_000
+
+
+def coalesce_scored(out: Sequence[Outgoing]) -> list[Outgoing]:
+    """One ``lead.scored`` per lead for a batch's events, not one per event: each lead's
+    scored events become one (or, past ``MAX_COALESCED_POINTS``, a few), carrying every
+    point in order, the sum of their deltas and the newest snapshot, at the place of the
+    last one it replaces. Coalescing, not dropping: a consumer ends in the same state and
+    sees every explanation. Other events are kept as they are, in order. The id is derived
+    from the ids replaced, so the same batch always gives the same event."""
+    positions: dict[str, list[int]] = {}
+    for i, item in enumerate(out):
+        if item.envelope.type == "lead.scored":
+            positions.setdefault(item.key, []).append(i)
+    replaced: dict[int, Outgoing | None] = {}
+    for places in positions.values():
+        if len(places) < 2:
+            continue
+        group: list[int] = []
+        size = 0
+        for i in places:
+            points = len(out[i].envelope.payload["points"])
+            if group and size + points > MAX_COALESCED_POINTS:
+                _coalesce_group(out, group, replaced)
+                group, size = [], 0
+            group.append(i)
+            size += points
+        _coalesce_group(out, group, replaced)
+    kept = (replaced.get(i, item) for i, item in enumerate(out))
+    return [item for item in kept if item is not None]
+
+
+def _coalesce_group(
+    out: Sequence[Outgoing], group: list[int], replaced: dict[int, Outgoing | None]
+) -> None:
+    if len(group) < 2:
+        return
+    envelopes = [out[i].envelope for i in group]
+    last = envelopes[-1]
+    payload = {
+        "lead": last.payload["lead"],
+        "delta": sum(e.payload["delta"] for e in envelopes),
+        "points": [p for e in envelopes for p in e.payload["points"]],
+    }
+    event_id = derived_event_id(",".join(e.event_id for e in envelopes), "scored")
+    for i in group[:-1]:
+        replaced[i] = None
+    replaced[group[-1]] = Outgoing(
+        out[group[-1]].topic,
+        out[group[-1]].key,
+        dataclasses.replace(last, payload=payload, event_id=event_id),
+    )
 
 
 def enqueue_dead_letter(session: Session, letter: DeadLetter) -> None:

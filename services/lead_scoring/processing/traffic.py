@@ -38,7 +38,12 @@ from services.lead_scoring.processing.identities import (
     lookup_keys,
     normal_email,
 )
-from services.lead_scoring.processing.lead_events import derived_event_id, lead_event, snapshot
+from services.lead_scoring.processing.lead_events import (
+    coalesce_scored,
+    derived_event_id,
+    lead_event,
+    snapshot,
+)
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.rulesets.rescoring import explain_change, points_by_rule, rescore_leads
 from shared.db import utcnow
@@ -60,7 +65,10 @@ class Rules:
 def handle_traffic_batch(
     events: Sequence[Envelope], session: Session, rules: Rules
 ) -> list[Outgoing]:
-    """Apply traffic events in order; one ``lead.*`` event per change."""
+    """Apply traffic events in order; one ``lead.*`` event per change, except that a
+    lead's ``lead.scored`` events are coalesced into one per batch (every point kept,
+    :func:`.lead_events.coalesce_scored`): publishing costs more here than consuming,
+    so a busy lead costs one event per batch, not one per page view."""
     if not events:
         return []
     _, identity_rules = rules.identity.current(session)
@@ -76,7 +84,7 @@ def handle_traffic_batch(
     for event in events:
         out.extend(apply_event(event, batch, rules.scoring, identity_rules))
     batch.flush()
-    return out
+    return coalesce_scored(out)
 
 
 @dataclass

@@ -38,8 +38,12 @@ def test_anonymous_visitor_becomes_a_subscriber_lead_with_points(
     assert result.applied == 2
     [lead] = leads(scoring_app)
     assert (lead.stage, lead.score, lead.email) == ("subscriber", 12, None)
-    assert types(result) == ["lead.scored", "lead.scored"]
-    assert [o.key for o in result.outgoing] == [lead.id, lead.id]
+    # One lead.scored for the batch, with both events' points (coalesced).
+    assert types(result) == ["lead.scored"]
+    [scored] = result.outgoing
+    assert scored.key == lead.id
+    assert (scored.envelope.payload["delta"], scored.envelope.payload["lead"]["score"]) == (12, 12)
+    assert len({p["event_id"] for p in scored.envelope.payload["points"]}) == 2
 
 
 def test_identify_ties_earlier_anonymous_activity_and_walks_the_lifecycle(
