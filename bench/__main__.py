@@ -4,6 +4,11 @@
 * ``raw_kafka_produce``: kafka-python, 300-byte values, acks=all, idempotent (msg/s).
 * ``intake_single_event``: ``POST /v1/track``, durable (outbox commit) before the 200.
 * ``intake_batch``: ``POST /v1/batch`` of 100 events, durable; counted in events/s.
+* ``intake_group_vs_per_request``: single events with group commit (the default) against
+  the same load on an intake committing each request alone
+  (``INTAKE_GROUP_COMMIT_MAX_ROWS=0``), the two measured turn about; and the latency the
+  grouping adds: ``intake_single_p50_ms`` / ``_p99_ms`` against the per-request commit's,
+  under that load (each 2xx answer, client-side).
 * ``raw_kafka_consume_decode``: a group consumer reading and JSON-decoding (msg/s).
 * ``rescore_100k_leads``: seconds to rescore 100,000 leads (3 events each) from history
   after a rule change, against ``read_history`` (one query reading those rows).
@@ -226,13 +231,37 @@ def main(argv: list[str] | None = None) -> int:
     if "intake" in groups:
         with gunicorn("bench.bare_app:app", child, log) as port:
             bare = median_of(args.repeats, load(port, single_body))
-        with gunicorn("services.traffic_intake.wsgi:app", child, log) as port:
-            single = median_of(args.repeats, load(port, single_body))
+        per_request = {**child, "INTAKE_GROUP_COMMIT_MAX_ROWS": "0"}
+        with (
+            gunicorn("services.traffic_intake.wsgi:app", child, log) as port,
+            gunicorn("services.traffic_intake.wsgi:app", per_request, log) as alone_port,
+        ):
+            grouped_runs, alone_runs = [], []
+            for _ in range(args.repeats):  # turn about: the machine's load drifts
+                grouped_runs.append(
+                    post_load(port, "/v1/track", single_body, headers, seconds=args.seconds)
+                )
+                alone_runs.append(
+                    post_load(alone_port, "/v1/track", single_body, headers, seconds=args.seconds)
+                )
             batch = 100 * median_of(args.repeats, load(port, batch_body))
+        single = statistics.median(r.per_second for r in grouped_runs)
+        alone = statistics.median(r.per_second for r in alone_runs)
         rows += [
             ("intake_single_event", single, "req/s", "bare_flask_post", bare),
             ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
+            ("intake_group_vs_per_request", single, "req/s", "intake_per_request_commit", alone),
         ]
+        for percent in (50, 99):
+            rows.append(
+                (
+                    f"intake_single_p{percent}_ms",
+                    statistics.median(r.latency_ms(percent) for r in grouped_runs),
+                    "ms",
+                    f"intake_per_request_p{percent}_ms",
+                    statistics.median(r.latency_ms(percent) for r in alone_runs),
+                )
+            )
     broker = EmbeddedBroker(free_port(), out_dir / "broker.log").start()
     try:
         kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import http.client
 import multiprocessing as mp
+import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,10 +16,17 @@ class LoadResult:
     requests: int
     errors: int
     seconds: float
+    latencies: tuple[float, ...] = field(default=(), repr=False)  # each 2xx, seconds
 
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    def latency_ms(self, percent: int) -> float:
+        """The ``percent``-th percentile of the 2xx answers' latency, in milliseconds."""
+        if len(self.latencies) < 2:
+            return 1000 * (self.latencies[0] if self.latencies else 0.0)
+        return 1000 * statistics.quantiles(self.latencies, n=100)[percent - 1]
 
 
 def _worker(
@@ -33,6 +41,7 @@ def _worker(
 ) -> None:
     counts = [0] * threads
     errors = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
     started = time.monotonic()
     deadline = started + seconds
 
@@ -40,11 +49,13 @@ def _worker(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         while time.monotonic() < deadline and counts[i] < max_requests:
             try:
+                sent = time.perf_counter()
                 conn.request("POST", path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 if 200 <= response.status < 300:
                     counts[i] += 1
+                    latencies[i].append(time.perf_counter() - sent)
                 else:
                     errors[i] += 1
                 if response.getheader("Connection", "").lower() == "close":
@@ -61,7 +72,9 @@ def _worker(
         t.start()
     for t in pool:
         t.join()
-    out.put((sum(counts), sum(errors), time.monotonic() - started))
+    out.put(
+        (sum(counts), sum(errors), time.monotonic() - started, [x for t in latencies for x in t])
+    )
 
 
 def post_load(
@@ -90,4 +103,9 @@ def post_load(
         p.join(timeout=30)
     # Each worker timed its own window (process start-up excluded); they overlap.
     elapsed = max(r[2] for r in results)
-    return LoadResult(sum(r[0] for r in results), sum(r[1] for r in results), elapsed)
+    return LoadResult(
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        elapsed,
+        tuple(x for r in results for x in r[3]),
+    )

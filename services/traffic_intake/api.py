@@ -32,8 +32,8 @@ from werkzeug.exceptions import HTTPException
 
 from services.traffic_intake import failed
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.group_commit import Overloaded
 from services.traffic_intake.origins import normal_origin
-from services.traffic_intake.privacy import screen
 from services.traffic_intake.schemas import CALL_SCHEMAS, AcceptedResponse, BatchRequest
 from services.traffic_intake.segment import to_envelope
 from services.traffic_intake.sources import Source
@@ -42,10 +42,8 @@ from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
 from shared.limits import json_size
 from shared.metrics import INTAKE_ACCEPTED, INTAKE_DUPLICATES, INTAKE_REJECTED
-from shared.outbox import Outgoing, enqueue
 from shared.provenance import BROWSER
 from shared.ratelimit import retry_after_header
-from shared.topics import TRAFFIC
 
 blp = Blueprint("tracking", __name__, description="Segment-compatible Tracking API")
 
@@ -108,26 +106,26 @@ def _rate_limit(source: Source) -> None:
 
 
 def _persist(envelopes: list[Envelope], rejections: list[failed.Rejection]) -> int:
-    """Commit accepted events (and the rejected ones, kept) in one transaction; returns
-    how many accepted events were new. A store that cannot take the write answers 503
-    with Retry-After, never a hang."""
+    """Commit accepted events (and the rejected ones, kept) in one transaction, shared
+    with other requests' writes (:mod:`.group_commit`); returns how many accepted events
+    were new, once they are committed. A store that cannot take the write, or a writer
+    with too much waiting, answers 503 with Retry-After, never a hang."""
     try:
-        with state().engine.begin() as conn:
-            failed.record(conn, g.source.name, rejections)
-            # Erased people's events are dropped, analytics-denied ones stripped.
-            kept = screen(conn, envelopes)
-            outgoing = [Outgoing(TRAFFIC, e.partition_key, e) for e in kept]
-            # Payloads come from the HTTP schemas, validated a moment ago.
-            new = enqueue(conn, state().outbox, outgoing, validate_payload=False)
+        written = state().writes.write(
+            g.source.name, envelopes, rejections, expected=g.pop("intake_expected", False)
+        )
+    except Overloaded as exc:
+        current_app.logger.warning("intake writer overloaded: %s", exc)
+        fail(503, "intake is busy, retry", headers={"Retry-After": "1"})
     except SQLAlchemyError:
         _store_unavailable()
     source = g.source.name
-    INTAKE_ACCEPTED.labels(source).inc(new)
-    INTAKE_DUPLICATES.labels(source).inc(len(kept) - new)
+    INTAKE_ACCEPTED.labels(source).inc(written.new)
+    INTAKE_DUPLICATES.labels(source).inc(len(envelopes) - written.dropped - written.new)
     for rejection in rejections:
         INTAKE_REJECTED.labels(source, rejection.kind).inc()
     # A dropped event counts as accepted: the door tells nothing about erasure.
-    return new + len(envelopes) - len(kept)
+    return written.new + written.dropped
 
 
 def _accepted(accepted: int, duplicates: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
@@ -300,7 +298,17 @@ def before_tracking_request() -> Response | None:
             f"event exceeds {_config().max_event_bytes} bytes",
             errors={"_body": [f"max {_config().max_event_bytes} bytes"]},
         )
+    # On its way to a write: the group writer may wait a moment for it (see _persist).
+    state().writes.expect()
+    g.intake_expected = True
     return None
+
+
+@blp.teardown_request
+def not_expected_any_more(_error: BaseException | None) -> None:
+    """A request that ended without writing (rejected, failed) is not waited for."""
+    if g.pop("intake_expected", False):
+        state().writes.unexpect()
 
 
 def _read_plain_text_as_json() -> None:

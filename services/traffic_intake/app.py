@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from services.traffic_intake import admin_api, browser
 from services.traffic_intake import api as tracking_api
 from services.traffic_intake.config import SERVICE, IntakeConfig
+from services.traffic_intake.group_commit import GroupCommit
 from services.traffic_intake.models import accounts, audit_log, metadata, outbox, privacy_outbox
 from services.traffic_intake.sources import SourceDirectory
 from services.traffic_intake.state import STATE, IntakeState
@@ -63,6 +64,13 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
         ),
         buckets=TokenBuckets(),
         api=api,
+        writes=GroupCommit(
+            engine,
+            max_rows=config.group_commit_max_rows,
+            wait_ms=config.group_commit_wait_ms,
+            queue_size=config.group_commit_queue,
+            timeout_s=config.group_commit_timeout_s,
+        ),
     )
     api.spec.components.security_scheme(
         "basicAuth", {"type": "http", "scheme": "basic", "description": "write key as user name"}

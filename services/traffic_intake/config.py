@@ -45,6 +45,14 @@ class IntakeConfig:
     # How many reverse proxies in front of intake set X-Forwarded-For; 0 trusts none.
     trusted_proxies: int = 0
     relay_batch_size: int = 1000
+    # Group commit (:mod:`.group_commit`): concurrent requests' writes in one transaction
+    # of at most this many rows (0: each request commits its own); the writer lingers up
+    # to the wait only while more requests are on their way; at most this many writes
+    # queue per process (beyond: 503), each waiting at most the timeout (then 503).
+    group_commit_max_rows: int = 2000
+    group_commit_wait_ms: float = 2.0
+    group_commit_queue: int = 256
+    group_commit_timeout_s: float = 10.0
     resubmit_limit: int = 10_000
     log_level: str = "INFO"
 
@@ -99,6 +107,16 @@ class IntakeConfig:
             ),
             source_cache_seconds=env.number(
                 "INTAKE_SOURCE_CACHE_SECONDS", cls.source_cache_seconds
+            ),
+            group_commit_max_rows=env.integer(
+                "INTAKE_GROUP_COMMIT_MAX_ROWS", cls.group_commit_max_rows
+            ),
+            group_commit_wait_ms=env.number(
+                "INTAKE_GROUP_COMMIT_WAIT_MS", cls.group_commit_wait_ms
+            ),
+            group_commit_queue=env.integer("INTAKE_GROUP_COMMIT_QUEUE", cls.group_commit_queue),
+            group_commit_timeout_s=env.number(
+                "INTAKE_GROUP_COMMIT_TIMEOUT_S", cls.group_commit_timeout_s
             ),
             resubmit_limit=env.integer("INTAKE_RESUBMIT_LIMIT", cls.resubmit_limit),
             trusted_proxies=env.integer("INTAKE_TRUSTED_PROXIES", cls.trusted_proxies),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, Table
 
 from services.traffic_intake.config import IntakeConfig
+from services.traffic_intake.group_commit import GroupCommit
 from services.traffic_intake.sources import SourceDirectory
 from shared.http import Api, app_state
 from shared.ratelimit import TokenBuckets
@@ -22,6 +23,7 @@ class IntakeState:
     sources: SourceDirectory
     buckets: TokenBuckets
     api: Api
+    writes: GroupCommit
 
 
 def state() -> IntakeState:
