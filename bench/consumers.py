@@ -18,8 +18,16 @@ from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
 from shared.topics import LEADS, TRAFFIC
 
+# Pages per visit in the benchmark stream (a visit's page views arrive together, so a
+# batch holds several of one person's: what coalescing lead.scored saves on).
+SESSION_PAGES = 5
 
-def produce_traffic(kafka: KafkaConfig, count: int, people: int = 1000) -> None:
+
+def produce_traffic(
+    kafka: KafkaConfig, count: int, people: int = 1000, session: int = SESSION_PAGES
+) -> None:
+    """``count`` page views by ``people`` visitors, in visits of ``session`` pages one
+    after another (as browsers send them), the visitors taking turns."""
     producer = make_producer(kafka, "bench-feeder")
     run = uuid.uuid4().hex[:8]
     for i in range(count):
@@ -28,7 +36,7 @@ def produce_traffic(kafka: KafkaConfig, count: int, people: int = 1000) -> None:
             "page",
             {"properties": {"path": path}},
             source="web",
-            anonymous_id=f"b-{run}-{i % people}",
+            anonymous_id=f"b-{run}-{(i // session) % people}",
         )
         producer.send(TRAFFIC, key=event.partition_key.encode(), value=encode(event))
     producer.flush()
