@@ -29,6 +29,10 @@
 * ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
   e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
   ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
+* ``scoring_postgres_1_consumers`` / ``_2_`` / ``_4_``: lead-scoring on PostgreSQL as 1, 2
+  and 4 consumer processes in one group over the same 18,000 events (events/s, group
+  formation excluded, every run checked for events lost or doubled and lead events sent
+  twice), against the one-process figure: the ratio is the speed-up (:mod:`bench.scaleout`).
 * ``e2e_score_visible_p50`` / ``_p99``: end to end, an event POSTed to intake until its
   point shows in lead-scoring's API, while :mod:`deploy.demo`'s journeys drive intake at
   half the rate the pipeline absorbs (``e2e_drive_rate``, ``e2e_sustainable_rate``);
@@ -37,7 +41,7 @@
 
 Each figure is the median of ``--repeats`` runs of ``--seconds`` each. Writes
 ``var/bench/latest.json`` (name, value, unit, baseline_name, baseline_value, ratio,
-target_ratio) and prints a table. Bounded: about six minutes with the defaults.
+target_ratio) and prints a table. Bounded: about ten minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from bench.consumers import produce_traffic, raw_consume, raw_consume_produce, s
 from bench.e2e import e2e_latency
 from bench.load import post_load
 from bench.rescoring import build, read_history, rescore_all
+from bench.scaleout import scaleout_rows
 from services.traffic_intake.app import init_db
 from shared.broker import EmbeddedBroker, free_port, port_open
 from shared.config import Env, KafkaConfig
@@ -80,7 +85,7 @@ TARGETS = {
     "scoring_consumer_sqlite": 0.3,  # issue 4
     "scoring_consumer_postgres": 0.3,
 }
-GROUPS = ("intake", "consumers", "rescore", "segments", "delivery", "e2e")
+GROUPS = ("intake", "consumers", "rescore", "segments", "delivery", "scaleout", "e2e")
 SEGMENT_SIZES = {"100k": 100_000, "1m": 1_000_000}
 DISPATCH_PEOPLE = 20_000
 CONSUMER_EVENTS = 20_000
@@ -290,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
         )
         rows += delivery.rows(args.repeats, work, temporary_postgres(pg_admin))
+
+    if "scaleout" in groups:
+        pg_admin = env.text(
+            "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        )
+        rows += scaleout_rows(args.repeats, temporary_postgres(pg_admin))
 
     results = [
         {

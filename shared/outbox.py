@@ -113,7 +113,8 @@ def _event_id_of(value: bytes | None) -> str | None:
 
 
 class OutboxRelay:
-    """Publishes a service's outbox. One relay per outbox table at a time.
+    """Publishes a service's outbox. On PostgreSQL several relays may share one outbox
+    (each claims its rows); on SQLite, one relay per outbox table at a time.
 
     The producer comes from ``producer_factory`` and is thrown away after any Kafka error:
     kafka-python's idempotent producer can enter a fatal state (e.g. after the broker
@@ -174,31 +175,61 @@ class OutboxRelay:
         sent = 0
         batches = 0
         while max_batches is None or batches < max_batches:
-            t = self.table
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
-                    .where(t.c.sent_at.is_(None))
-                    .order_by(t.c.id)
-                    .limit(self.batch_size)
-                ).all()
-            if not rows:
+            sent_now = (
+                self._publish_claimed()
+                if self.engine.dialect.name == "postgresql"
+                else self._publish_next()
+            )
+            if not sent_now:
                 break
-            try:
-                self._send_all(rows)
-            except KafkaError:
-                self._discard_producer()
-                self._uncertain = True  # some of these may have been written
-                raise
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=utcnow())
-                )
-            sent += len(rows)
+            sent += sent_now
             batches += 1
         if sent:
             log.debug("relayed %d events", sent)
         return sent
+
+    def _pending(self) -> Any:
+        t = self.table
+        return (
+            select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+            .where(t.c.sent_at.is_(None))
+            .order_by(t.c.id)
+            .limit(self.batch_size)
+        )
+
+    def _publish_claimed(self) -> int:
+        """PostgreSQL: claim a batch (``FOR UPDATE SKIP LOCKED``), send it and stamp it in
+        the one transaction, so relays running side by side (one per consumer process of
+        a scaled-out group) never send the same rows; new rows are not blocked."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(self._pending().with_for_update(skip_locked=True)).all()
+            if rows:
+                self._send_or_doubt(rows)
+                self._stamp(conn, rows)
+        return len(rows)
+
+    def _publish_next(self) -> int:
+        """SQLite (one writer): read, send, stamp; the write lock is never held while
+        Kafka is waited for, so intake keeps accepting while Kafka is slow or down."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._pending()).all()
+        if rows:
+            self._send_or_doubt(rows)
+            with self.engine.begin() as conn:
+                self._stamp(conn, rows)
+        return len(rows)
+
+    def _send_or_doubt(self, rows: Sequence[Any]) -> None:
+        try:
+            self._send_all(rows)
+        except KafkaError:
+            self._discard_producer()
+            self._uncertain = True  # some of these may have been written
+            raise
+
+    def _stamp(self, conn: Connection, rows: Sequence[Any]) -> None:
+        t = self.table
+        conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(sent_at=utcnow()))
 
     def reconcile(self, *, window: int | None = None, max_seconds: float = 30.0) -> int:
         """Stamp unsent rows that are already on Kafka; returns how many. Raises

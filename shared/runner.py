@@ -58,6 +58,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from marshmallow import ValidationError
 from sqlalchemy import Engine, Table, delete, insert, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import ConfigError, KafkaConfig
@@ -449,8 +450,9 @@ class ConsumerRunner:
     def _relay(self, max_batches: int | None = None) -> None:
         try:
             self.relay.publish_pending(max_batches=max_batches or self.relay_max_batches)
-        except KafkaError as exc:
-            # The rows stay unsent and durable; the next loop tries again with a new producer.
+        except (KafkaError, OperationalError) as exc:
+            # The rows stay unsent and durable; the next loop tries again (a new producer,
+            # or a new transaction after a lock timeout or a deadlock between relays).
             log.warning("outbox relay failed, will retry: %s", exc)
 
     def _publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from kafka.errors import KafkaError
+from sqlalchemy.exc import OperationalError
 
 from services.traffic_intake import failed
 from services.traffic_intake.config import SERVICE, IntakeConfig
@@ -61,7 +62,8 @@ class RelayLoop:
             try:
                 sent = self.relay.publish_pending(max_batches=10)
                 backoff = 0.5
-            except KafkaError as exc:
+            except (KafkaError, OperationalError) as exc:
+                # Kafka, or the database (a lock timeout, a restart): rows stay unsent.
                 log.warning("publish failed (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
