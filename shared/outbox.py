@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
-from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -114,7 +115,7 @@ def _event_id_of(value: bytes | None) -> str | None:
 
 class OutboxRelay:
     """Publishes a service's outbox. On PostgreSQL several relays may share one outbox
-    (each claims its rows); on SQLite, one relay per outbox table at a time.
+    (they take turns, :meth:`_publish_claimed`); on SQLite, one relay per outbox table.
 
     The producer comes from ``producer_factory`` and is thrown away after any Kafka error:
     kafka-python's idempotent producer can enter a fatal state (e.g. after the broker
@@ -127,7 +128,9 @@ class OutboxRelay:
     back the tail of the topics the oldest unsent rows go to (``reader_factory``) and
     stamps the rows it finds there, then sends the rest. Without a ``reader_factory`` a
     crash can re-send one batch (consumers skip it by ``event_id``). Dead letters are not
-    reconciled (their values carry no event id).
+    reconciled (their values carry no event id). With several relays, one that fails
+    mid-send can leave rows on Kafka that the next one sends again (consumers skip the
+    copy by ``event_id``).
     """
 
     def __init__(
@@ -198,14 +201,19 @@ class OutboxRelay:
         )
 
     def _publish_claimed(self) -> int:
-        """PostgreSQL: claim a batch (``FOR UPDATE SKIP LOCKED``), send it and stamp it in
-        the one transaction, so relays running side by side (one per consumer process of
-        a scaled-out group) never send the same rows; new rows are not blocked."""
+        """PostgreSQL: send and stamp a batch while holding the outbox's advisory lock
+        (transaction-scoped, taken without waiting), so relays running side by side (one
+        per consumer process of a scaled-out group) take turns: a row is sent by one of
+        them, in id order (a lead's events keep their order), and no row is locked, so
+        erasures and inserts never wait on Kafka. A relay that finds the lock taken sends
+        nothing this round."""
         with self.engine.begin() as conn:
-            rows = conn.execute(self._pending().with_for_update(skip_locked=True)).all()
+            if not conn.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key))):
+                return 0
+            rows = conn.execute(self._pending()).all()
             if rows:
                 self._send_or_doubt(rows)
-                self._stamp(conn, rows)
+                self._doubt_on_failure(lambda: self._stamp(conn, rows))
         return len(rows)
 
     def _publish_next(self) -> int:
@@ -215,9 +223,18 @@ class OutboxRelay:
             rows = conn.execute(self._pending()).all()
         if rows:
             self._send_or_doubt(rows)
-            with self.engine.begin() as conn:
-                self._stamp(conn, rows)
+
+            def stamp() -> None:
+                with self.engine.begin() as conn:
+                    self._stamp(conn, rows)
+
+            self._doubt_on_failure(stamp)
         return len(rows)
+
+    @property
+    def _lock_key(self) -> int:
+        """The outbox table's advisory-lock key (per database, stable across processes)."""
+        return zlib.crc32(f"funnel.outbox.{self.table.name}".encode())
 
     def _send_or_doubt(self, rows: Sequence[Any]) -> None:
         try:
@@ -225,6 +242,15 @@ class OutboxRelay:
         except KafkaError:
             self._discard_producer()
             self._uncertain = True  # some of these may have been written
+            raise
+
+    def _doubt_on_failure(self, stamp: Callable[[], None]) -> None:
+        """Stamp what was sent; if the stamp (or its commit) fails, the rows are on Kafka
+        but not marked: read them back before sending anything again."""
+        try:
+            stamp()
+        except BaseException:
+            self._uncertain = True
             raise
 
     def _stamp(self, conn: Connection, rows: Sequence[Any]) -> None:

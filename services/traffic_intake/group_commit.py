@@ -20,8 +20,8 @@ rows are committed.
   nobody's fault: the members not yet tried get it without trying.
 * Bounded: at most ``queue_size`` writes wait (beyond: :class:`Overloaded`, answered 503
   with Retry-After); a request waits at most ``timeout_s`` (then :class:`Overloaded`; its
-  write is skipped if not started, and if it was already in flight it commits and a retry
-  is a duplicate, never a second copy).
+  write is skipped if not started; on PostgreSQL a write's statements give up at 70% of
+  ``timeout_s``, so one in flight fails rather than committing after its 503).
 * Processes: gunicorn forks workers; the thread is started lazily on first use, in the
   process that uses it (keyed by pid, state renewed after fork). It exits after a minute
   idle and starts again when needed; at interpreter exit it drains what is queued.
@@ -106,7 +106,10 @@ def write_group(conn: Connection, writes: Sequence[PendingWrite]) -> list[Writte
         statement = insert_ignoring_duplicates(outbox, conn.dialect.name).returning(
             outbox.c.event_id
         )
-        fresh = {row[0] for row in conn.execute(statement, rows)}
+        # In event-id order: two workers' groups sharing ids (an SDK's retry landing on
+        # the other worker) lock them in the same order and never deadlock.
+        ordered = sorted(rows, key=lambda row: row["event_id"])
+        fresh = {row[0] for row in conn.execute(statement, ordered)}
     new = [0] * len(writes)
     for owner, row in zip(owners, rows, strict=True):
         if row["event_id"] in fresh:
@@ -210,7 +213,16 @@ class GroupCommit:
 
     def _write_alone(self, pending: PendingWrite) -> Written:
         with self.engine.begin() as conn:
+            self._bound(conn)
             return write_group(conn, [pending])[0]
+
+    def _bound(self, conn: Connection) -> None:
+        """On PostgreSQL, a statement of the write gives up well before its requests stop
+        waiting (``timeout_s``): a request never answers 503 for a write that then
+        commits (a retry of an event without a messageId would be a second copy)."""
+        if conn.dialect.name == "postgresql":
+            limit_ms = max(100, int(self.timeout_s * 1000 * 0.7))
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {limit_ms}")
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -274,6 +286,7 @@ class GroupCommit:
             if len(live) > 1:
                 try:
                     with self.engine.begin() as conn:
+                        self._bound(conn)
                         results = write_group(conn, live)
                 except Exception:
                     log.warning(

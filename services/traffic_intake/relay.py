@@ -1,8 +1,10 @@
 """traffic-intake's relay process: publishes the outbox to the traffic topic.
 
-Runs apart from gunicorn. Kafka errors are retried with capped backoff (accepted events
-wait durably in the outbox); database errors crash the process for its supervisor to
-restart. SIGTERM/SIGINT set a flag: the batch in hand is finished and flushed first.
+Runs apart from gunicorn. Kafka errors and passing database errors (a lock timeout, a
+restart: ``OperationalError``) are retried with capped backoff (accepted events wait
+durably in the outbox; rows sent but not stamped are read back first); other database
+errors crash the process for its supervisor to restart. SIGTERM/SIGINT set a flag: the
+batch in hand is finished and flushed first.
 Housekeeping every ten minutes: sent rows are pruned once they leave the dedupe window,
 failed events and audit entries once their retention ends.
 """
@@ -75,7 +77,7 @@ class RelayLoop:
                 time.sleep(idle_sleep_s)
         try:
             self.relay.publish_pending(max_batches=10)
-        except KafkaError:
+        except (KafkaError, OperationalError):
             log.warning("stopping with unsent events; they stay in the outbox")
         self.relay.close()
 

@@ -7,6 +7,7 @@ the same snapshot.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -74,14 +75,17 @@ def lead_event(
     return Outgoing(LEADS, lead.id, envelope)
 
 
-# At most this many points in one coalesced ``lead.scored`` (a batch of one busy lead
-# becomes several events rather than one past the broker's message size).
+# At most this many points, and about this many bytes of them, in one coalesced
+# ``lead.scored``: a batch of one busy lead becomes several events rather than one past
+# the producer's and broker's 1 MB message limit (a point can be 1.4 KB encoded).
 MAX_COALESCED_POINTS = 1_000
+MAX_COALESCED_BYTES = 256_000
 
 
 def coalesce_scored(out: Sequence[Outgoing]) -> list[Outgoing]:
     """One ``lead.scored`` per lead for a batch's events, not one per event: each lead's
-    scored events become one (or, past ``MAX_COALESCED_POINTS``, a few), carrying every
+    scored events become one (or, past ``MAX_COALESCED_POINTS`` or ``MAX_COALESCED_BYTES``,
+    a few), carrying every
     point in order, the sum of their deltas and the newest snapshot, at the place of the
     last one it replaces. Coalescing, not dropping: a consumer ends in the same state and
     sees every explanation. Other events are kept as they are, in order. The id is derived
@@ -95,14 +99,18 @@ def coalesce_scored(out: Sequence[Outgoing]) -> list[Outgoing]:
         if len(places) < 2:
             continue
         group: list[int] = []
-        size = 0
+        count = size = 0
         for i in places:
-            points = len(out[i].envelope.payload["points"])
-            if group and size + points > MAX_COALESCED_POINTS:
+            points = out[i].envelope.payload["points"]
+            weight = len(json.dumps(points))
+            if group and (
+                count + len(points) > MAX_COALESCED_POINTS or size + weight > MAX_COALESCED_BYTES
+            ):
                 _coalesce_group(out, group, replaced)
-                group, size = [], 0
+                group, count, size = [], 0, 0
             group.append(i)
-            size += points
+            count += len(points)
+            size += weight
         _coalesce_group(out, group, replaced)
     kept = (replaced.get(i, item) for i, item in enumerate(out))
     return [item for item in kept if item is not None]

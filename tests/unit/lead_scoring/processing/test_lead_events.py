@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from services.lead_scoring.processing import lead_events
@@ -78,3 +79,20 @@ def test_nothing_to_coalesce_is_the_same_list() -> None:
     batch = [scored("A", 1, 1, 1, "e1"), other("A"), scored("B", 1, 1, 1, "e2")]
     assert coalesce_scored(batch) == batch
     assert coalesce_scored([]) == []
+
+
+def test_a_coalesced_event_stays_far_below_the_message_limit() -> None:
+    """Reasons of 200 non-ASCII characters encode at ~1.4 KB a point: a thousand points
+    would pass Kafka's 1 MB; the byte cap splits them first."""
+    long = "客" * 200
+    batch = []
+    for v in range(1, 21):
+        out = scored("A", v, 50, 50, f"e{v}")
+        for point in out.envelope.payload["points"]:
+            point["reason"] = long
+        batch.append(out)
+    coalesced = coalesce_scored(batch)
+    assert 1 < len(coalesced) < len(batch)
+    assert sum(len(o.envelope.payload["points"]) for o in coalesced) == 1000
+    for o in coalesced:
+        assert len(json.dumps(o.envelope.payload)) <= lead_events.MAX_COALESCED_BYTES + 80_000

@@ -1,0 +1,123 @@
+"""The outbox relay against the real broker: relays sharing one PostgreSQL outbox take
+turns (nothing sent twice, nothing locked); a batch sent but not stamped is read back
+before anything is sent again, so it is not on the topic twice."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import MetaData, func, select
+from sqlalchemy.exc import OperationalError
+
+from shared.config import KafkaConfig
+from shared.db import make_engine, outbox_table
+from shared.events import new_event
+from shared.kafka import ensure_topics, make_producer, make_tail_reader
+from shared.outbox import OutboxRelay, Outgoing, enqueue
+from shared.topics import Topic
+from tests.conftest import wait_for
+
+
+def _setup(database_url: str, kafka: KafkaConfig, count: int) -> tuple[Any, Any, str]:
+    topic = f"test-relay-{uuid.uuid4().hex[:8]}"
+    ensure_topics(
+        kafka,
+        [Topic(topic, key="k", event_types=frozenset(), producers=(), consumers=(), partitions=1)],
+    )
+    metadata = MetaData()
+    table = outbox_table(metadata, f"outbox_{uuid.uuid4().hex[:8]}")
+    engine = make_engine(database_url)
+    metadata.create_all(engine)
+    events = [
+        Outgoing(topic, "k", new_event("page", {}, source="w", anonymous_id="a"))
+        for _ in range(count)
+    ]
+    with engine.begin() as conn:
+        enqueue(conn, table, events)
+    return engine, table, topic
+
+
+def _relay(engine: Any, table: Any, kafka: KafkaConfig) -> OutboxRelay:
+    return OutboxRelay(
+        engine,
+        table,
+        lambda: make_producer(kafka, "test-relay"),
+        batch_size=50,
+        reader_factory=lambda: make_tail_reader(kafka),
+    )
+
+
+def _on_topic(kafka: KafkaConfig, topic: str, at_least: int) -> Counter[bytes]:
+    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+    part = TopicPartition(topic, 0)
+    reader.assign([part])
+    reader.seek_to_beginning(part)
+    seen: list[bytes] = []
+
+    def enough() -> bool:
+        for batch in reader.poll(timeout_ms=300).values():
+            seen.extend(r.value for r in batch)
+        return len(seen) >= at_least
+
+    try:
+        wait_for(enough, timeout=30, message=f"{at_least} records on {topic}")
+        for batch in reader.poll(timeout_ms=1000).values():  # and nothing more
+            seen.extend(r.value for r in batch)
+    finally:
+        reader.close()
+    return Counter(seen)
+
+
+def test_relays_sharing_an_outbox_take_turns(postgres_url: str, kafka_config: KafkaConfig) -> None:
+    engine, table, topic = _setup(postgres_url, kafka_config, 120)
+    first, second = _relay(engine, table, kafka_config), _relay(engine, table, kafka_config)
+    try:
+        with engine.begin() as holder:  # the first relay, mid-send
+            holder.execute(select(func.pg_advisory_xact_lock(first._lock_key)))
+            assert second.publish_pending() == 0
+            # Nothing is locked: new rows go in while the relay holds its turn.
+            with engine.begin() as conn:
+                enqueue(
+                    conn,
+                    table,
+                    [Outgoing(topic, "k", new_event("page", {}, source="w", anonymous_id="b"))],
+                )
+        assert second.publish_pending() + first.publish_pending() == 121
+        copies = _on_topic(kafka_config, topic, 121)
+        assert len(copies) == 121 and max(copies.values()) == 1
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()
+
+
+def test_a_batch_sent_but_not_stamped_is_read_back_not_sent_again(
+    database_url: str, kafka_config: KafkaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, table, topic = _setup(database_url, kafka_config, 30)
+    relay = _relay(engine, table, kafka_config)
+    relay._uncertain = False  # a relay that has run before: nothing in doubt
+
+    def lost_connection(*_: Any) -> None:
+        raise OperationalError("UPDATE outbox", {}, Exception("server closed the connection"))
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(relay, "_stamp", lost_connection)
+            with pytest.raises(OperationalError):
+                relay.publish_pending()  # sent, then the stamp failed
+        assert relay.publish_pending() == 0  # read back and stamped, not sent again
+        with engine.connect() as conn:
+            unsent = conn.scalar(
+                select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
+            )
+        assert unsent == 0
+        copies = _on_topic(kafka_config, topic, 30)
+        assert len(copies) == 30 and max(copies.values()) == 1
+    finally:
+        relay.close()
+        engine.dispose()
