@@ -106,10 +106,10 @@ def write_group(conn: Connection, writes: Sequence[PendingWrite]) -> list[Writte
         statement = insert_ignoring_duplicates(outbox, conn.dialect.name).returning(
             outbox.c.event_id
         )
-        # In event-id order: two workers' groups sharing ids (an SDK's retry landing on
-        # the other worker) lock them in the same order and never deadlock.
-        ordered = sorted(rows, key=lambda row: row["event_id"])
-        fresh = {row[0] for row in conn.execute(statement, ordered)}
+        # In arrival order: the outbox's ids are the order events reach Kafka in, and a
+        # person's events must keep theirs. (Two workers' groups sharing ids can then
+        # deadlock on PostgreSQL; the group is retried member by member.)
+        fresh = {row[0] for row in conn.execute(statement, rows)}
     new = [0] * len(writes)
     for owner, row in zip(owners, rows, strict=True):
         if row["event_id"] in fresh:
