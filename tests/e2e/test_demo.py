@@ -176,11 +176,16 @@ def test_the_funnel_reconciles_with_the_leads_and_members_held(
     assert precursors["buyers"] >= 1 and precursors["products"]
 
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(f"{funnel.retargeting}/app/login")
+    browser.get(f"{funnel.retargeting}/app/login?next=/app/funnel%3Fdays%3D30")
     browser.find_element(By.NAME, "token").send_keys(CREDENTIALS["FUNNEL_MARKETING_TOKEN"])
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    browser.get(f"{funnel.retargeting}/app/funnel?days=30")
+    # Signed in and sent on to the funnel (navigating before the sign-in answered would
+    # land on the sign-in page again).
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#funnel-chart g.stage")
+    )
     bars = browser.find_elements(By.CSS_SELECTOR, "#funnel-chart g.stage")
     assert [int(b.get_attribute("data-count")) for b in bars] == counts
     assert browser.find_element(By.CSS_SELECTOR, 'tr[data-channel="organic_search"]')
