@@ -125,9 +125,40 @@ def json_problems(value: Any, path: str = "") -> tuple[Any, dict[str, list[str]]
     (relative to ``path``) to its reasons; empty when the value is acceptable. The value
     is returned unchanged (the same object) when nothing needed cleaning.
     """
+    if _plain(value, 0):
+        return value, {}
     problems: dict[str, list[str]] = {}
     cleaned = _walk(value, path, 0, problems)
     return cleaned, problems
+
+
+def _plain_text(text: str) -> bool:
+    return "\x00" not in text and (text.isascii() or not _LONE_SURROGATE.search(text))
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` needs neither cleaning nor a problem report: the common case, told
+    without building the dotted path of every node as :func:`_walk` does (intake runs this
+    on every event's properties and context)."""
+    kind = type(value)
+    if kind is str:
+        return _plain_text(value)
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        return MIN_INTEGER <= value <= MAX_INTEGER
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(
+            type(key) is str and _plain_text(key) and _plain(item, depth + 1)
+            for key, item in value.items()
+        )
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
 
 
 def _join(path: str, key: object) -> str:

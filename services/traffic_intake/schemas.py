@@ -12,6 +12,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_schema
 
+from services.traffic_intake.fast_load import fast_call
 from services.traffic_intake.origins import MAX_ORIGINS, normal_origin
 from shared.fields import Identifier, JsonObject, Name, Timestamp
 from shared.limits import (
@@ -27,8 +28,21 @@ from shared.provenance import BROWSER, SERVER, SOURCE_KINDS
 
 
 class _Call(ma.Schema):
+    """A Segment call. :meth:`load` answers valid calls by :func:`.fast_load.fast_call`
+    (the same result, a fraction of the cost) and leaves the rest to the fields below,
+    which also document the API."""
+
     class Meta:
         unknown = EXCLUDE
+
+    call_type: str  # set by each concrete call
+
+    def load(self, data: Any, *, many: bool | None = None, **kwargs: Any) -> Any:
+        if not many and not kwargs:
+            loaded = fast_call(self.call_type, data)
+            if loaded is not None:
+                return loaded
+        return super().load(data, many=many, **kwargs)
 
     userId = Identifier(allow_none=True, load_default=None)
     anonymousId = Identifier(allow_none=True, load_default=None)
@@ -47,6 +61,7 @@ class _Call(ma.Schema):
 
 
 class TrackCall(_Call):
+    call_type = "track"
     event = Name(required=True, max_length=MAX_EVENT_NAME_LENGTH)
     properties = JsonObject(load_default=dict)
 
@@ -60,12 +75,14 @@ class TrackCall(_Call):
 
 
 class PageCall(_Call):
+    call_type = "page"
     name = Name(max_length=MAX_PAGE_NAME_LENGTH, cut=True, load_default=None, allow_none=True)
     category = Name(max_length=MAX_PAGE_NAME_LENGTH, cut=True, load_default=None, allow_none=True)
     properties = JsonObject(load_default=dict)
 
 
 class IdentifyCall(_Call):
+    call_type = "identify"
     traits = JsonObject(load_default=dict)
 
     @validates_schema
@@ -76,11 +93,13 @@ class IdentifyCall(_Call):
 
 
 class GroupCall(_Call):
+    call_type = "group"
     groupId = Identifier(required=True)
     traits = JsonObject(load_default=dict)
 
 
 class AliasCall(_Call):
+    call_type = "alias"
     previousId = Identifier(required=True)
 
 

@@ -84,6 +84,19 @@ def test_an_accepted_json_value_is_storable_everywhere(value: object) -> None:
     assert "\\u0000" not in json.dumps(cleaned)
 
 
+@settings(max_examples=300)
+@given(json_values)
+def test_the_plain_value_shortcut_agrees_with_the_full_walk(value: object) -> None:
+    """``json_problems`` answers plain values without walking them: only where the full
+    walk would change nothing and find nothing."""
+    from shared.limits import _plain, _walk
+
+    problems: dict[str, list[str]] = {}
+    walked = _walk(value, "", 0, problems)
+    if _plain(value, 0):
+        assert not problems and walked is value
+
+
 @given(json_values)
 def test_problems_name_what_is_wrong(value: object) -> None:
     _, problems = json_problems({"p": value})
