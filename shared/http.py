@@ -18,6 +18,7 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -35,6 +36,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
 
 from shared.config import KafkaConfig
+from shared.db import reading
 from shared.limits import MAX_INTEGER
 from shared.ratelimit import FailureThrottle, retry_after_header
 
@@ -281,6 +283,16 @@ _DOCS_SCRIPT = """window.addEventListener("load", function () {
 """
 
 
+WRITES_ON_GET = "funnel_writes_on_get"
+
+
+def writes_on_get(view: F) -> F:
+    """Mark a view whose GET writes: a tracking link (a click, an open pixel) is a GET by
+    nature. Every other GET and HEAD reads only (see ``init_api``)."""
+    setattr(view, WRITES_ON_GET, True)
+    return view
+
+
 def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     """Configure OpenAPI at ``/openapi.json`` and Swagger UI at ``/docs``, its scripts and
     styles served by the service (``swagger-ui-bundle``), none of them inline."""
@@ -316,6 +328,22 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     def _request_id() -> None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    @app.before_request
+    def _safe_methods_only_read() -> None:
+        # GET and HEAD change nothing (HTTP's safe methods): their transactions read
+        # without SQLite's write lock (shared.db.reading). A GET that tried to write
+        # would fail loudly, so none can slip in.
+        view = current_app.view_functions.get(request.endpoint or "")
+        if request.method in ("GET", "HEAD") and not getattr(view, WRITES_ON_GET, False):
+            g.reading = ExitStack()
+            g.reading.enter_context(reading())
+
+    @app.teardown_request
+    def _end_reading(_error: BaseException | None) -> None:
+        held = g.pop("reading", None)
+        if held is not None:
+            held.close()
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:

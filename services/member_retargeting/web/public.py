@@ -41,7 +41,7 @@ from services.member_retargeting.models import Dispatch, outbox
 from services.member_retargeting.people.unsubscribe import unsubscribe
 from services.member_retargeting.state import state
 from shared.db import utcnow
-from shared.http import HTML_ERRORS
+from shared.http import HTML_ERRORS, writes_on_get
 from shared.outbox import enqueue
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def _record(link: Link, status: str, url: str | None = None) -> None:
 
 
 @bp.get("/c/<token>")
+@writes_on_get
 def click(token: str) -> Response:
     link = _read(CLICK, token)
     _record(link, CLICKED, link.url)
@@ -128,6 +129,7 @@ def click(token: str) -> Response:
 
 
 @bp.get("/o/<token>")
+@writes_on_get
 def open_pixel(token: str) -> Response:
     try:
         link = _links().read(OPEN, token)

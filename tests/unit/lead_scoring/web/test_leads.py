@@ -116,3 +116,29 @@ def test_sales_sort_by_priority_fit_first_then_engagement(scoring_app: Flask, fe
     assert [x["email"] for x in only_d["items"]] == ["intern@x.co"]
     detail = scoring_app.test_client().get(f"/leads/{top['id']}", headers=SALES).json
     assert {r["label"] for r in detail["fit_reasons"]} >= {"Decision maker", "Target industry"}
+
+
+def test_a_sales_read_does_not_queue_behind_the_consumer(sqlite_url: str) -> None:
+    """GET requests read without SQLite's write lock: a lead page answers at once while
+    the consumer's batch holds the lock (it used to wait in SQLite's busy back-off, up to
+    0.7 s under load), and shows the last committed score."""
+    from services.lead_scoring.app import create_app, init_db
+    from services.lead_scoring.config import ScoringConfig
+    from services.lead_scoring.state import STATE
+    from shared.db import make_engine
+    from tests.unit.lead_scoring.conftest import TOKENS
+
+    app = create_app(ScoringConfig(database_url=sqlite_url, tokens=TOKENS))
+    init_db(app.extensions[STATE].engine)
+    feed = Feeder(app)
+    seed(feed)
+    client = app.test_client()
+    top = client.get("/leads", headers=SALES).json["items"][0]
+    consumer = make_engine(sqlite_url)
+    with consumer.begin() as batch:  # holds the write lock for the whole GET
+        batch.exec_driver_sql("UPDATE leads SET score = score + 100")
+        during = client.get(f"/leads/{top['id']}", headers=SALES)
+    consumer.dispose()
+    assert during.status_code == 200
+    assert during.json["score"] == top["score"]  # the batch in flight is not seen
+    assert client.get(f"/leads/{top['id']}", headers=SALES).json["score"] == top["score"] + 100
