@@ -51,6 +51,7 @@ def make_consumer(config: KafkaConfig, group_id: str, topics: Iterable[str]) -> 
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         max_poll_records=500,
         max_poll_interval_ms=300_000,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
     )
 
 
