@@ -28,7 +28,9 @@ Rows (the shape ``bench/__main__.py`` writes): ``e2e_score_visible_p50`` and ``_
 (seconds, medians over the runs) against ``lead_get_roundtrip``; ``e2e_p99_vs_target``:
 the same p99 against the issue's 0.5 s (``target_ratio`` 1.0: at or under it is met);
 ``e2e_sustainable_rate`` against ``intake_burst_rate``; ``e2e_drive_rate`` (what the
-paced runs achieved) against ``e2e_sustainable_rate`` (``target_ratio`` 0.5).
+paced runs achieved) against ``e2e_sustainable_rate`` (``target_ratio`` 0.5); and
+``e2e_hop_<hop>_p99`` for each hop of :data:`HOPS` (see :func:`hops`: where the time goes,
+read back from the times intake and lead-scoring wrote on the topics).
 
 Bounded: about 60-90 s in all (start-up ~15 s, burst ≤ 10 s plus its drain, each run
 ``2 x seconds`` clipped to 6-12 s plus its drain, everything under a 150 s hard deadline).
@@ -94,6 +96,20 @@ class Probe:
 class Stack:
     intake: str
     scoring: str
+    bootstrap_servers: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One probe event's way through, for :func:`hops`: its ``messageId``, the lead and
+    score that show it, and the bench's wall-clock times of the POST and of the answer
+    that showed it."""
+
+    message_id: str
+    lead_id: str
+    score: int
+    posted: float
+    visible: float
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
@@ -174,7 +190,7 @@ def stack(work: Path, log: Path) -> Iterator[Stack]:
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"{process.args!r} exited; see {log}")
-        yield Stack(intake, scoring)
+        yield Stack(intake, scoring, broker.bootstrap_servers)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -204,12 +220,14 @@ class Pipeline:
         return JsonClient(self.stack.scoring, self.sales_auth)
 
     @staticmethod
-    def probe_event(client: JsonClient, probe: Probe) -> None:
+    def probe_event(client: JsonClient, probe: Probe) -> str:
+        """POST one probe page view; its ``messageId``."""
+        message_id = uuid.uuid4().hex
         response = client.request(
             "POST",
             "/v1/page",
             {
-                "messageId": uuid.uuid4().hex,
+                "messageId": message_id,
                 "userId": probe.user_id,
                 "anonymousId": probe.anonymous_id,
                 "name": "Getting started",
@@ -219,6 +237,7 @@ class Pipeline:
         )
         if response.status != 200:
             raise RuntimeError(f"intake refused a probe event: {response.status} {response.body}")
+        return message_id
 
     @staticmethod
     def score(client: JsonClient, probe: Probe) -> int:
@@ -228,18 +247,27 @@ class Pipeline:
         return int(response.body["score"])
 
     def visible_after(
-        self, intake: JsonClient, sales: JsonClient, probe: Probe, timeout: float
+        self,
+        intake: JsonClient,
+        sales: JsonClient,
+        probe: Probe,
+        timeout: float,
+        traces: list[Trace] | None = None,
     ) -> float | None:
         """Send one probe event; seconds from just before its POST until the probe's score
-        shows it (polled every 20 ms), or None past ``timeout``."""
+        shows it (polled every 20 ms), or None past ``timeout``. Appends its
+        :class:`Trace` to ``traces`` when given and seen in time."""
         want = probe.score + 1
+        posted = time.time()
         started = time.monotonic()
-        self.probe_event(intake, probe)
+        message_id = self.probe_event(intake, probe)
         while True:
             seen = self.score(sales, probe)
             now = time.monotonic()
             if seen >= want:
                 probe.score = seen
+                if traces is not None and seen == want:
+                    traces.append(Trace(message_id, probe.lead_id, want, posted, time.time()))
                 return now - started
             if now - started > timeout:
                 probe.score = seen  # a late point must not satisfy the next probe
@@ -432,7 +460,12 @@ def roundtrip(pipeline: Pipeline, probe: Probe, count: int = 60) -> float:
 
 
 def drive(
-    pipeline: Pipeline, probes: list[Probe], seed: int, rate: float, seconds: float
+    pipeline: Pipeline,
+    probes: list[Probe],
+    seed: int,
+    rate: float,
+    seconds: float,
+    traces: list[Trace] | None = None,
 ) -> tuple[list[float], int, Load]:
     """Demo journeys at ``rate`` events/s for ``seconds`` (sender processes) while the
     probes measure here: (latencies, probes not visible in time, the load achieved)."""
@@ -445,7 +478,7 @@ def drive(
         intake, sales = pipeline.intake_client(), pipeline.sales_client()
         try:
             while not stop.is_set():
-                took = pipeline.visible_after(intake, sales, probe, PROBE_TIMEOUT_S)
+                took = pipeline.visible_after(intake, sales, probe, PROBE_TIMEOUT_S, traces)
                 with lock:
                     if took is None:
                         missed[0] += 1
@@ -468,6 +501,76 @@ def drive(
             for t in threads:
                 t.join(timeout=PROBE_TIMEOUT_S + 5)
     return latencies, missed[0], achieved
+
+
+HOPS = (
+    ("http_in", "POST sent → intake received it"),
+    ("intake_to_kafka", "received → on funnel.traffic (commit, relay pick-up, produce)"),
+    ("kafka_to_scored", "on funnel.traffic → scored (consumer fetch, batch, handler)"),
+    ("scored_to_seen", "scored → seen by the probe (commit, 20 ms polling)"),
+)
+
+
+def _read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` up to its end when called (bounded by ``timeout_s``)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+            consumer.position(tp) < end for tp, end in ends.items()
+        ):
+            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def hops(bootstrap_servers: str, traces: list[Trace]) -> dict[str, list[float]]:
+    """Where each traced probe's time went, in seconds per hop of :data:`HOPS`, from the
+    times the pipeline itself wrote: intake's ``received_at`` in the traffic envelope, the
+    producer's timestamp of the traffic record (the relay's send), lead-scoring's
+    ``received_at`` of the ``lead.scored`` that carries the probe's point (when the
+    handler built it). One machine, one clock. Probes whose records were not found are
+    left out."""
+    from shared.topics import LEADS, TRAFFIC
+
+    sent: dict[str, tuple[float, float]] = {}
+    for record in _read_topic(bootstrap_servers, TRAFFIC):
+        data = json.loads(record.value)
+        # Intake's event id is "<source tag>:<messageId>"; probe messageIds are unique.
+        sent[data["event_id"].rpartition(":")[2]] = (
+            datetime.fromisoformat(data["received_at"]).timestamp(),
+            record.timestamp / 1000,
+        )
+    scored: dict[tuple[str, int], float] = {}
+    for record in _read_topic(bootstrap_servers, LEADS):
+        data = json.loads(record.value)
+        lead = data["payload"].get("lead") or {}
+        if data["type"] == "lead.scored" and "score" in lead:
+            key = (lead["lead_id"], int(lead["score"]))
+            scored.setdefault(key, datetime.fromisoformat(data["received_at"]).timestamp())
+    out: dict[str, list[float]] = {name: [] for name, _ in HOPS}
+    for trace in traces:
+        traffic = sent.get(trace.message_id)
+        built = scored.get((trace.lead_id, trace.score))
+        if traffic is None or built is None:
+            continue
+        received, on_kafka = traffic
+        for (name, _), value in zip(
+            HOPS,
+            (received - trace.posted, on_kafka - received, built - on_kafka, trace.visible - built),
+            strict=True,
+        ):
+            out[name].append(value)
+    return out
 
 
 def _row(
@@ -522,12 +625,13 @@ def e2e_latency(repeats: int, seconds: float, *, verbose: bool = False) -> list[
         )
 
         p50s, p99s, rates = [], [], []
+        traces: list[Trace] = []
         for run in range(repeats):
             left = hard_deadline - time.monotonic() - 15
             if left < 3:
                 break
             latencies, missed, achieved = drive(
-                pipeline, probes, 100 + run, sustainable / 2, min(run_s, left)
+                pipeline, probes, 100 + run, sustainable / 2, min(run_s, left), traces
             )
             if not latencies:
                 continue
@@ -542,6 +646,17 @@ def e2e_latency(repeats: int, seconds: float, *, verbose: bool = False) -> list[
             pipeline.drain(probes[0], timeout=max(3.0, hard_deadline - time.monotonic() - 10))
         if not p99s:
             raise RuntimeError("no latency measured: out of time")
+        by_hop = hops(s.bootstrap_servers, traces)
+    hop_rows = []
+    for name, what in HOPS:
+        values = by_hop[name]
+        if not values:
+            continue
+        p50_hop, p99_hop = percentile(values, 0.5), percentile(values, 0.99)
+        say(f"hop {name:16} p50 {p50_hop * 1000:6.1f} ms  p99 {p99_hop * 1000:6.1f} ms  ({what})")
+        hop_rows.append(
+            _row(f"e2e_hop_{name}_p99", p99_hop, "s", "issue_target_p99", TARGET_P99_S, None)
+        )
 
     p50, p99 = statistics.median(p50s), statistics.median(p99s)
     return [
@@ -559,6 +674,7 @@ def e2e_latency(repeats: int, seconds: float, *, verbose: bool = False) -> list[
             sustainable,
             0.5,
         ),
+        *hop_rows,
     ]
 
 
