@@ -6,6 +6,9 @@ processed event ids and the outgoing events in the outbox in that same transacti
 commit → publish dead letters → relay the outbox (a bounded slice) → commit offsets.
 Auto-commit is off; a message's offset is committed only after its effects are durable,
 so a crash anywhere redelivers, and the processed-id table makes redelivery harmless.
+Offsets are committed by count and time (every ``commit_every_records`` records or
+``commit_every_s`` seconds, and on close), as arroyo does, not after every poll: a commit
+is a broker round trip, and what a crash redelivers past the last one is skipped by id.
 
 Batches first, one by one on failure (as arroyo's "retry the batch message by message"):
 the batch is applied in one savepoint, which lets handlers read once and write with bulk
@@ -68,7 +71,7 @@ from shared.events import Envelope, InvalidEvent, decode
 from shared.kafka import broker_reachable, make_consumer, make_producer, make_tail_reader
 from shared.logs import log_context
 from shared.metrics import CONSUMER_LAG, record_batch
-from shared.outbox import OutboxRelay, Outgoing, outbox_rows
+from shared.outbox import OutboxRelay, Outgoing, RelayLoop, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -411,12 +414,14 @@ class ConsumerRunner:
         consumer: KafkaConsumer,
         producer: KafkaProducer,
         processor: BatchProcessor,
-        relay: OutboxRelay,
+        relay: OutboxRelay | None,
         poll_timeout_ms: int = 500,
         max_records: int = 500,
         timers: Sequence[Timer] = (),
         relay_max_batches: int = 5,
         on_batch: BatchHook | None = None,
+        commit_every_records: int = 2000,
+        commit_every_s: float = 1.0,
     ) -> None:
         self.timers = list(timers)
         self.consumer = consumer
@@ -434,6 +439,12 @@ class ConsumerRunner:
         # partition's high watermark (from the same fetches, no extra request) the lag.
         self._next: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
+        # Offsets applied but not committed yet (see the module docstring).
+        self.commit_every_records = commit_every_records
+        self.commit_every_s = commit_every_s
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._pending_records = 0
+        self._committed_at = time.monotonic()
 
     def request_stop(self, *_: Any) -> None:
         """Signal-safe: only sets a flag."""
@@ -448,6 +459,8 @@ class ConsumerRunner:
         signal.signal(signal.SIGINT, _handler)
 
     def _relay(self, max_batches: int | None = None) -> None:
+        if self.relay is None:  # a relay process of its own publishes the outbox
+            return
         try:
             self.relay.publish_pending(max_batches=max_batches or self.relay_max_batches)
         except (KafkaError, OperationalError) as exc:
@@ -464,12 +477,35 @@ class ConsumerRunner:
         for future in futures:
             future.get(timeout=30)  # a failure here must not commit the offsets
 
-    def _commit(self, records: Sequence[Record]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    def _stage(self, records: Sequence[Record]) -> None:
+        """Note the offsets of applied records (effects durable, dead letters sent)."""
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
-            if tp not in offsets or offsets[tp].offset < r.offset + 1:
-                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+            held = self._pending.get(tp)
+            if held is None or held.offset < r.offset + 1:
+                self._pending[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        self._pending_records += len(records)
+
+    def commit_pending(self, *, force: bool = False) -> None:
+        """Commit the staged offsets when ``commit_every_records`` records or
+        ``commit_every_s`` seconds have gathered (or ``force``). Only partitions still
+        assigned: one lost to a rebalance is the new owner's to commit, and committing
+        our older offset over theirs would move it back."""
+        if not self._pending:
+            return
+        due = (
+            force
+            or self._pending_records >= self.commit_every_records
+            or time.monotonic() - self._committed_at >= self.commit_every_s
+        )
+        if not due:
+            return
+        owned = self.consumer.assignment()
+        offsets = {tp: o for tp, o in self._pending.items() if tp in owned}
+        self._pending, self._pending_records = {}, 0
+        self._committed_at = time.monotonic()
+        if not offsets:
+            return
         try:
             self.consumer.commit(offsets)
         except CommitFailedError as exc:
@@ -526,7 +562,8 @@ class ConsumerRunner:
                 self._run_timer(timer, now)
         self._relay()
         if records:
-            self._commit(records)
+            self._stage(records)
+        self.commit_pending()
         return result
 
     def report_lag(self) -> dict[TopicPartition, int]:
@@ -559,7 +596,12 @@ class ConsumerRunner:
 
     def close(self) -> None:
         self._relay()
-        self.relay.close()
+        try:
+            self.commit_pending(force=True)
+        except KafkaError as exc:  # closing anyway: the next owner skips them by id
+            log.warning("could not commit offsets on close: %s", exc)
+        if self.relay is not None:
+            self.relay.close()
         self.producer.flush(timeout=10)
         self.consumer.close(autocommit=False)
         self.producer.close(timeout=10)
@@ -627,10 +669,12 @@ def build_runner(
     group_id: str | None = None,
     timers: Sequence[Timer] = (),
     on_batch: BatchHook | None = None,
+    relay: bool = True,
 ) -> ConsumerRunner:
     """The standard runner of a service: group ``service`` (unless ``group_id``), one
-    producer for dead letters, a separate, replaceable one for the outbox relay, and a
-    housekeeping timer that prunes processed ids and sent outbox rows past
+    producer for dead letters, a separate, replaceable one for the outbox relay (none
+    when ``relay`` is false: a relay process publishes the outbox, :func:`relay_main`),
+    and a housekeeping timer that prunes processed ids and sent outbox rows past
     ``kafka.dedupe_horizon_days`` (checked to outlast the consumed topics' retention)."""
     horizon = dedupe_horizon(kafka, handlers)
     processor = BatchProcessor(
@@ -646,12 +690,33 @@ def build_runner(
         consumer=make_consumer(kafka, group_id or service, handlers),
         producer=make_producer(kafka, service),
         processor=processor,
-        relay=OutboxRelay(
-            engine,
-            outbox_table,
-            lambda: make_producer(kafka, f"{service}-relay"),
-            reader_factory=lambda: make_tail_reader(kafka),
-        ),
+        relay=service_relay(service, kafka, engine, outbox_table) if relay else None,
         timers=[*timers, Timer(600.0, lambda: processor.prune(horizon), name="prune")],
         on_batch=on_batch or record_batch(service),
     )
+
+
+def service_relay(service: str, kafka: KafkaConfig, engine: Engine, table: Table) -> OutboxRelay:
+    """The relay of ``service``'s outbox, with a producer of its own (replaced after a
+    failure) and a tail reader to read back rows it is in doubt about."""
+    return OutboxRelay(
+        engine,
+        table,
+        lambda: make_producer(kafka, f"{service}-relay"),
+        reader_factory=lambda: make_tail_reader(kafka),
+    )
+
+
+def relay_main(service: str, kafka: KafkaConfig, engine: Engine, table: Table) -> None:
+    """A service's relay process: publishes its outbox until SIGTERM/SIGINT (the batch in
+    hand is finished first); prunes sent rows past ``kafka.dedupe_horizon_days``. Run it
+    instead of the consumer's own relay, never beside it on SQLite (on PostgreSQL relays
+    take turns, see :class:`OutboxRelay`)."""
+    loop = RelayLoop(
+        service_relay(service, kafka, engine, table),
+        dedupe_window=timedelta(days=kafka.dedupe_horizon_days),
+    )
+    signal.signal(signal.SIGTERM, loop.request_stop)
+    signal.signal(signal.SIGINT, loop.request_stop)
+    log.info("relay publishing %s outbox to Kafka at %s", service, kafka.bootstrap_servers)
+    loop.run()
