@@ -12,9 +12,12 @@
 * ``raw_kafka_consume_decode``: a group consumer reading and JSON-decoding (msg/s).
 * ``rescore_100k_leads``: seconds to rescore 100,000 leads (3 events each) from history
   after a rule change, against ``read_history`` (one query reading those rows).
-* ``scoring_consumer_sqlite`` / ``_postgres``: lead-scoring applying page events
-  (events/s); PostgreSQL from ``FUNNEL_BENCH_POSTGRES_URL`` or the local server, skipped
-  with a note when unreachable.
+* ``scoring_consumer_sqlite`` / ``_postgres``: lead-scoring applying page events and
+  publishing its lead events (events/s, until the outbox is empty); PostgreSQL from
+  ``FUNNEL_BENCH_POSTGRES_URL`` or the local server, skipped with a note when unreachable.
+* ``scoring_sqlite_relay_process`` / ``scoring_postgres_relay_process``: the same with the
+  outbox published by lead-scoring's relay process instead of the consumer, against the
+  consumer relaying itself.
 * ``segment_cart_100k`` / ``_1m`` and ``segment_gold_lapsed_100k`` / ``_1m``: seconds to
   count a segment at 100,000 and 1,000,000 members on PostgreSQL (the cart abandoners: a
   behaviour in a window and not another; gold members lapsed 90 days: attributes),
@@ -347,8 +350,15 @@ def consumer_rows(
         repeats,
         lambda: scoring_consume(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
     )
+    apart = median_of(
+        repeats,
+        lambda: scoring_consume(
+            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS, relay_process=True
+        ),
+    )
     rows += [
         ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
+        ("scoring_sqlite_relay_process", apart, "events/s", "scoring_consumer_sqlite", sqlite),
         ("consume_produce_ceiling", pipe, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_vs_ceiling", sqlite, "events/s", "consume_produce_ceiling", pipe),
     ]
@@ -362,15 +372,26 @@ def consumer_rows(
             postgres = median_of(
                 repeats, lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS)
             )
-            rows.append(
+            apart_pg = median_of(
+                repeats,
+                lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS, relay_process=True),
+            )
+            rows += [
                 (
                     "scoring_consumer_postgres",
                     postgres,
                     "events/s",
                     "raw_kafka_consume_decode",
                     raw,
-                )
-            )
+                ),
+                (
+                    "scoring_postgres_relay_process",
+                    apart_pg,
+                    "events/s",
+                    "scoring_consumer_postgres",
+                    postgres,
+                ),
+            ]
     return rows
 
 

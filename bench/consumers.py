@@ -4,19 +4,26 @@ group consume + JSON decode of the same records, measured in the same run."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
-from services.lead_scoring.models import processed_events
+from services.lead_scoring.models import outbox, processed_events
 from shared.config import KafkaConfig
+from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
 from shared.topics import LEADS, TRAFFIC
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Pages per visit in the benchmark stream (a visit's page views arrive together, so a
 # batch holds several of one person's: what coalescing lead.scored saves on).
@@ -93,13 +100,35 @@ def raw_consume_produce(kafka: KafkaConfig, count: int, max_seconds: float = 120
 
 
 def scoring_consume(
-    kafka: KafkaConfig, database_url: str, count: int, max_seconds: float = 180
+    kafka: KafkaConfig,
+    database_url: str,
+    count: int,
+    max_seconds: float = 180,
+    *,
+    relay_process: bool = False,
 ) -> float:
-    """events/s lead-scoring applies (decode, handler, DB commit, offsets) from a fresh
-    group and database; clock from the first applied batch to the ``count``-th event."""
-    config = ScoringConfig(database_url=database_url, kafka=kafka)
+    """events/s lead-scoring applies and publishes (decode, handler, DB commit, offsets,
+    its lead events on Kafka) from a fresh group and database; clock from the first
+    applied batch until ``count`` events are applied and the outbox is empty.
+    ``relay_process``: the outbox is published by ``python -m services.lead_scoring
+    relay`` running beside the consumer (``SCORING_RELAY_IN_CONSUMER=false``)."""
+    config = ScoringConfig(
+        database_url=database_url, kafka=kafka, relay_in_consumer=not relay_process
+    )
+    engine = make_engine(database_url)
+    init_db(engine)
     runner = make_runner(config, group_id=f"bench-scoring-{uuid.uuid4().hex}")
-    init_db(runner.relay.engine)
+    relay = None
+    if relay_process:
+        env = {
+            **os.environ,
+            "LEAD_SCORING_DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "FUNNEL_LOG_LEVEL": "WARNING",
+        }
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "services.lead_scoring", "relay"], env=env, cwd=ROOT
+        )
     applied = 0
     started = None
     deadline = time.monotonic() + max_seconds
@@ -110,10 +139,28 @@ def scoring_consume(
                 if started is None:
                     started = time.monotonic()
                 applied += result.applied + result.duplicates + len(result.dead_letters)
+        while _unsent(engine) and time.monotonic() < deadline:
+            if runner.relay is not None:
+                runner.relay.publish_pending()
+            else:
+                time.sleep(0.005)
         elapsed = time.monotonic() - (started or time.monotonic())
-        with runner.relay.engine.connect() as conn:
+        with engine.connect() as conn:
             done = conn.scalar(select(func.count()).select_from(processed_events)) or 0
         assert done >= min(applied, count), "the benchmark lost events"
+        assert not _unsent(engine), "the outbox was not drained in time"
     finally:
         runner.close()
+        if relay is not None:
+            relay.terminate()
+            relay.wait(timeout=30)
+        engine.dispose()
     return applied / elapsed if elapsed else 0.0
+
+
+def _unsent(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return (
+            conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
+            or 0
+        )

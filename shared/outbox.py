@@ -16,7 +16,8 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -24,6 +25,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared.db import utcnow
@@ -343,3 +345,62 @@ class OutboxRelay:
                 delete(t).where(t.c.sent_at.is_not(None), t.c.created_at < older_than)
             )
         return int(result.rowcount or 0)
+
+
+class RelayLoop:
+    """A relay process's loop: publish the outbox, a few batches at a time, until stopped.
+
+    Kafka errors and passing database errors (a lock timeout, a restart:
+    ``OperationalError``) are retried with capped backoff (the rows wait durably; rows
+    sent but not stamped are read back first); other database errors propagate, for the
+    supervisor to restart the process. :meth:`request_stop` (a signal handler) only sets a
+    flag: the batch in hand is finished and flushed first. Every
+    ``housekeeping_interval_s``: sent rows past ``dedupe_window`` are pruned, then the
+    service's own ``housekeeping`` runs."""
+
+    def __init__(
+        self,
+        relay: OutboxRelay,
+        *,
+        dedupe_window: timedelta,
+        housekeeping: Callable[[], object] = lambda: None,
+        housekeeping_interval_s: float = 600.0,
+    ) -> None:
+        self.relay = relay
+        self.dedupe_window = dedupe_window
+        self.housekeeping = housekeeping
+        self.housekeeping_interval_s = housekeeping_interval_s
+        self._stop = False
+
+    def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
+        self._stop = True
+
+    def housekeep(self) -> None:
+        """Prune sent rows past the dedupe window, then the service's own housekeeping."""
+        self.relay.prune(utcnow() - self.dedupe_window)
+        self.housekeeping()
+
+    def run(self, *, idle_sleep_s: float = 0.05, max_seconds: float | None = None) -> None:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        backoff = 0.5
+        next_prune = 0.0
+        while not self._stop and (deadline is None or time.monotonic() < deadline):
+            try:
+                sent = self.relay.publish_pending(max_batches=10)
+                backoff = 0.5
+            except (KafkaError, OperationalError) as exc:
+                # Kafka, or the database (a lock timeout, a restart): rows stay unsent.
+                log.warning("publish failed (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if time.monotonic() > next_prune:
+                self.housekeep()
+                next_prune = time.monotonic() + self.housekeeping_interval_s
+            if not sent:
+                time.sleep(idle_sleep_s)
+        try:
+            self.relay.publish_pending(max_batches=10)
+        except (KafkaError, OperationalError):
+            log.warning("stopping with unsent events; they stay in the outbox")
+        self.relay.close()

@@ -1,10 +1,11 @@
-"""``python -m services.lead_scoring init-db|accounts|consume|rescore``"""
+"""``python -m services.lead_scoring init-db|accounts|consume|relay|rescore``"""
 
 from __future__ import annotations
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import main as consume
+from services.lead_scoring.consumer import relay
 from services.lead_scoring.models import accounts
 from shared.accounts import cli as accounts_cli
 from shared.cli import service_main
@@ -38,6 +39,7 @@ if __name__ == "__main__":
         commands={
             "accounts": accounts_cli(lambda config: make_engine(config.database_url), accounts),
             "consume": consume,
+            "relay": relay,
             "rescore": rescore_now,
         },
     )

@@ -33,6 +33,9 @@ class ScoringConfig:
     # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
     log_level: str = "INFO"
+    # False: the consumer leaves its outbox to ``python -m services.lead_scoring relay``
+    # (its own process, as intake's relay is): the consumer then never waits on Kafka acks.
+    relay_in_consumer: bool = True
 
     def base_model(self) -> ScoringModel:
         """The built-in scoring model with this deployment's threshold and half-life
@@ -64,4 +67,5 @@ class ScoringConfig:
             sla_check_seconds=env.number("SCORING_SLA_CHECK_SECONDS", cls.sla_check_seconds),
             secret_key=env.text("SCORING_SECRET_KEY", ""),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
+            relay_in_consumer=env.boolean("SCORING_RELAY_IN_CONSUMER", cls.relay_in_consumer),
         )

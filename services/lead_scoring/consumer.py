@@ -32,6 +32,7 @@ from shared.runner import (
     build_runner,
     each,
     infrastructure_check,
+    relay_main,
 )
 from shared.topics import PRIVACY, TRAFFIC
 
@@ -66,6 +67,7 @@ def make_runner(config: ScoringConfig, group_id: str | None = None) -> ConsumerR
         processed_table=processed_events,
         outbox_table=outbox,
         group_id=group_id,
+        relay=config.relay_in_consumer,
         timers=[
             Timer(
                 config.sla_check_seconds,
@@ -99,3 +101,10 @@ def main(config: ScoringConfig | None = None) -> None:
     runner.install_signal_handlers()
     log.info("%s consuming from %s", SERVICE, config.kafka.bootstrap_servers)
     runner.run()
+
+
+def relay(config: ScoringConfig | None = None) -> None:
+    """``python -m services.lead_scoring relay``: lead-scoring's outbox published by a
+    process of its own; run the consumers with ``SCORING_RELAY_IN_CONSUMER=false``."""
+    config = config or ScoringConfig.from_env()
+    relay_main(SERVICE, config.kafka, make_engine(config.database_url), outbox)

@@ -16,12 +16,11 @@ from sqlalchemy import func, select
 
 from services.traffic_intake.app import create_app, init_db
 from services.traffic_intake.config import IntakeConfig
-from services.traffic_intake.relay import RelayLoop
 from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.kafka import ensure_topics, make_producer
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, RelayLoop
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
 from tests.helpers import TopicReader, message_ids, serving

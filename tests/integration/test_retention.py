@@ -22,12 +22,11 @@ from services.lead_scoring.consumer import make_runner
 from services.lead_scoring.models import Lead, outbox, processed_events
 from services.traffic_intake import failed
 from services.traffic_intake.models import failed_events
-from services.traffic_intake.relay import RelayLoop
 from services.traffic_intake.state import STATE as INTAKE_STATE
 from shared.config import KafkaConfig
 from shared.db import make_engine, utcnow
 from shared.kafka import make_producer
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, RelayLoop
 from shared.runner import ConsumerRunner, dedupe_horizon
 from shared.topics import TRAFFIC
 from tests.conftest import wait_for
