@@ -63,7 +63,10 @@ def parse_headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
 
 
 def replay_target(info: Mapping[str, str]) -> str | None:
-    """Where a dead letter goes back to: its source topic, or None for HTTP dead letters
-    (those are re-submitted through intake, not replayed onto a topic)."""
+    """Where a dead letter goes back to: its source topic, or None when it came from no
+    topic (HTTP dead letters are re-submitted through intake; a timer's or a refused
+    outbox row's have no message to replay)."""
     source = info.get("source", "")
-    return None if not source or source.startswith("http:") else source
+    # Topic names never hold ":"; "http:…", "timer:…" and "outbox:…" letters have no
+    # message to send back.
+    return None if not source or ":" in source else source

@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from kafka.structs import TopicPartition
 from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +34,9 @@ from shared.events import Envelope, encode
 from shared.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
+
+# What Kafka answers for a message it will never take, however often it is sent.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ class OutboxRelay:
     def _pending(self) -> Any:
         t = self.table
         return (
-            select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+            select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.value, t.c.headers)
             .where(t.c.sent_at.is_(None))
             .order_by(t.c.id)
             .limit(self.batch_size)
@@ -322,19 +325,60 @@ class OutboxRelay:
             reader.close()
 
     def _send_all(self, rows: Sequence[Any]) -> None:
+        """Send the rows and wait for every ack. A row Kafka can never take (larger than
+        the producer or the broker allows) would block every row behind it forever: it
+        is replaced by a dead letter naming it (the row itself stays in the outbox until
+        pruned) and counts as sent. Any other delivery error raises: nothing is stamped."""
         producer = self.producer
-        futures = [
-            producer.send(
-                row.topic,
-                key=row.key.encode() if row.key else None,
-                value=bytes(row.value),
-                headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
-            )
-            for row in rows
-        ]
+        futures = []
+        refused: list[tuple[Any, KafkaError]] = []
+        for row in rows:
+            try:
+                future = producer.send(
+                    row.topic,
+                    key=row.key.encode() if row.key else None,
+                    value=bytes(row.value),
+                    headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
+                )
+            except _TOO_LARGE as exc:  # the producer's own size check: nothing was sent
+                refused.append((row, exc))
+                continue
+            futures.append((row, future))
         producer.flush(timeout=self.flush_timeout_s)
-        for future in futures:
-            # Raises the delivery error, if any: nothing is stamped sent then.
+        for row, future in futures:
+            try:
+                future.get(timeout=self.flush_timeout_s)
+            except _TOO_LARGE as exc:  # the broker's limit
+                refused.append((row, exc))
+        if refused:
+            self._dead_letter_refused(refused)
+
+    def _dead_letter_refused(self, refused: Sequence[tuple[Any, KafkaError]]) -> None:
+        producer = self.producer
+        letters = []
+        for row, exc in refused:
+            log.error(
+                "outbox row %s (%s, %d bytes) is too large for Kafka: dead-lettered",
+                row.event_id,
+                row.topic,
+                len(row.value),
+            )
+            letter = DeadLetter(
+                source=f"outbox:{self.table.name}",
+                partition=-1,
+                offset=-1,
+                key=row.key.encode() if row.key else None,
+                value=None,  # it is what Kafka refused; the outbox keeps it until pruned
+                consumer=self.table.name,
+                kind="too_large",
+                reason=(
+                    f"event {row.event_id} for {row.topic}: {len(row.value)} bytes, "
+                    f"refused by Kafka ({type(exc).__name__})"
+                ),
+            )
+            letters.append(producer.send(DEADLETTER, key=letter.key, headers=letter.headers()))
+        producer.flush(timeout=self.flush_timeout_s)
+        for future in letters:
             future.get(timeout=self.flush_timeout_s)
 
     def prune(self, older_than: datetime) -> int:

@@ -1,6 +1,7 @@
 """The outbox relay against the real broker: relays sharing one PostgreSQL outbox take
 turns (nothing sent twice, nothing locked); a batch sent but not stamped is read back
-before anything is sent again, so it is not on the topic twice."""
+before anything is sent again, so it is not on the topic twice; a row Kafka refuses as too
+large becomes a dead letter instead of blocking every row behind it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from sqlalchemy.exc import OperationalError
 
 from shared.config import KafkaConfig
 from shared.db import make_engine, outbox_table
+from shared.deadletter import parse_headers
 from shared.events import new_event
 from shared.kafka import ensure_topics, make_producer, make_tail_reader
 from shared.outbox import OutboxRelay, Outgoing, enqueue
-from shared.topics import Topic
+from shared.topics import DEADLETTER, Topic
 from tests.conftest import wait_for
 
 
@@ -121,3 +123,53 @@ def test_a_batch_sent_but_not_stamped_is_read_back_not_sent_again(
     finally:
         relay.close()
         engine.dispose()
+
+
+def test_a_row_too_large_for_kafka_is_dead_lettered_not_retried_forever(
+    database_url: str, kafka_config: KafkaConfig
+) -> None:
+    engine, table, topic = _setup(database_url, kafka_config, 0)
+    huge = Outgoing(
+        topic, "k", new_event("page", {"blob": "x" * 1_100_000}, source="w", anonymous_id="a")
+    )
+    after = [
+        Outgoing(topic, "k", new_event("page", {}, source="w", anonymous_id="a")) for _ in range(5)
+    ]
+    with engine.begin() as conn:
+        enqueue(conn, table, [huge, *after], validate_payload=False)
+    relay = _relay(engine, table, kafka_config)
+    try:
+        assert relay.publish_pending() == 6  # not stuck on the first row
+        copies = _on_topic(kafka_config, topic, 5)
+        assert len(copies) == 5  # the rows behind it, each once
+        with engine.connect() as conn:
+            unsent = select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
+            assert conn.scalar(unsent) == 0
+        letters = _dead_letters(kafka_config, f"outbox:{table.name}")
+        assert [info["kind"] for info in letters] == ["too_large"]
+        assert huge.envelope.event_id in letters[0]["reason"]
+    finally:
+        relay.close()
+        engine.dispose()
+
+
+def _dead_letters(kafka: KafkaConfig, source: str) -> list[dict[str, str]]:
+    """The headers of the dead letters from ``source`` (the dead-letter topic is shared)."""
+    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+    parts = [TopicPartition(DEADLETTER, p) for p in reader.partitions_for_topic(DEADLETTER) or ()]
+    reader.assign(parts)
+    reader.seek_to_beginning(*parts)
+    found: list[dict[str, str]] = []
+
+    def one() -> bool:
+        for batch in reader.poll(timeout_ms=300).values():
+            found.extend(
+                info for r in batch if (info := parse_headers(r.headers))["source"] == source
+            )
+        return bool(found)
+
+    try:
+        wait_for(one, timeout=30, message=f"a dead letter from {source}")
+    finally:
+        reader.close()
+    return found

@@ -13,3 +13,6 @@ def test_dead_letter_headers_round_trip() -> None:
     assert (info["consumer"], info["kind"], info["reason"]) == ("lead-scoring", "bad_json", "why")
     assert replay_target(info) == "funnel.traffic"
     assert replay_target({"source": "http:/v1/batch"}) is None
+    # No message to send back: a timer's failure, an outbox row Kafka refused.
+    assert replay_target({"source": "timer:sla"}) is None
+    assert replay_target({"source": "outbox:outbox"}) is None
