@@ -287,10 +287,20 @@ WRITES_ON_GET = "funnel_writes_on_get"
 
 
 def writes_on_get(view: F) -> F:
-    """Mark a view whose GET writes: a tracking link (a click, an open pixel) is a GET by
-    nature. Every other GET and HEAD reads only (see ``init_api``)."""
+    """Mark a view (a function, or a ``MethodView``'s ``get``) whose GET writes: a
+    tracking link (a click, an open pixel) is a GET by nature, and so is the access
+    export that starts its request and is audited. Every other GET and HEAD reads only
+    (see ``init_api``)."""
     setattr(view, WRITES_ON_GET, True)
     return view
+
+
+def _writes_on_get() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        view = getattr(view_class, "get", None)
+    return bool(getattr(view, WRITES_ON_GET, False))
 
 
 def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
@@ -334,8 +344,7 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
         # GET and HEAD change nothing (HTTP's safe methods): their transactions read
         # without SQLite's write lock (shared.db.reading). A GET that tried to write
         # would fail loudly, so none can slip in.
-        view = current_app.view_functions.get(request.endpoint or "")
-        if request.method in ("GET", "HEAD") and not getattr(view, WRITES_ON_GET, False):
+        if request.method in ("GET", "HEAD") and not _writes_on_get():
             g.reading = ExitStack()
             g.reading.enter_context(reading())
 

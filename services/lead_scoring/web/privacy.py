@@ -21,7 +21,7 @@ from services.lead_scoring.state import state
 from services.lead_scoring.web.schemas import AccessOut, AccessQuery, ErasureIn, PrivacyStatusOut
 from shared.audit import audited
 from shared.db import utcnow
-from shared.http import Blueprint, current_principal, fail, or_404, require_role
+from shared.http import Blueprint, current_principal, fail, or_404, require_role, writes_on_get
 from shared.identity import USER_ID
 from shared.outbox import enqueue
 from shared.privacy import LEAD_ID
@@ -71,6 +71,7 @@ class ErasureStatusView(MethodView):
 
 @blp.route("/people/<string:person_id>")
 class AccessView(MethodView):
+    @writes_on_get  # starts the access request and audits who read the person's data
     @require_role("admin")
     @blp.arguments(AccessQuery, location="query", unknown=RAISE)
     @blp.response(200, AccessOut)
