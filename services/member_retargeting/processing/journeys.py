@@ -121,11 +121,23 @@ def _someone_else(session: Session, journey: Journey, user_id: str | None) -> bo
     return theirs is not None and theirs != user_id
 
 
+# A journey's first-touch columns, named as Touch names them.
+_TOUCH_FIELDS = ("channel", "engine", "landing_page", "campaign")
+
+
 def _copy_touch(source: Journey, target: Journey) -> None:
     target.first_seen_at = source.first_seen_at
     target.touch_at = source.touch_at
-    target.channel, target.engine = source.channel, source.engine
-    target.landing_page, target.campaign = source.landing_page, source.campaign
+    for name in _TOUCH_FIELDS:
+        setattr(target, name, getattr(source, name))
+
+
+def _touch_of(journey: Journey) -> Touch | None:
+    """The first touch the journey holds, or None before any."""
+    if journey.touch_at is None:
+        return None
+    channel, engine, landing_page, campaign = (getattr(journey, n) for n in _TOUCH_FIELDS)
+    return Touch(channel, engine, landing_page, campaign, from_page=landing_page is not None)
 
 
 def _lead_journey(session: Session, lead_id: str, at: datetime) -> Journey:
@@ -202,12 +214,9 @@ def _reach(journey: Journey, lead_stage: str, at: datetime) -> None:
 def _fold(session: Session, gone: Journey, into: Journey) -> None:
     """Fold one journey into another: the earliest of each, ids moved over."""
     into.first_seen_at = min(into.first_seen_at, gone.first_seen_at)
-    if gone.touch_at is not None:
-        _apply_touch(
-            into,
-            Touch(gone.channel, gone.engine, gone.landing_page, gone.campaign, _from_page(gone)),
-            gone.touch_at,
-        )
+    theirs = _touch_of(gone)
+    if theirs is not None and gone.touch_at is not None:
+        _apply_touch(into, theirs, gone.touch_at)
     into.reached = max(into.reached, gone.reached)
     for column in STAGE_TIMES.values():
         theirs, ours = getattr(gone, column), getattr(into, column)
@@ -231,27 +240,10 @@ def _fold(session: Session, gone: Journey, into: Journey) -> None:
 
 
 def _apply_touch(journey: Journey, new: Touch, at: datetime) -> None:
-    held = (
-        Touch(
-            journey.channel,
-            journey.engine,
-            journey.landing_page,
-            journey.campaign,
-            _from_page(journey),
-        )
-        if journey.touch_at is not None
-        else None
-    )
-    if better_touch(held, journey.touch_at, new, at):
+    if better_touch(_touch_of(journey), journey.touch_at, new, at):
         journey.touch_at = at
-        journey.channel = new.channel
-        journey.engine = new.engine
-        journey.landing_page = new.landing_page
-        journey.campaign = new.campaign
-
-
-def _from_page(journey: Journey) -> bool:
-    return journey.landing_page is not None
+        for name in _TOUCH_FIELDS:
+            setattr(journey, name, getattr(new, name))
 
 
 def _live(session: Session, journey_id: int) -> Journey | None:
