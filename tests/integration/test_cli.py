@@ -372,7 +372,13 @@ def test_requeue_puts_failed_deliveries_back_where_the_dispatcher_claims_them(
             "campaign_id": campaign,
             "run_id": 1,
             "contact_id": "P00001",
-            "payload": {"email": "p1@example.com", "campaign_id": campaign, "channel": "email"},
+            "payload": {
+                "email": "p1@example.com",
+                "campaign_id": campaign,
+                "run_id": 1,
+                "contact_id": "P00001",
+                "channel": "email",
+            },
             "status": status,
             "attempts": 10,
             "next_attempt_at": now - timedelta(hours=age_hours),
@@ -424,12 +430,36 @@ def test_requeue_puts_failed_deliveries_back_where_the_dispatcher_claims_them(
     dispatcher = Dispatcher(
         sessions, RetargetingConfig(database_url=env["MEMBER_RETARGETING_DATABASE_URL"])
     )
-    _token, claimed = dispatcher.claim("email", 10)
+    token, claimed = dispatcher.claim("email", 10)
     assert sorted(claimed) == ["a", "b", "c"]
     assert statuses()["a"] == ("sending", 1)
     with sessions() as session:
         actions = session.scalars(select(retargeting.audit_log.c.action)).all()
     assert actions == ["delivery.requeue", "delivery.requeue"]
+
+    # Sent, then bounced (failed again), requeued and sent again: the second sending is
+    # a status event of its own (the first one's id would drop it as a duplicate).
+    def send(token: str) -> None:
+        with sessions() as session:
+            row = session.get(retargeting.Delivery, "a")
+        assert row is not None and dispatcher._mark_sent(row, token, "250 accepted")
+
+    send(token)
+    with sessions.begin() as session:
+        row = session.get(retargeting.Delivery, "a")
+        assert row is not None
+        row.status, row.finished_at = "failed", utcnow()
+    ok(env, "deliveries", "requeue", "--limit", "10")
+    token, claimed = dispatcher.claim("email", 10)
+    assert "a" in claimed and statuses()["a"] == ("sending", 1)  # attempts started over
+    send(token)
+    with sessions() as session:
+        sent = [
+            json.loads(value)
+            for value in session.scalars(select(retargeting.dispatcher_outbox.c.value))
+        ]
+    ids = [e["event_id"] for e in sent if e["payload"]["dispatch_id"] == "a"]
+    assert len(ids) == 2 and len(set(ids)) == 2
 
 
 # --------------------------------------------------------------------------- rescore

@@ -264,7 +264,14 @@ class Dispatcher:
                 return False
             DISPATCHES.labels(row.channel, SENT).inc()
             event = delivery_status(
-                row.dispatch_id, row.payload, SENT, now, detail=detail, occurrence=str(row.attempts)
+                # The claim tells this sending apart from any other of the same dispatch:
+                # attempts restart at 0 when a failed delivery is requeued.
+                row.dispatch_id,
+                row.payload,
+                SENT,
+                now,
+                detail=detail,
+                occurrence=token,
             )
             enqueue(session, dispatcher_outbox, [event])
         return True
@@ -337,7 +344,7 @@ class Dispatcher:
                 return
             DISPATCHES.labels(row.channel, status).inc()
             event = delivery_status(
-                row.dispatch_id, row.payload, status, now, detail=detail, occurrence="final"
+                row.dispatch_id, row.payload, status, now, detail=detail, occurrence=token
             )
             enqueue(session, dispatcher_outbox, [event])
             if status != SUPPRESSED:
