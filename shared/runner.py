@@ -57,7 +57,13 @@ from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from marshmallow import ValidationError
 from sqlalchemy import Engine, Table, delete, insert, select
@@ -75,6 +81,9 @@ from shared.outbox import OutboxRelay, Outgoing, RelayLoop, outbox_rows
 from shared.topics import DEADLETTER, REGISTRY
 
 log = logging.getLogger(__name__)
+
+# A commit refused because this member's view of the group is changing, not failed for good.
+_REBALANCING = (RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 Handler = Callable[[Envelope, Session], Sequence[Outgoing]]
 """A handler of one event: the event and an open session in, events to publish out. It
@@ -508,6 +517,14 @@ class ConsumerRunner:
             return
         try:
             self.consumer.commit(offsets)
+        except _REBALANCING as exc:
+            # The group is rebalancing (seen with 4 consumers joining at once): keep them
+            # for a later loop, when only what is still ours is committed.
+            log.info("offset commit put off, the group is rebalancing: %s", exc)
+            for tp, offset in offsets.items():
+                held = self._pending.get(tp)
+                if held is None or held.offset < offset.offset:
+                    self._pending[tp] = offset
         except CommitFailedError as exc:
             # The group rebalanced: the new owner gets these again and skips them by id.
             log.warning("offset commit failed after rebalance: %s", exc)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.errors import RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy import MetaData
 from sqlalchemy.orm import Session
@@ -44,6 +45,7 @@ class ScriptedConsumer:
     polls: list[list[Rec]]
     owned: set[TopicPartition] = field(default_factory=lambda: {P0, P1})
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    refuse: list[Exception] = field(default_factory=list)  # raised by the next commits
 
     def poll(self, **_: Any) -> dict[TopicPartition, list[Rec]]:
         if not self.polls:
@@ -58,6 +60,8 @@ class ScriptedConsumer:
         return set(self.owned)
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if self.refuse:
+            raise self.refuse.pop(0)
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
 
     def highwater(self, _tp: TopicPartition) -> None:
@@ -160,3 +164,20 @@ def test_a_partition_lost_to_a_rebalance_is_not_committed(
     consumer.owned = {P1}  # P0 went to another member, which commits it from now on
     runner.close()
     assert consumer.commits == [{P1: 2}]
+
+
+def test_a_commit_put_off_by_a_rebalance_is_made_later(
+    tmp_path: Path, never_by_time: dict[str, Any]
+) -> None:
+    """A group rebalancing refuses commits for a moment (4 consumers joining at once did
+    this): the consumer keeps going and commits once it can, what it still owns."""
+    consumer = ScriptedConsumer(
+        [_records(0, range(0, 2)) + _records(1, range(0, 2)), _records(1, range(2, 4))],
+        refuse=[RebalanceInProgressError("rebalancing")],
+    )
+    runner = _runner(tmp_path, consumer, commit_every_records=1, **never_by_time)
+    runner.run_once()  # refused: kept
+    assert consumer.commits == []
+    consumer.owned = {P1}  # the rebalance gave P0 to another member
+    runner.run_once()
+    assert consumer.commits == [{P1: 4}]
