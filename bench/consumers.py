@@ -124,6 +124,7 @@ def scoring_consume(
             **os.environ,
             "LEAD_SCORING_DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "SCORING_RELAY_IN_CONSUMER": "false",
             "FUNNEL_LOG_LEVEL": "WARNING",
         }
         relay = subprocess.Popen(
@@ -153,7 +154,11 @@ def scoring_consume(
         runner.close()
         if relay is not None:
             relay.terminate()
-            relay.wait(timeout=30)
+            try:
+                relay.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.wait()
         engine.dispose()
     return applied / elapsed if elapsed else 0.0
 

@@ -550,17 +550,23 @@ def hops(bootstrap_servers: str, traces: list[Trace]) -> dict[str, list[float]]:
             datetime.fromisoformat(data["received_at"]).timestamp(),
             record.timestamp / 1000,
         )
-    scored: dict[tuple[str, int], float] = {}
+    scored: dict[tuple[str, int], list[float]] = {}
     for record in _read_topic(bootstrap_servers, LEADS):
         data = json.loads(record.value)
         lead = data["payload"].get("lead") or {}
         if data["type"] == "lead.scored" and "score" in lead:
             key = (lead["lead_id"], int(lead["score"]))
-            scored.setdefault(key, datetime.fromisoformat(data["received_at"]).timestamp())
+            built_at = datetime.fromisoformat(data["received_at"]).timestamp()
+            scored.setdefault(key, []).append(built_at)
     out: dict[str, list[float]] = {name: [] for name, _ in HOPS}
     for trace in traces:
         traffic = sent.get(trace.message_id)
-        built = scored.get((trace.lead_id, trace.score))
+        # The first lead.scored at that score after the POST (an earlier one may share
+        # the score, e.g. once decay took a point).
+        built = min(
+            (t for t in scored.get((trace.lead_id, trace.score), []) if t >= trace.posted),
+            default=None,
+        )
         if traffic is None or built is None:
             continue
         received, on_kafka = traffic

@@ -87,15 +87,16 @@ _READING: ContextVar[bool] = ContextVar("funnel_db_reading", default=False)
 
 
 @contextmanager
-def reading() -> Iterator[None]:
+def reading(only: bool = True) -> Iterator[None]:
     """Transactions begun inside only read. On SQLite they begin deferred with
     ``query_only`` on, so they see the last commit without taking the write lock: a sales
     page read no longer queues behind a consumer's batch (with ``BEGIN IMMEDIATE`` it
     waited in SQLite's busy back-off, up to 0.7 s under load), nor a long report behind
     it. A write attempted inside fails at once (``OperationalError``: "attempt to write a
     readonly database") instead of risking the lock upgrade that IMMEDIATE exists to
-    avoid. No effect on PostgreSQL."""
-    token = _READING.set(True)
+    avoid. No effect on PostgreSQL. ``only=False`` is the usual read-write mode, said
+    explicitly (a request handler sets one or the other)."""
+    token = _READING.set(only)
     try:
         yield
     finally:

@@ -343,10 +343,10 @@ def init_api(app: Flask, *, title: str, version: str = "1.0") -> Api:
     def _safe_methods_only_read() -> None:
         # GET and HEAD change nothing (HTTP's safe methods): their transactions read
         # without SQLite's write lock (shared.db.reading). A GET that tried to write
-        # would fail loudly, so none can slip in.
-        if request.method in ("GET", "HEAD") and not _writes_on_get():
-            g.reading = ExitStack()
-            g.reading.enter_context(reading())
+        # would fail loudly, so none can slip in. Set for every request, either way: a
+        # worker thread whose last request's teardown did not run starts right again.
+        g.reading = ExitStack()
+        g.reading.enter_context(reading(request.method in ("GET", "HEAD") and not _writes_on_get()))
 
     @app.teardown_request
     def _end_reading(_error: BaseException | None) -> None:

@@ -21,22 +21,26 @@ from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import reading, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, encode
 from shared.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
 
-# What Kafka answers for a message it will never take, however often it is sent.
-_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+# The largest record the relay sends: under the producer's max_request_size (1 MiB) and
+# Apache Kafka's default message.max.bytes (1 MiB + 12) with room for the batch framing.
+# A bigger one would be refused every time and hold up every row behind it; it becomes a
+# dead letter instead. The broker's refusal itself is not relied on: it leaves an
+# idempotent producer failing everything it holds.
+MAX_RECORD_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -223,8 +227,9 @@ class OutboxRelay:
 
     def _publish_next(self) -> int:
         """SQLite (one writer): read, send, stamp; the write lock is never held while
-        Kafka is waited for, so intake keeps accepting while Kafka is slow or down."""
-        with self.engine.connect() as conn:
+        Kafka is waited for, so intake keeps accepting while Kafka is slow or down (nor
+        for the read: it takes no write lock, see :func:`shared.db.reading`)."""
+        with reading(), self.engine.connect() as conn:
             rows = conn.execute(self._pending()).all()
         if rows:
             self._send_or_doubt(rows)
@@ -325,43 +330,39 @@ class OutboxRelay:
             reader.close()
 
     def _send_all(self, rows: Sequence[Any]) -> None:
-        """Send the rows and wait for every ack. A row Kafka can never take (larger than
-        the producer or the broker allows) would block every row behind it forever: it
-        is replaced by a dead letter naming it (the row itself stays in the outbox until
-        pruned) and counts as sent. Any other delivery error raises: nothing is stamped."""
+        """Send the rows and wait for every ack. A row past :data:`MAX_RECORD_BYTES` would
+        be refused every time and block every row behind it: it is not sent but replaced
+        by a dead letter naming it (the row stays in the outbox until pruned) and counts
+        as sent. Any delivery error raises: nothing is stamped."""
         producer = self.producer
         futures = []
-        refused: list[tuple[Any, KafkaError]] = []
+        refused: list[tuple[Any, int]] = []
         for row in rows:
-            try:
-                future = producer.send(
-                    row.topic,
-                    key=row.key.encode() if row.key else None,
-                    value=bytes(row.value),
-                    headers=[(k, v.encode()) for k, v in (row.headers or {}).items()] or None,
-                )
-            except _TOO_LARGE as exc:  # the producer's own size check: nothing was sent
-                refused.append((row, exc))
+            key = row.key.encode() if row.key else None
+            headers = [(k, v.encode()) for k, v in (row.headers or {}).items()] or None
+            size = len(row.value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers or [])
+            if size > MAX_RECORD_BYTES:
+                refused.append((row, size))
                 continue
-            futures.append((row, future))
+            futures.append(
+                producer.send(row.topic, key=key, value=bytes(row.value), headers=headers)
+            )
         producer.flush(timeout=self.flush_timeout_s)
-        for row, future in futures:
-            try:
-                future.get(timeout=self.flush_timeout_s)
-            except _TOO_LARGE as exc:  # the broker's limit
-                refused.append((row, exc))
+        for future in futures:
+            # Raises the delivery error, if any: nothing is stamped sent then.
+            future.get(timeout=self.flush_timeout_s)
         if refused:
             self._dead_letter_refused(refused)
 
-    def _dead_letter_refused(self, refused: Sequence[tuple[Any, KafkaError]]) -> None:
+    def _dead_letter_refused(self, refused: Sequence[tuple[Any, int]]) -> None:
         producer = self.producer
         letters = []
-        for row, exc in refused:
+        for row, size in refused:
             log.error(
                 "outbox row %s (%s, %d bytes) is too large for Kafka: dead-lettered",
                 row.event_id,
                 row.topic,
-                len(row.value),
+                size,
             )
             letter = DeadLetter(
                 source=f"outbox:{self.table.name}",
@@ -372,8 +373,8 @@ class OutboxRelay:
                 consumer=self.table.name,
                 kind="too_large",
                 reason=(
-                    f"event {row.event_id} for {row.topic}: {len(row.value)} bytes, "
-                    f"refused by Kafka ({type(exc).__name__})"
+                    f"event {row.event_id} for {row.topic}: {size} bytes, more than "
+                    f"the {MAX_RECORD_BYTES} a Kafka record may hold here"
                 ),
             )
             letters.append(producer.send(DEADLETTER, key=letter.key, headers=letter.headers()))

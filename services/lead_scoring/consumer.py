@@ -23,6 +23,7 @@ from services.lead_scoring.privacy.requests import prune_answers
 from services.lead_scoring.processing.traffic import Rules, handle_traffic_batch
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from shared import audit
+from shared.config import ConfigError
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.privacy import without_erased
 from shared.runner import (
@@ -100,6 +101,11 @@ def main(config: ScoringConfig | None = None) -> None:
     runner = make_runner(config)
     runner.install_signal_handlers()
     log.info("%s consuming from %s", SERVICE, config.kafka.bootstrap_servers)
+    if not config.relay_in_consumer:
+        log.warning(
+            "SCORING_RELAY_IN_CONSUMER=false: lead events wait in the outbox for "
+            "python -m services.lead_scoring relay"
+        )
     runner.run()
 
 
@@ -107,4 +113,11 @@ def relay(config: ScoringConfig | None = None) -> None:
     """``python -m services.lead_scoring relay``: lead-scoring's outbox published by a
     process of its own; run the consumers with ``SCORING_RELAY_IN_CONSUMER=false``."""
     config = config or ScoringConfig.from_env()
-    relay_main(SERVICE, config.kafka, make_engine(config.database_url), outbox)
+    engine = make_engine(config.database_url)
+    if config.relay_in_consumer and engine.dialect.name == "sqlite":
+        # Two relays of one SQLite outbox could both send a row (PostgreSQL's take turns).
+        raise ConfigError(
+            "the consumer relays this SQLite outbox itself: set SCORING_RELAY_IN_CONSUMER="
+            "false for the consumers before starting a relay process"
+        )
+    relay_main(SERVICE, config.kafka, engine, outbox)

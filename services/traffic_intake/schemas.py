@@ -38,7 +38,10 @@ class _Call(ma.Schema):
     call_type: str  # set by each concrete call
 
     def load(self, data: Any, *, many: bool | None = None, **kwargs: Any) -> Any:
-        if not many and not kwargs:
+        # Only as the API builds them: the fast path knows nothing of partial, only/
+        # exclude or another unknown-field policy.
+        plain = not (self.partial or self.only or self.exclude or self.many)
+        if plain and not many and not kwargs and self.unknown == EXCLUDE:
             loaded = fast_call(self.call_type, data)
             if loaded is not None:
                 return loaded

@@ -59,6 +59,17 @@ def test_the_relay_process_publishes_what_the_consumer_leaves(
         "LEAD_SCORING_DATABASE_URL": sqlite_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
     }
+    # Beside consumers that relay this SQLite outbox themselves, it refuses to start.
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.lead_scoring", "relay"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert b"SCORING_RELAY_IN_CONSUMER=false" in refused.stderr
+    env["SCORING_RELAY_IN_CONSUMER"] = "false"
     relay = subprocess.Popen(
         [sys.executable, "-m", "services.lead_scoring", "relay"], env=env, cwd=ROOT
     )

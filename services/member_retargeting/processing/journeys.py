@@ -214,9 +214,9 @@ def _reach(journey: Journey, lead_stage: str, at: datetime) -> None:
 def _fold(session: Session, gone: Journey, into: Journey) -> None:
     """Fold one journey into another: the earliest of each, ids moved over."""
     into.first_seen_at = min(into.first_seen_at, gone.first_seen_at)
-    theirs = _touch_of(gone)
-    if theirs is not None and gone.touch_at is not None:
-        _apply_touch(into, theirs, gone.touch_at)
+    their_touch = _touch_of(gone)
+    if their_touch is not None and gone.touch_at is not None:  # (the second for mypy)
+        _apply_touch(into, their_touch, gone.touch_at)
     into.reached = max(into.reached, gone.reached)
     for column in STAGE_TIMES.values():
         theirs, ours = getattr(gone, column), getattr(into, column)

@@ -59,7 +59,9 @@ class ScriptedConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.owned)
 
-    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def commit(
+        self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: int | None = None
+    ) -> None:
         if self.refuse:
             raise self.refuse.pop(0)
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
@@ -166,11 +168,11 @@ def test_a_partition_lost_to_a_rebalance_is_not_committed(
     assert consumer.commits == [{P1: 2}]
 
 
-def test_a_commit_put_off_by_a_rebalance_is_made_later(
+def test_a_commit_refused_by_a_rebalance_is_covered_by_the_next(
     tmp_path: Path, never_by_time: dict[str, Any]
 ) -> None:
     """A group rebalancing refuses commits for a moment (4 consumers joining at once did
-    this): the consumer keeps going and commits once it can, what it still owns."""
+    this): the consumer keeps going, and the next commit covers what it still owns."""
     consumer = ScriptedConsumer(
         [_records(0, range(0, 2)) + _records(1, range(0, 2)), _records(1, range(2, 4))],
         refuse=[RebalanceInProgressError("rebalancing")],
