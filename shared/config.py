@@ -89,6 +89,12 @@ class KafkaConfig:
     # retention of every consumed topic, so no redelivery is applied twice.
     dedupe_horizon_days: float = 14.0
 
+    def __post_init__(self) -> None:
+        # Below the clients' 10 s request timeout (make_producer / make_consumer), or a
+        # fetch the broker holds would time out as a failure.
+        if not 1 <= self.fetch_max_wait_ms <= 5000:
+            raise ConfigError("KAFKA_FETCH_MAX_WAIT_MS must be between 1 and 5000")
+
     @classmethod
     def from_env(cls, env: Env) -> KafkaConfig:
         return cls(

@@ -11,7 +11,7 @@ import pytest
 from services.lead_scoring.config import ScoringConfig
 from services.member_retargeting.config import RetargetingConfig
 from services.traffic_intake.config import IntakeConfig
-from shared.config import ConfigError, Env, SecurityConfig, Tokens, secret_problem
+from shared.config import ConfigError, Env, KafkaConfig, SecurityConfig, Tokens, secret_problem
 
 
 def strong() -> str:
@@ -177,3 +177,11 @@ def test_production_refuses_a_weak_metrics_token() -> None:
         RetargetingConfig.from_env(Env(production_env(FUNNEL_METRICS_TOKEN="metrics")))
     loaded = IntakeConfig.from_env(Env(production_env(FUNNEL_METRICS_TOKEN=strong())))
     assert loaded.security.metrics_token
+
+
+def test_the_fetch_wait_is_bounded() -> None:
+    assert KafkaConfig.from_env(Env({})).fetch_max_wait_ms == 100
+    assert KafkaConfig.from_env(Env({"KAFKA_FETCH_MAX_WAIT_MS": "250"})).fetch_max_wait_ms == 250
+    for bad in ("0", "60000"):
+        with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
+            KafkaConfig.from_env(Env({"KAFKA_FETCH_MAX_WAIT_MS": bad}))
