@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -28,9 +29,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from shared.config import KafkaConfig
 from shared.db import reading, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, encode
+from shared.kafka import make_producer, make_tail_reader
 from shared.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
@@ -449,3 +452,43 @@ class RelayLoop:
         except (KafkaError, OperationalError):
             log.warning("stopping with unsent events; they stay in the outbox")
         self.relay.close()
+
+
+def service_relay(
+    service: str, kafka: KafkaConfig, engine: Engine, table: Table, *, batch_size: int = 1000
+) -> OutboxRelay:
+    """The relay of ``service``'s outbox, with a producer of its own (replaced after a
+    failure) and a tail reader to read back rows it is in doubt about."""
+    return OutboxRelay(
+        engine,
+        table,
+        lambda: make_producer(kafka, f"{service}-relay"),
+        batch_size=batch_size,
+        reader_factory=lambda: make_tail_reader(kafka),
+    )
+
+
+def relay_main(
+    service: str,
+    kafka: KafkaConfig,
+    engine: Engine,
+    table: Table,
+    *,
+    dedupe_window: timedelta | None = None,
+    batch_size: int = 1000,
+    housekeeping: Callable[[], object] = lambda: None,
+) -> None:
+    """A service's relay process: publishes its outbox until SIGTERM/SIGINT (the batch in
+    hand is finished first); prunes sent rows past ``dedupe_window`` (default
+    ``kafka.dedupe_horizon_days``), then runs ``housekeeping``. Run it instead of the
+    consumer's own relay, never beside it on SQLite (on PostgreSQL relays take turns, see
+    :class:`OutboxRelay`)."""
+    loop = RelayLoop(
+        service_relay(service, kafka, engine, table, batch_size=batch_size),
+        dedupe_window=dedupe_window or timedelta(days=kafka.dedupe_horizon_days),
+        housekeeping=housekeeping,
+    )
+    signal.signal(signal.SIGTERM, loop.request_stop)
+    signal.signal(signal.SIGINT, loop.request_stop)
+    log.info("relay publishing %s outbox to Kafka at %s", service, kafka.bootstrap_servers)
+    loop.run()

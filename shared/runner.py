@@ -74,10 +74,10 @@ from shared.config import ConfigError, KafkaConfig
 from shared.db import make_sessionmaker, ping, utcnow
 from shared.deadletter import DeadLetter
 from shared.events import Envelope, InvalidEvent, decode
-from shared.kafka import broker_reachable, make_consumer, make_producer, make_tail_reader
+from shared.kafka import broker_reachable, make_consumer, make_producer
 from shared.logs import log_context
 from shared.metrics import CONSUMER_LAG, record_batch
-from shared.outbox import OutboxRelay, Outgoing, RelayLoop, outbox_rows
+from shared.outbox import OutboxRelay, Outgoing, outbox_rows, service_relay
 from shared.topics import DEADLETTER, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -690,7 +690,8 @@ def build_runner(
 ) -> ConsumerRunner:
     """The standard runner of a service: group ``service`` (unless ``group_id``), one
     producer for dead letters, a separate, replaceable one for the outbox relay (none
-    when ``relay`` is false: a relay process publishes the outbox, :func:`relay_main`),
+    when ``relay`` is false: a relay process publishes the outbox,
+    :func:`shared.outbox.relay_main`),
     and a housekeeping timer that prunes processed ids and sent outbox rows past
     ``kafka.dedupe_horizon_days`` (checked to outlast the consumed topics' retention)."""
     horizon = dedupe_horizon(kafka, handlers)
@@ -711,29 +712,3 @@ def build_runner(
         timers=[*timers, Timer(600.0, lambda: processor.prune(horizon), name="prune")],
         on_batch=on_batch or record_batch(service),
     )
-
-
-def service_relay(service: str, kafka: KafkaConfig, engine: Engine, table: Table) -> OutboxRelay:
-    """The relay of ``service``'s outbox, with a producer of its own (replaced after a
-    failure) and a tail reader to read back rows it is in doubt about."""
-    return OutboxRelay(
-        engine,
-        table,
-        lambda: make_producer(kafka, f"{service}-relay"),
-        reader_factory=lambda: make_tail_reader(kafka),
-    )
-
-
-def relay_main(service: str, kafka: KafkaConfig, engine: Engine, table: Table) -> None:
-    """A service's relay process: publishes its outbox until SIGTERM/SIGINT (the batch in
-    hand is finished first); prunes sent rows past ``kafka.dedupe_horizon_days``. Run it
-    instead of the consumer's own relay, never beside it on SQLite (on PostgreSQL relays
-    take turns, see :class:`OutboxRelay`)."""
-    loop = RelayLoop(
-        service_relay(service, kafka, engine, table),
-        dedupe_window=timedelta(days=kafka.dedupe_horizon_days),
-    )
-    signal.signal(signal.SIGTERM, loop.request_stop)
-    signal.signal(signal.SIGINT, loop.request_stop)
-    log.info("relay publishing %s outbox to Kafka at %s", service, kafka.bootstrap_servers)
-    loop.run()

@@ -25,6 +25,7 @@ from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCac
 from shared import audit
 from shared.config import ConfigError
 from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.outbox import relay_main
 from shared.privacy import without_erased
 from shared.runner import (
     BatchHandler,
@@ -33,7 +34,6 @@ from shared.runner import (
     build_runner,
     each,
     infrastructure_check,
-    relay_main,
 )
 from shared.topics import PRIVACY, TRAFFIC
 

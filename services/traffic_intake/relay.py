@@ -11,8 +11,6 @@ failed events and audit entries once their retention ends.
 
 from __future__ import annotations
 
-import logging
-import signal
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -22,10 +20,7 @@ from services.traffic_intake.config import SERVICE, IntakeConfig
 from services.traffic_intake.models import audit_log, outbox
 from shared import audit
 from shared.db import make_engine, utcnow
-from shared.kafka import make_producer, make_tail_reader
-from shared.outbox import OutboxRelay, RelayLoop
-
-log = logging.getLogger(__name__)
+from shared.outbox import relay_main
 
 
 def _housekeep(engine: Engine, config: IntakeConfig) -> None:
@@ -40,18 +35,12 @@ def _housekeep(engine: Engine, config: IntakeConfig) -> None:
 def main(config: IntakeConfig | None = None) -> None:
     config = config or IntakeConfig.from_env()
     engine = make_engine(config.database_url)
-    loop = RelayLoop(
-        OutboxRelay(
-            engine,
-            outbox,
-            lambda: make_producer(config.kafka, f"{SERVICE}-relay"),
-            batch_size=config.relay_batch_size,
-            reader_factory=lambda: make_tail_reader(config.kafka),
-        ),
+    relay_main(
+        SERVICE,
+        config.kafka,
+        engine,
+        outbox,
         dedupe_window=timedelta(days=config.dedupe_window_days),
+        batch_size=config.relay_batch_size,
         housekeeping=lambda: _housekeep(engine, config),
     )
-    signal.signal(signal.SIGTERM, loop.request_stop)
-    signal.signal(signal.SIGINT, loop.request_stop)
-    log.info("relay publishing %s outbox to Kafka at %s", SERVICE, config.kafka.bootstrap_servers)
-    loop.run()
