@@ -489,12 +489,13 @@ class ConsumerRunner:
             future.get(timeout=30)  # a failure here must not commit the offsets
 
     def _stage(self, records: Sequence[Record]) -> None:
-        """Note the offsets of applied records (effects durable, dead letters sent)."""
+        """Note the offsets of applied records (effects durable, dead letters sent): the
+        next position per partition, for the lag and for the next commit."""
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
-            held = self._pending.get(tp)
-            if held is None or held.offset < r.offset + 1:
-                self._pending[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+            position = max(self._next.get(tp, 0), r.offset + 1)
+            self._next[tp] = position
+            self._pending[tp] = OffsetAndMetadata(position, "", -1)
         self._pending_records += len(records)
 
     def commit_pending(self, *, force: bool = False) -> None:
@@ -567,9 +568,7 @@ class ConsumerRunner:
                     self.on_batch(result)
                 except Exception:  # a metrics hook must never stop the consumer
                     log.exception("batch hook failed")
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            self._next[tp] = max(self._next.get(tp, 0), r.offset + 1)
+            self._stage(records)
         now = time.monotonic()
         if now >= self._lag_at:
             self._lag_at = now + LAG_EVERY_S
@@ -578,8 +577,6 @@ class ConsumerRunner:
             if now >= timer.next_at:
                 self._run_timer(timer, now)
         self._relay()
-        if records:
-            self._stage(records)
         self.commit_pending()
         return result
 
