@@ -21,6 +21,7 @@ from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
+from shared.outbox import unsent
 from shared.topics import LEADS, TRAFFIC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def scoring_consume(
                 if started is None:
                     started = time.monotonic()
                 applied += result.applied + result.duplicates + len(result.dead_letters)
-        while _unsent(engine) and time.monotonic() < deadline:
+        while _waiting(engine) and time.monotonic() < deadline:
             if runner.relay is not None:
                 runner.relay.publish_pending()
             else:
@@ -149,7 +150,7 @@ def scoring_consume(
         with engine.connect() as conn:
             done = conn.scalar(select(func.count()).select_from(processed_events)) or 0
         assert done >= min(applied, count), "the benchmark lost events"
-        assert not _unsent(engine), "the outbox was not drained in time"
+        assert not _waiting(engine), "the outbox was not drained in time"
     finally:
         runner.close()
         if relay is not None:
@@ -163,9 +164,6 @@ def scoring_consume(
     return applied / elapsed if elapsed else 0.0
 
 
-def _unsent(engine: Engine) -> int:
+def _waiting(engine: Engine) -> int:
     with engine.connect() as conn:
-        return (
-            conn.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
-            or 0
-        )
+        return unsent(conn, outbox)

@@ -33,10 +33,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.http import require_role
+from shared.outbox import unsent
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,7 @@ class OutboxDepth(Collector):
         try:
             with self.engine.connect() as conn:
                 for table in self.tables:
-                    waiting = conn.scalar(
-                        select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
-                    )
-                    family.add_metric([self.service, table.name], float(waiting or 0))
+                    family.add_metric([self.service, table.name], float(unsent(conn, table)))
         except SQLAlchemyError as exc:  # a scrape never fails for the database: readyz says
             log.warning("outbox depth unavailable: %s", exc)
         yield family

@@ -117,6 +117,12 @@ def enqueue(
     return len(bind.execute(statement, rows).all())
 
 
+def unsent(conn: Connection, table: Table) -> int:
+    """How many rows of the outbox ``table`` wait to be published."""
+    waiting = select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
+    return int(conn.scalar(waiting) or 0)
+
+
 def _event_id_of(value: bytes | None) -> str | None:
     try:
         data = json.loads(value or b"")

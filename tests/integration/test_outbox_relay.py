@@ -19,7 +19,7 @@ from shared.db import make_engine, outbox_table
 from shared.deadletter import parse_headers
 from shared.events import new_event
 from shared.kafka import ensure_topics, make_producer, make_tail_reader
-from shared.outbox import OutboxRelay, Outgoing, enqueue
+from shared.outbox import OutboxRelay, Outgoing, enqueue, unsent
 from shared.topics import DEADLETTER, Topic
 from tests.conftest import wait_for
 
@@ -114,10 +114,7 @@ def test_a_batch_sent_but_not_stamped_is_read_back_not_sent_again(
                 relay.publish_pending()  # sent, then the stamp failed
         assert relay.publish_pending() == 0  # read back and stamped, not sent again
         with engine.connect() as conn:
-            unsent = conn.scalar(
-                select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
-            )
-        assert unsent == 0
+            assert unsent(conn, table) == 0
         copies = _on_topic(kafka_config, topic, 30)
         assert len(copies) == 30 and max(copies.values()) == 1
     finally:
@@ -143,8 +140,7 @@ def test_a_row_too_large_for_kafka_is_dead_lettered_not_retried_forever(
         copies = _on_topic(kafka_config, topic, 5)
         assert len(copies) == 5  # the rows behind it, each once
         with engine.connect() as conn:
-            unsent = select(func.count()).select_from(table).where(table.c.sent_at.is_(None))
-            assert conn.scalar(unsent) == 0
+            assert unsent(conn, table) == 0
         letters = _dead_letters(kafka_config, f"outbox:{table.name}")
         assert [info["kind"] for info in letters] == ["too_large"]
         assert huge.envelope.event_id in letters[0]["reason"]

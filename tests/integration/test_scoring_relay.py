@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from sqlalchemy import func, select
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
@@ -24,7 +23,7 @@ from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.events import new_event
 from shared.kafka import ensure_topics
-from shared.outbox import Outgoing, enqueue
+from shared.outbox import Outgoing, enqueue, unsent
 from shared.topics import Topic
 from tests.conftest import wait_for
 
@@ -89,8 +88,7 @@ def test_the_relay_process_publishes_what_the_consumer_leaves(
 
         def stamped() -> bool:
             with engine.connect() as conn:
-                unsent = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-                return conn.scalar(unsent) == 0
+                return unsent(conn, outbox) == 0
 
         wait_for(stamped, timeout=30, message="every row stamped sent")
     finally:
