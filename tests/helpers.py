@@ -14,7 +14,6 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from shared.broker import free_port
 from shared.config import KafkaConfig
 from shared.kafka import make_consumer
 
@@ -33,16 +32,45 @@ class FakeRecord:
 
 @contextmanager
 def serving(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve a WSGI app on a real HTTP server (a thread) at ``port`` (a free one when
-    None); yields its URL."""
-    port = port or free_port()
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    """Serve a WSGI app on a real HTTP server (a thread) at ``port``; yields its URL.
+
+    With no ``port`` the server binds port 0 and the kernel picks a free one as it binds.
+    Picking a "free" port first and binding it later lets the kernel hand that port to an
+    outgoing connection in between (it did, in CI, to a port picked at collection time)."""
+    httpd = make_server("127.0.0.1", port or 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{httpd.port}"
     finally:
         httpd.shutdown()
+        httpd.server_close()
+
+
+class LateApp:
+    """A WSGI app set after its server listens, for an app that must know its own URL (or
+    another server's) before it can be built. Answers 503 until ``app`` is set."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.app is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"not set yet"]
+        return self.app(environ, start_response)
+
+
+@contextmanager
+def open_site(site: tuple[LateApp, str], app: Any) -> Iterator[str]:
+    """``app`` served on ``site`` (a late app and its origin) for the block; yields the
+    origin."""
+    late, origin = site
+    late.app = app
+    try:
+        yield origin
+    finally:
+        late.app = None
 
 
 def message_ids(values: list[dict[str, Any]], source: str = "web") -> list[str]:

@@ -1,5 +1,5 @@
 """The browser for page tests: headless Chromium (Debian's chromium and chromium-driver)
-driven by Selenium. Screenshots go under var/test-artifacts/."""
+driven by Selenium, and the sites it visits. Screenshots go under var/test-artifacts/."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import LateApp, serving
 
 ARTIFACTS = Path(__file__).parents[2] / "var" / "test-artifacts"
 
@@ -54,3 +56,23 @@ def browser() -> Iterator[object]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _site() -> Iterator[tuple[LateApp, str]]:
+    """A server for a site, listening before the site is built (intake must name the site's
+    origin first); yields it and its origin, on "localhost": not intake's host."""
+    late = LateApp()
+    with serving(late) as url:
+        yield late, url.replace("127.0.0.1", "localhost")
+
+
+@pytest.fixture
+def shop_site() -> Iterator[tuple[LateApp, str]]:
+    """The shop, whose origin intake allows (``open_site`` puts the shop's app on it)."""
+    yield from _site()
+
+
+@pytest.fixture
+def other_site() -> Iterator[tuple[LateApp, str]]:
+    """Another site, whose origin intake does not allow."""
+    yield from _site()

@@ -23,13 +23,12 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_browser_tracking import (  # noqa: F401 - fixtures
     PUBLIC_KEY,
-    SHOP_PORT,
     intake,
     intake_events,
     scoring_app,
     until_ordered,
 )
-from tests.helpers import serving
+from tests.helpers import LateApp, open_site
 from tests.unit.lead_scoring.conftest import Feeder
 
 pytestmark = pytest.mark.e2e
@@ -108,10 +107,11 @@ def test_segment_analytics_next_delivers_a_journey_to_intake(
     browser: Any,
     scoring_app: Flask,  # noqa: F811 - the fixture imported above
     analytics_next: bytes,
+    shop_site: tuple[LateApp, str],
 ) -> None:
     app, intake_url = intake
-    with serving(shop(intake_url, analytics_next), port=SHOP_PORT):
-        browser.get(f"http://localhost:{SHOP_PORT}/?utm_source=bing&utm_medium=cpc")
+    with open_site(shop_site, shop(intake_url, analytics_next)) as shop_url:
+        browser.get(f"{shop_url}/?utm_source=bing&utm_medium=cpc")
         browser.find_element("id", "add").click()
         wait_for(lambda: browser.find_element("id", "ok").text == "added", timeout=20)
         browser.find_element("id", "email").send_keys("bo@example.com")

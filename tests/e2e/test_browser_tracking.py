@@ -29,27 +29,24 @@ from services.traffic_intake.browser import snippet
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.models import outbox
 from services.traffic_intake.state import STATE as INTAKE_STATE
-from shared.broker import free_port
 from shared.events import decode
 from tests.conftest import wait_for
 from tests.e2e.conftest import ARTIFACTS
-from tests.helpers import serving
+from tests.helpers import LateApp, open_site, serving
 from tests.unit.lead_scoring.conftest import TOKENS, Feeder
 
 pytestmark = pytest.mark.e2e
 PUBLIC_KEY = "wk_public_demo_shop_key"
-SHOP_PORT, OTHER_PORT = free_port(), free_port()
-SHOP = f"http://localhost:{SHOP_PORT}"  # a second origin: not intake's host or port
 
 
 @pytest.fixture
-def intake(tmp_path: Path) -> Iterator[tuple[Flask, str]]:
+def intake(tmp_path: Path, shop_site: tuple[LateApp, str]) -> Iterator[tuple[Flask, str]]:
     app = create_app(
         IntakeConfig(
             database_url=f"sqlite:///{tmp_path / 'intake.db'}",
             write_keys=("wk_server_secret",),
             browser_write_keys=(PUBLIC_KEY,),
-            browser_origins=(SHOP,),
+            browser_origins=(shop_site[1],),
             rate_limit_per_second=0,
         )
     )
@@ -158,11 +155,14 @@ def until_ordered(app: Flask) -> list[Any]:
 
 
 def test_a_shop_page_sends_the_journey_and_it_becomes_a_lead_not_a_customer(
-    intake: tuple[Flask, str], browser: Any, scoring_app: Flask
+    intake: tuple[Flask, str],
+    browser: Any,
+    scoring_app: Flask,
+    shop_site: tuple[LateApp, str],
 ) -> None:
     app, intake_url = intake
-    with serving(shop(intake_url), port=SHOP_PORT):
-        browser.get(f"{SHOP}/?utm_source=google&utm_medium=cpc&utm_campaign=kettles&gclid=g-42")
+    with open_site(shop_site, shop(intake_url)) as shop_url:
+        browser.get(f"{shop_url}/?utm_source=google&utm_medium=cpc&utm_campaign=kettles&gclid=g-42")
         wait_for(lambda: browser.execute_script("return !!(window.funnel && funnel.ready)"))
         browser.find_element("id", "add").click()
         browser.save_screenshot(str(ARTIFACTS / "browser-shop-product.png"))
@@ -188,7 +188,7 @@ def test_a_shop_page_sends_the_journey_and_it_becomes_a_lead_not_a_customer(
     }
     assert (
         pages[1].context["page"]["referrer"]
-        == f"{SHOP}/?utm_source=google&utm_medium=cpc&utm_campaign=kettles&gclid=g-42"
+        == f"{shop_url}/?utm_source=google&utm_medium=cpc&utm_campaign=kettles&gclid=g-42"
     )
     assert all(e.context["funnel"] == {"source_kind": "browser"} for e in events)
     assert all(e.source == "browser" for e in events)
@@ -212,11 +212,10 @@ def test_a_shop_page_sends_the_journey_and_it_becomes_a_lead_not_a_customer(
 
 
 def test_an_origin_the_source_does_not_allow_gets_nothing_through(
-    intake: tuple[Flask, str], browser: Any
+    intake: tuple[Flask, str], browser: Any, other_site: tuple[LateApp, str]
 ) -> None:
     app, intake_url = intake
-    other = f"http://localhost:{OTHER_PORT}"
-    with serving(shop(intake_url), port=OTHER_PORT):
+    with open_site(other_site, shop(intake_url)) as other:
         browser.get(f"{other}/")
         wait_for(lambda: browser.execute_script("return !!(window.funnel && funnel.ready)"))
         browser.find_element("id", "add").click()
@@ -231,13 +230,13 @@ def test_an_origin_the_source_does_not_allow_gets_nothing_through(
 
 
 def test_a_page_closed_right_after_a_click_still_delivers_it(
-    intake: tuple[Flask, str], browser: Any
+    intake: tuple[Flask, str], browser: Any, shop_site: tuple[LateApp, str]
 ) -> None:
     app, intake_url = intake
-    with serving(shop(intake_url), port=SHOP_PORT):
-        browser.get(f"{SHOP}/")  # keeps the session alive in the first tab
+    with open_site(shop_site, shop(intake_url)) as shop_url:
+        browser.get(f"{shop_url}/")  # keeps the session alive in the first tab
         browser.switch_to.new_window("tab")
-        browser.get(f"{SHOP}/leave")
+        browser.get(f"{shop_url}/leave")
         wait_for(lambda: browser.execute_script("return !!(window.funnel && funnel.ready)"))
         browser.find_element("id", "last").click()
         browser.close()  # before the one-second batch timer: only the beacon can send it
@@ -250,11 +249,11 @@ def test_a_page_closed_right_after_a_click_still_delivers_it(
 
 
 def test_with_analytics_denied_nothing_personal_is_sent(
-    intake: tuple[Flask, str], browser: Any
+    intake: tuple[Flask, str], browser: Any, shop_site: tuple[LateApp, str]
 ) -> None:
     app, intake_url = intake
-    with serving(shop(intake_url), port=SHOP_PORT):
-        browser.get(f"{SHOP}/denied?email=ada@example.com")
+    with open_site(shop_site, shop(intake_url)) as shop_url:
+        browser.get(f"{shop_url}/denied?email=ada@example.com")
         wait_for(lambda: browser.execute_script("return !!(window.funnel && funnel.ready)"))
         browser.find_element("id", "x").click()
         browser.execute_script("funnel.flush()")

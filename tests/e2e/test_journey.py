@@ -45,6 +45,7 @@ class Funnel:
     retargeting: str
     kafka: KafkaConfig
     log: Path
+    mail_page: str
 
     def track(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
         response = requests.post(
@@ -75,13 +76,13 @@ class Funnel:
         )
 
 
-MAIL_PAGE_PORT = free_port()
-
-
 @pytest.fixture(scope="module")
 def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
     var = tmp_path_factory.mktemp("funnel-var")
-    ports = {name: free_port() for name in ("BROKER", "INTAKE", "SCORING", "RETARGETING")}
+    # Picked here, just before deploy.run binds them: a port picked at collection time can
+    # be handed to an outgoing connection by the time the test runs.
+    names = ("BROKER", "INTAKE", "SCORING", "RETARGETING", "MAIL_PAGE")
+    ports = {name: free_port() for name in names}
     env = {
         k: v
         for k, v in os.environ.items()
@@ -92,7 +93,6 @@ def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
     env.update({"FUNNEL_VAR_DIR": str(var), "GUNICORN_WORKERS": "1"})
     env.pop("RETARGETING_SMTP_HOST", None)  # the mail sink make run starts catches e-mail
     env.update({"RETARGETING_SMTP_PORT": str(free_port())})
-    env.update({"FUNNEL_MAIL_PAGE_PORT": str(MAIL_PAGE_PORT)})
     log = var / "run.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -109,6 +109,7 @@ def funnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Funnel]:
         f"http://127.0.0.1:{ports['RETARGETING']}",
         KafkaConfig(bootstrap_servers=f"127.0.0.1:{ports['BROKER']}"),
         log,
+        f"http://127.0.0.1:{ports['MAIL_PAGE']}",
     )
 
     def healthy() -> bool:
@@ -276,7 +277,7 @@ def test_the_whole_journey(funnel: Funnel) -> None:
         # delivery status comes back into the campaign report.
         def caught() -> str:
             try:
-                page = requests.get(f"http://127.0.0.1:{MAIL_PAGE_PORT}/", timeout=3).text
+                page = requests.get(f"{funnel.mail_page}/", timeout=3).text
             except requests.RequestException:
                 return ""
             return page if "Thank you" in page else ""
