@@ -135,7 +135,8 @@ class RetargetingConfig:
     attribution_days: int = 7
     # Recipients a campaign run handles per transaction.
     run_chunk: int = 500
-    # What people did is kept this long for segments (orders are kept for lifetime value).
+    # What people did is kept this long for segments (orders are kept for lifetime value),
+    # and so are the funnel journeys of visitors who never became leads.
     behaviour_days: int = 730
     schedule_poll_seconds: float = 1.0
     # Signs the marketing pages' session cookie; empty: derived from the tokens, so every

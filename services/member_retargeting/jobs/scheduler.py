@@ -9,7 +9,9 @@ Each pass, every ``poll`` seconds:
    done again, exactly once, after the restart; a run whose chunk fails five times in a
    row is marked ``failed`` with the reason, and the others go on;
 3. once a day: tiers reviewed, RFM scored (:mod:`..people.members`), behaviours past
-   their retention pruned.
+   their retention pruned, then journeys that are no lead's past the same retention
+   (:func:`..processing.journeys.prune`), a chunk per transaction for at most
+   :data:`PRUNE_SECONDS` (what is left goes the next day).
 
 Events (dispatches, audience parts, member updates) go into the outbox with the state
 that caused them; the consumer process relays the outbox. A failure is judged as the
@@ -36,6 +38,7 @@ from services.member_retargeting.campaigns.triggers import due_schedules, event_
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import Behaviour, CampaignRun, audit_log, outbox
 from services.member_retargeting.people.members import review_tiers, score_rfm
+from services.member_retargeting.processing import journeys
 from shared import audit
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.limits import truncate
@@ -45,6 +48,9 @@ from shared.runner import InfrastructureError, database_check, describe
 log = logging.getLogger(__name__)
 DAY = timedelta(days=1)
 MAX_RUN_FAILURES = 5
+# The longest the daily work spends pruning journeys, so campaigns wait no longer than
+# that once a day; a backlog (the first day after an upgrade) is worked off day by day.
+PRUNE_SECONDS = 30.0
 
 
 @dataclass
@@ -131,6 +137,13 @@ class Scheduler:
             audit.prune(
                 session, audit_log, now - timedelta(days=self.config.security.audit_retention_days)
             )
+        deadline = time.monotonic() + PRUNE_SECONDS
+        while time.monotonic() < deadline:
+            with self.sessions.begin() as session:
+                before = now - timedelta(days=self.config.behaviour_days)
+                pruned = journeys.prune(session, before, journeys.PRUNE_CHUNK)
+            if pruned < journeys.PRUNE_CHUNK:
+                break
 
     def run(self, *, max_seconds: float | None = None) -> None:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds

@@ -17,6 +17,12 @@ Traffic never gives a user id a journey that is another user's lead (a shared
 computer): it starts one of its own. Stage times come from ``lead.stage_changed`` (when
 the move happened); a snapshot's stage moves ``reached`` on even when its stage change is
 missing or late.
+
+Retention (:func:`prune`, the scheduler's daily work): a journey that never became a
+lead's is deleted ``behaviour_days`` after it was first seen, with the ids that lead to
+it — what the anonymous did is kept as long as what people did. A lead's journey stays
+(it holds the earliest of what was folded into it), so the funnel's visitor counts for
+windows older than that retention count only the visitors who became leads.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.member_retargeting.model.funnel import RANK, Touch, better_touch, funnel_stage, touch
@@ -36,6 +42,8 @@ from shared.identity import ANONYMOUS_ID, USER_ID
 # it is made, so chains stay short; the bound only stops a loop a bug could make).
 MAX_CHAIN = 32
 STAGE_TIMES = {"lead": "lead_at", "mql": "mql_at", "sql": "sql_at", "customer": "customer_at"}
+# Journeys the daily prune deletes per transaction.
+PRUNE_CHUNK = 1_000
 
 
 def on_traffic(session: Session, event: Envelope) -> None:
@@ -254,6 +262,28 @@ def _live(session: Session, journey_id: int) -> Journey | None:
             return journey
         journey = session.get(Journey, journey.merged_into)
     return journey
+
+
+def prune(session: Session, first_seen_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` journeys that are no lead's (anonymous ones, and anonymous
+    ones folded into a lead's) first seen before ``first_seen_before``, with the ids that
+    lead to them, oldest first; returns how many. Call it until it returns less than
+    ``limit`` (:data:`PRUNE_CHUNK` per transaction keeps its locks and statements small).
+
+    An id whose journey is gone starts a new one on its next event, first seen then."""
+    ids = list(
+        session.scalars(
+            select(Journey.id)
+            .where(Journey.lead_id.is_(None), Journey.first_seen_at < first_seen_before)
+            .order_by(Journey.first_seen_at)
+            .limit(limit)
+        )
+    )
+    if ids:
+        # A folded journey's ids moved to the one it was folded into: none are left here.
+        session.execute(delete(JourneyIdentity).where(JourneyIdentity.journey_id.in_(ids)))
+        session.execute(delete(Journey).where(Journey.id.in_(ids)))
+    return len(ids)
 
 
 def _ids(user_id: Any, *anonymous_ids: Any) -> list[tuple[str, str]]:

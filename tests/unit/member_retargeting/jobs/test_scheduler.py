@@ -12,7 +12,15 @@ from sqlalchemy import func, select, update
 
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.jobs.scheduler import MAX_RUN_FAILURES, Scheduler
-from services.member_retargeting.models import Behaviour, Campaign, CampaignRun, Contact
+from services.member_retargeting.models import (
+    Behaviour,
+    Campaign,
+    CampaignRun,
+    Contact,
+    Journey,
+    JourneyIdentity,
+)
+from services.member_retargeting.processing import journeys
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.runner import InfrastructureError
 from shared.topics import DISPATCH
@@ -106,6 +114,26 @@ def test_the_daily_work_runs_once_a_day(app: Flask) -> None:
     with state_of(app).sessions() as session:
         assert session.get(Contact, "B").rfm_group is not None  # type: ignore[union-attr]
         assert session.scalar(select(func.count()).select_from(CampaignRun)) == 0
+
+
+def test_the_daily_work_prunes_journeys_past_retention_a_chunk_at_a_time(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    old = now - timedelta(days=state_of(app).config.behaviour_days + 1)
+    feed(
+        app,
+        *(did(f"visitor-{i}", "Page Viewed", at=old) for i in range(5)),
+        did("fresh", "Page Viewed", at=now - timedelta(days=1)),
+        stage("L", "lead", user="old-lead"),
+        did("old-lead", "Page Viewed", at=old),
+    )
+    monkeypatch.setattr(journeys, "PRUNE_CHUNK", 2)  # three chunks, the last one short
+    scheduler(app, [now]).run_once()
+    with state_of(app).sessions() as session:
+        left = session.execute(select(Journey.lead_id, Journey.first_seen_at)).all()
+        assert sorted(left, key=str) == [("L", old), (None, now - timedelta(days=1))]
+        assert sorted(session.scalars(select(JourneyIdentity.value))) == ["fresh", "old-lead"]
 
 
 def test_without_its_database_the_scheduler_stops_for_its_supervisor(tmp_path: Path) -> None:

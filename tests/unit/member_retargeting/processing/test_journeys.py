@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from services.member_retargeting.models import Journey, JourneyIdentity
 from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
+from services.member_retargeting.processing.journeys import prune
 from shared.db import utcnow
 from shared.events import Envelope, new_event
 from shared.topics import LEADS, PRIVACY, TRAFFIC
@@ -295,3 +296,39 @@ def test_erasure_takes_the_persons_journeys_and_no_one_elses(app: Flask) -> None
     with state_of(app).sessions() as session:
         values = set(session.scalars(select(JourneyIdentity.value)))
     assert "u2" not in values and "mine" not in values and "u1" in values
+
+
+def test_journeys_that_are_no_leads_are_pruned_past_retention_with_their_ids(
+    app: Flask,
+) -> None:
+    cutoff = NOW - timedelta(days=730)
+    old = cutoff - timedelta(days=5)
+    feed(
+        app,
+        visit(GOOGLE, "/old", anon="gone", at=old),  # never a lead: pruned
+        visit(ADS, "/ads", anon="recent", at=NOW - timedelta(days=3)),  # kept
+        visit(GOOGLE, "/seo", anon="became", at=old),  # folded into L's: pruned, L keeps it
+        stage("L", "lead", email="l@x.co", anon=("became",), user="l"),
+    )
+    with state_of(app).sessions.begin() as session:
+        assert prune(session, cutoff, limit=1) == 1  # the oldest first, by the limit
+        assert prune(session, cutoff, limit=10) == 1
+        assert prune(session, cutoff, limit=10) == 0
+    with state_of(app).sessions() as session:
+        rows = session.execute(select(JourneyIdentity.value, JourneyIdentity.journey_id))
+        ids = {value: journey_id for value, journey_id in rows}
+        kept = {j.id: j for j in session.scalars(select(Journey))}
+        assert set(ids) == {"recent", "became", "l"}
+        assert set(ids.values()) <= set(kept)
+        assert sorted(j.lead_id or j.landing_page for j in kept.values()) == ["/ads", "L"]
+        (lead,) = [j for j in kept.values() if j.lead_id == "L"]
+        assert (lead.first_seen_at, lead.landing_page) == (old, "/seo")
+    # The pruned visitor, back: a new journey, first seen now.
+    feed(app, visit(ADS, "/back", anon="gone", at=NOW))
+    with state_of(app).sessions() as session:
+        back = session.scalar(
+            select(Journey)
+            .join(JourneyIdentity, JourneyIdentity.journey_id == Journey.id)
+            .where(JourneyIdentity.value == "gone")
+        )
+        assert back is not None and (back.first_seen_at, back.landing_page) == (NOW, "/back")
