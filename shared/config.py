@@ -184,6 +184,10 @@ def secret_problem(value: str) -> str | None:
     return None
 
 
+# More proxies than this in one request's path is a misconfiguration, not a deployment.
+MAX_TRUSTED_PROXIES = 10
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     """How a service guards itself; every service's config carries one.
@@ -198,6 +202,12 @@ class SecurityConfig:
     ``sign_in_failures`` (``FUNNEL_SIGN_IN_FAILURES``, 0 turns it off) per
     ``sign_in_window_seconds`` (``FUNNEL_SIGN_IN_WINDOW_SECONDS``), remembering at most
     ``throttle_max_addresses`` addresses per worker (``FUNNEL_THROTTLE_MAX_ADDRESSES``).
+    The client address is the connection's unless ``trusted_proxies``
+    (``FUNNEL_TRUSTED_PROXIES``, default 0) says how many reverse proxies in front of the
+    service append to ``X-Forwarded-For`` / ``X-Forwarded-Proto``: then it is the address
+    (and scheme) the outermost trusted proxy saw. Behind a proxy and left at 0, every
+    client shares the proxy's address: one client's guessing throttles them all. Set it
+    higher than the proxies really there and a client can choose its own address.
     """
 
     production: bool = False
@@ -210,6 +220,7 @@ class SecurityConfig:
     # A bearer token that may read /metrics and nothing else (``FUNNEL_METRICS_TOKEN``),
     # for the Prometheus scraper; admin tokens may read it too.
     metrics_token: str = ""
+    trusted_proxies: int = 0
 
     ENVIRONMENTS: ClassVar[tuple[str, ...]] = ("development", "production")
 
@@ -226,6 +237,8 @@ class SecurityConfig:
             raise ConfigError("FUNNEL_THROTTLE_MAX_ADDRESSES must be at least 1")
         if self.audit_retention_days < 1:
             raise ConfigError("FUNNEL_AUDIT_RETENTION_DAYS must be at least 1")
+        if not 0 <= self.trusted_proxies <= MAX_TRUSTED_PROXIES:
+            raise ConfigError(f"FUNNEL_TRUSTED_PROXIES must be 0 to {MAX_TRUSTED_PROXIES}")
 
     @classmethod
     def from_env(cls, env: Env) -> SecurityConfig:
@@ -248,6 +261,7 @@ class SecurityConfig:
                 "FUNNEL_AUDIT_RETENTION_DAYS", cls.audit_retention_days
             ),
             metrics_token=env.text("FUNNEL_METRICS_TOKEN", ""),
+            trusted_proxies=env.integer("FUNNEL_TRUSTED_PROXIES", cls.trusted_proxies),
         )
 
     def check(

@@ -15,8 +15,9 @@ Every response carries:
                                 credentials (``Authorization``)
 ==============================  ==================================================
 
-Behind a TLS-terminating proxy the service sees plain HTTP: the proxy should send HSTS
-itself, and ``FUNNEL_COOKIE_SECURE=true`` (implied by ``FUNNEL_ENV=production``) makes the
+Behind a TLS-terminating proxy the service sees plain HTTP unless it trusts the proxy's
+``X-Forwarded-Proto`` (``FUNNEL_TRUSTED_PROXIES``); otherwise the proxy should send HSTS
+itself. ``FUNNEL_COOKIE_SECURE=true`` (implied by ``FUNNEL_ENV=production``) makes the
 session cookie ``Secure``. Cookies are always ``HttpOnly`` and ``SameSite=Lax``.
 
 Failed sign-ins (``/app/login``) and unknown bearer tokens are throttled per client
@@ -25,7 +26,8 @@ default 10 failures a minute, then 429 with ``Retry-After`` for every credential
 address (a valid one too — a right guess must look like a wrong one) until a failure's
 worth has refilled; successes take nothing from the bucket. The limits are in
 :class:`~shared.config.SecurityConfig`. Behind a proxy, ``remote_addr`` is the proxy's
-unless the service trusts ``X-Forwarded-For`` (intake: ``INTAKE_TRUSTED_PROXIES``).
+unless the service trusts ``X-Forwarded-For`` (``FUNNEL_TRUSTED_PROXIES``, every service:
+intake stamps events with the same address).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import base64
 import hashlib
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from shared.config import SecurityConfig
@@ -80,7 +83,11 @@ def _under_pages(app: Flask, path: str) -> bool:
 
 
 def install_security(app: Flask, security: SecurityConfig) -> None:
-    """Headers on every response, cookie flags, and the failed-attempt throttle."""
+    """Headers on every response, cookie flags, the failed-attempt throttle, and the
+    client's address and scheme from the proxies the service trusts (none by default)."""
+    if security.trusted_proxies:
+        n = security.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     app.config["SESSION_COOKIE_SECURE"] = security.secure_cookies
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import Engine, inspect, text
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.traffic_intake import admin_api, browser
 from services.traffic_intake import api as tracking_api
@@ -84,6 +83,6 @@ def create_app(config: IntakeConfig | None = None) -> Flask:
         app, config.security.metrics_token, [OutboxDepth(SERVICE, engine, [outbox, privacy_outbox])]
     )
     app.wsgi_app = DecompressRequest(  # type: ignore[method-assign]
-        ProxyFix(app.wsgi_app, x_for=config.trusted_proxies), config.max_batch_bytes
+        app.wsgi_app, config.max_batch_bytes
     )
     return app

@@ -42,8 +42,6 @@ class IntakeConfig:
     rate_limit_per_second: float = 1000.0
     rate_limit_burst_seconds: float = 2.0  # a burst may spend this many seconds' worth
     source_cache_seconds: float = 5.0
-    # How many reverse proxies in front of intake set X-Forwarded-For; 0 trusts none.
-    trusted_proxies: int = 0
     relay_batch_size: int = 1000
     # Group commit (:mod:`.group_commit`): concurrent requests' writes in one transaction
     # of at most this many rows (0: each request commits its own); the writer lingers up
@@ -67,6 +65,12 @@ class IntakeConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> IntakeConfig:
         env = env or Env()
+        if env.optional("INTAKE_TRUSTED_PROXIES"):
+            # Renamed when every service came to need it: a silent fallback to 0 would
+            # stamp every event with the proxy's address.
+            raise ConfigError(
+                "INTAKE_TRUSTED_PROXIES is now FUNNEL_TRUSTED_PROXIES (read by every service)"
+            )
         var_dir = Path(env.text("FUNNEL_VAR_DIR", "var"))
         keys = tuple(k.strip() for k in env.text("FUNNEL_WRITE_KEY", "").split(",") if k.strip())
         browser_keys = tuple(
@@ -119,6 +123,5 @@ class IntakeConfig:
                 "INTAKE_GROUP_COMMIT_TIMEOUT_S", cls.group_commit_timeout_s
             ),
             resubmit_limit=env.integer("INTAKE_RESUBMIT_LIMIT", cls.resubmit_limit),
-            trusted_proxies=env.integer("INTAKE_TRUSTED_PROXIES", cls.trusted_proxies),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )

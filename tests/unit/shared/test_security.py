@@ -320,6 +320,35 @@ def test_failed_sign_ins_are_throttled_as_pages(page_service: str, tmp_path: Pat
     assert client.post("/app/login", data={"token": token, "csrf": csrf}).status_code == 302
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_bucket_and_scheme(
+    service: str, tmp_path: Path
+) -> None:
+    path, token, _ = SERVICES[service]
+
+    def client_of(app: Flask, address: str) -> Any:
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = "10.0.0.1"  # the proxy, for every client
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = address
+        client.environ_base["HTTP_X_FORWARDED_PROTO"] = "https"
+        return client
+
+    trusting = build(service, tmp_path / "a", security=SecurityConfig(trusted_proxies=1))
+    frozen_clock(trusting)
+    guesser, bystander = client_of(trusting, "198.51.100.7"), client_of(trusting, "203.0.113.9")
+    assert [guesser.get(path, headers=bearer("guess")).status_code for _ in range(11)][-1] == 429
+    answer = bystander.get(path, headers=bearer(token))
+    assert answer.status_code == 200
+    assert answer.headers["Strict-Transport-Security"].startswith("max-age=")  # TLS at the proxy
+    # Trusting none (the default), every client is the proxy: one guesser locks all out,
+    # and a client's own X-Forwarded-For names nobody.
+    default = build(service, tmp_path / "b")
+    frozen_clock(default)
+    guesser, bystander = client_of(default, "198.51.100.7"), client_of(default, "203.0.113.9")
+    assert [guesser.get(path, headers=bearer("guess")).status_code for _ in range(11)][-1] == 429
+    answer = bystander.get(path, headers=bearer(token))
+    assert answer.status_code == 429 and "Strict-Transport-Security" not in answer.headers
+
+
 def test_throttle_can_be_set_and_turned_off(tmp_path: Path) -> None:
     path = SERVICES["scoring"][0]
     strict = build("scoring", tmp_path / "a", security=SecurityConfig(sign_in_failures=2))

@@ -185,3 +185,13 @@ def test_the_fetch_wait_is_bounded() -> None:
     for bad in ("0", "60000"):
         with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
             KafkaConfig.from_env(Env({"KAFKA_FETCH_MAX_WAIT_MS": bad}))
+
+
+def test_trusted_proxies_is_one_setting_for_every_service_and_the_old_name_is_refused() -> None:
+    env = {"FUNNEL_WRITE_KEY": "wk", "FUNNEL_TRUSTED_PROXIES": "2"}
+    for config in (IntakeConfig, ScoringConfig, RetargetingConfig):
+        assert config.from_env(Env(env)).security.trusted_proxies == 2  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="FUNNEL_TRUSTED_PROXIES"):
+        IntakeConfig.from_env(Env({"FUNNEL_WRITE_KEY": "wk", "INTAKE_TRUSTED_PROXIES": "1"}))
+    with pytest.raises(ConfigError, match="FUNNEL_TRUSTED_PROXIES must be 0 to 10"):
+        SecurityConfig(trusted_proxies=-1)

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from services.traffic_intake.app import create_app
 from services.traffic_intake.config import IntakeConfig
 from services.traffic_intake.state import STATE as INTAKE_STATE
+from shared.config import SecurityConfig
 from shared.events import decode
 from tests.unit.traffic_intake.conftest import WRITE_KEY, basic, outbox_rows
 
@@ -245,7 +246,7 @@ def test_client_ip_respects_the_configured_trusted_proxies(sqlite_url: str) -> N
 
     def ip_seen(proxies: int) -> str:
         config = IntakeConfig(database_url=sqlite_url, write_keys=(WRITE_KEY,))
-        app = create_app(replace(config, trusted_proxies=proxies))
+        app = create_app(replace(config, security=SecurityConfig(trusted_proxies=proxies)))
         from services.traffic_intake.app import init_db
 
         init_db(app.extensions[INTAKE_STATE].engine)
