@@ -279,6 +279,7 @@ class CampaignDispatchV1(_Payload):
 
 DELIVERY_STATUSES = (
     "sent",
+    "delivered",
     "failed",
     "bounced",
     "suppressed",
@@ -289,8 +290,14 @@ DELIVERY_STATUSES = (
 
 
 class DeliveryStatusV1(_Payload):
-    """What became of a dispatch: handed over (``sent``), given up (``failed``), refused
-    by the mail server (``bounced``), and what its recipient did."""
+    """What became of a dispatch: handed over (``sent``), on the recipient's device by the
+    provider's receipt (``delivered``: SMS, WhatsApp), given up (``failed``), refused by
+    the mail server (``bounced``), and what its recipient did.
+
+    ``delivered`` came after the first release. Only member-retargeting reads this topic,
+    and its consumer shipped with the value before any producer could send it (a receipt
+    needs the endpoint released with it); an older consumer would dead-letter the event,
+    to be replayed once upgraded."""
 
     dispatch_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     campaign_id = fields.Integer(required=True, strict=True)

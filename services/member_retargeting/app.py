@@ -1,5 +1,6 @@
 """member-retargeting application factory: the marketing API, the marketing pages and the
-public endpoints of message links (unsubscribe, clicks, opens). The consumer, the campaign
+public endpoints of message links (unsubscribe, clicks, opens) and of providers' delivery
+receipts. The consumer, the campaign
 scheduler and the dispatcher run in processes of their own."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.member_retargeting.web import (
     members,
     pages,
     public,
+    receipts,
     segments,
     sharing,
 )
@@ -57,7 +59,23 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))
     api = init_api(app, title="Funnel member-retargeting")
-    for blueprint in (campaigns.blp, segments.blp, members.blp, sharing.blp, funnel.blp):
+    api.spec.components.security_scheme(
+        receipts.SIGNED,
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Funnel-Signature",
+            "description": "t=<unix seconds>,v1=<HMAC-SHA256 of '<t>.<body>'>, webhook secret",
+        },
+    )
+    for blueprint in (
+        campaigns.blp,
+        segments.blp,
+        members.blp,
+        sharing.blp,
+        funnel.blp,
+        receipts.blp,
+    ):
         api.register_blueprint(blueprint)
     install_people(app, api, engine, accounts, audit_log)
     app.register_blueprint(pages.bp)

@@ -336,8 +336,9 @@ class Delivery(Base):
 
 class DeliveryOutcome(Base):
     """What became of one dispatch, from ``delivery.status`` events: the delivery status
-    (``sent``, ``failed``, ``bounced``; the newest wins) and the first open, click and
-    unsubscribe. Campaign reports count these."""
+    (``sent``, ``failed``, ``bounced``; the newest wins), when a provider's receipt said
+    it was delivered, and the first open, click and unsubscribe. Campaign reports count
+    these."""
 
     __tablename__ = "delivery_outcomes"
 
@@ -348,6 +349,7 @@ class DeliveryOutcome(Base):
     status: Mapped[str | None] = mapped_column(String(20))
     status_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     detail: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     clicks: Mapped[int] = mapped_column(default=0)

@@ -6,7 +6,8 @@ them), so a new endpoint cannot be forgotten. Credentials: none, the write key, 
 role token, each personal token (admin and marketing accounts, a sales rep), a revoked
 one, and malformed headers. Without valid credentials: 401. With a valid credential of
 another role: 403. With an allowed one: neither. Not a single 2xx where the role does
-not allow it.
+not allow it. An operation signed instead (providers' receipts: ``funnelSignature``)
+opens to no ``Authorization`` at all: 401 whatever it carries.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from services.member_retargeting.app import init_db as retargeting_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.models import accounts as retargeting_accounts
 from services.member_retargeting.state import STATE as RETARGETING_STATE
+from services.member_retargeting.web import receipts
 from services.traffic_intake.app import create_app as intake_app
 from services.traffic_intake.app import init_db as intake_db
 from services.traffic_intake.config import IntakeConfig
@@ -66,7 +69,9 @@ def build(name: str, tmp_path: Path) -> tuple[Flask, Any, Any]:
         engine = app.extensions[SCORING_STATE].engine
         scoring_db(engine)
         return app, engine, scoring_accounts
-    app = retargeting_app(RetargetingConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED))
+    config = RetargetingConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED)
+    signed = replace(config.delivery, webhook_url="http://127.0.0.1:9/", webhook_secret="grid-s")
+    app = retargeting_app(replace(config, delivery=signed))
     engine = app.extensions[RETARGETING_STATE].engine
     retargeting_db(engine)
     return app, engine, retargeting_accounts
@@ -114,14 +119,16 @@ def credentials(
     return grid
 
 
-def operations(app: Flask) -> list[tuple[str, str, list[str] | None]]:
+def operations(app: Flask) -> list[tuple[str, str, list[str] | None, bool]]:
+    """(method, path, the roles it lets in, whether it is signed instead) per operation."""
     spec = app.test_client().get("/openapi.json").json
     ops = []
     for path, item in spec["paths"].items():
         concrete = re.sub(r"\{[^}]+\}", "999", path)
         for method, operation in item.items():
             if method in {"get", "post", "put", "patch", "delete"}:
-                ops.append((method.upper(), concrete, operation.get(ROLES_EXTENSION)))
+                signed = any(receipts.SIGNED in s for s in operation.get("security", []))
+                ops.append((method.upper(), concrete, operation.get(ROLES_EXTENSION), signed))
     return ops
 
 
@@ -134,7 +141,7 @@ def test_every_endpoint_times_every_credential(name: str, tmp_path: Path) -> Non
     assert len(ops) >= 5
     outcomes: Counter[str] = Counter()
     wrong: list[str] = []
-    for method, path, roles in ops:
+    for method, path, roles, signed in ops:
         for label, (header, role) in grid.items():
             headers = {"Authorization": header} if header is not None else {}
             # wait_seconds=0: an allowed access export answers at once.
@@ -143,8 +150,10 @@ def test_every_endpoint_times_every_credential(name: str, tmp_path: Path) -> Non
             )
             status = response.status_code
             # The tracking API (no roles): the write key is the credential.
-            allowed = label == "write key" if roles is None else role in roles
-            if allowed:
+            allowed = not signed and (label == "write key" if roles is None else role in roles)
+            if signed:
+                ok = status == 401
+            elif allowed:
                 ok = status not in (401, 403)
             elif roles is None or role == "none":
                 ok = status == 401

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,10 @@ def build(name: str, tmp_path: Path) -> Flask:
         app = scoring_app(ScoringConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED))
         scoring_db(app.extensions[SCORING_STATE].engine)
     else:
-        app = retargeting_app(
-            RetargetingConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED)
-        )
+        config = RetargetingConfig(database_url=url, tokens=TOKENS, security=UNTHROTTLED)
+        # With a webhook secret, so the signed receipts endpoint checks signatures (401).
+        signed = replace(config.delivery, webhook_url="http://127.0.0.1:9/", webhook_secret="s")
+        app = retargeting_app(replace(config, delivery=signed))
         retargeting_db(app.extensions[RETARGETING_STATE].engine)
     return app
 

@@ -76,14 +76,18 @@ def _delivery(session: Session, campaign: Campaign, dispatched: int) -> dict[str
             .group_by(o.status)
         ).all()
     )
-    opened, clicked, unsubscribed = session.execute(
+    delivered, opened, clicked, unsubscribed = session.execute(
         select(
-            func.count(o.opened_at), func.count(o.clicked_at), func.count(o.unsubscribed_at)
+            func.count(o.delivered_at),
+            func.count(o.opened_at),
+            func.count(o.clicked_at),
+            func.count(o.unsubscribed_at),
         ).where(o.campaign_id == campaign.id)
     ).one()
     known = sum(int(v) for v in status.values())
     return {
         "sent": int(status.get("sent", 0)),
+        "delivered": int(delivered),
         "failed": int(status.get("failed", 0)),
         "bounced": int(status.get("bounced", 0)),
         "suppressed": int(status.get("suppressed", 0)),

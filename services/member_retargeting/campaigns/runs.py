@@ -338,7 +338,7 @@ def _dispatch_event(
             "channel": campaign.channel,
             "kind": campaign.kind,
             "message": message,
-            "tracking": tracking and campaign.channel == "email",
+            "tracking": tracking,  # e-mail: pixel and links; WhatsApp: read receipts
         },
         source=MEMBER_RETARGETING,
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:dispatch:{run.id}:{contact.lead_id}").hex,

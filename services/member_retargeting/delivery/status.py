@@ -2,7 +2,9 @@
 topic for campaign reports (:mod:`..processing.delivery`) and anyone else who listens.
 
 Statuses: ``sent`` (handed to the SMTP server, or the webhook receiver answered 2xx),
-``failed`` (given up after the retries, or refused for good), ``bounced`` (the mail
+``delivered`` (an SMS or WhatsApp provider's receipt says it reached the phone:
+:mod:`.receipts`), ``failed`` (given up after the retries, refused for good, or a
+provider's receipt says it could not be delivered), ``bounced`` (the mail
 server has no such mailbox), ``suppressed`` (the address was suppressed between the
 dispatch and its sending: not sent), ``unsubscribed``,
 ``clicked``, ``opened``. Event ids are derived from what they report, so reporting the
@@ -21,6 +23,7 @@ from shared.outbox import Outgoing
 from shared.topics import DELIVERY, MEMBER_RETARGETING
 
 SENT, FAILED, BOUNCED, SUPPRESSED = "sent", "failed", "bounced", "suppressed"
+DELIVERED = "delivered"
 UNSUBSCRIBED, CLICKED, OPENED = "unsubscribed", "clicked", "opened"
 MAX_DETAIL = 500
 

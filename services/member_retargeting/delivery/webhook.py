@@ -15,6 +15,10 @@ as delivered); 408, 409, 425, 429, 5xx, a timeout, a refused connection, a redir
 401, 403, 404, 405, 410 (a moved endpoint or a rotated secret: every dispatch would get
 it) are the receiver's trouble, retried with the channel slowed down; any other 4xx is
 the receiver refusing this one dispatch for good.
+
+A 2xx says the receiver took the dispatch (``sent``); an SMS or WhatsApp bridge reports
+what became of it afterwards by posting the provider's receipts back, signed the same
+way (:mod:`.receipts`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ dispatcher, and from the unsubscribe, click and open endpoints) become one
   dispatch's delivery status (a bounce reported after the "sent" it corrects wins), with
   the provider's reply codes only (its text may quote the address); a bounce suppresses
   the address (reason ``bounced``), as a hard bounce must;
+* ``delivered`` (a provider's receipt, :mod:`..delivery.receipts`): the earliest time is
+  kept beside the delivery status, which stays ``sent`` (a later ``failed`` receipt
+  still wins it);
 * ``opened``, ``clicked``, ``unsubscribed``: the earliest time is kept, clicks are counted,
   and the first click is also a behaviour ``Email Link Clicked`` of the person (segments
   and attribution read behaviours).
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session
 from services.member_retargeting.delivery.status import (
     BOUNCED,
     CLICKED,
+    DELIVERED,
     FAILED,
     OPENED,
     SENT,
@@ -70,6 +74,8 @@ def handle_delivery(event: Envelope, session: Session) -> list[Outgoing]:
             outcome.detail = reply_codes(p.get("detail"))
         if status == BOUNCED:
             _suppress_bounced(session, dispatch.contact_id, at)
+    elif status == DELIVERED:
+        outcome.delivered_at = _earliest(outcome.delivered_at, at)
     elif status == OPENED:
         outcome.opened_at = _earliest(outcome.opened_at, at)
     elif status == UNSUBSCRIBED:

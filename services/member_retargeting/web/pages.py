@@ -296,7 +296,7 @@ def report_chart(detail: dict[str, Any], width: int = 560, bar: int = 26) -> dic
     delivery = detail.get("delivery") or {}
     rows += [
         (f"Delivery: {k}", delivery[k], "delivery")
-        for k in ("sent", "bounced", "failed", "opened", "clicked", "unsubscribed")
+        for k in ("sent", "delivered", "bounced", "failed", "opened", "clicked", "unsubscribed")
         if delivery.get(k)
     ]
     rows.append(("Conversions", detail["conversions"], "converted"))

@@ -14,6 +14,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from services.member_retargeting.delivery.receipts import RECEIPT_STATUSES
 from services.member_retargeting.model.segments import (
     ROOT,
     SegmentError,
@@ -134,6 +135,9 @@ class RunOut(ma.Schema):
 
 class DeliveryOut(ma.Schema):
     sent = fields.Integer(metadata={"description": "handed to the mail server or receiver"})
+    delivered = fields.Integer(
+        metadata={"description": "on the phone, by an SMS or WhatsApp provider's receipt"}
+    )
     failed = fields.Integer(metadata={"description": "given up after retries, or refused"})
     bounced = fields.Integer(metadata={"description": "no such mailbox (then suppressed)"})
     suppressed = fields.Integer(metadata={"description": "suppressed before it was sent"})
@@ -141,6 +145,34 @@ class DeliveryOut(ma.Schema):
     opened = fields.Integer(metadata={"description": "people who allowed tracking only"})
     clicked = fields.Integer(metadata={"description": "people who allowed tracking only"})
     unsubscribed = fields.Integer()
+
+
+class ReceiptIn(ma.Schema):
+    """A provider's receipt for one SMS or WhatsApp dispatch (:mod:`..delivery.receipts`)."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=128),
+        metadata={"description": "the dispatch id: the id the webhook carried"},
+    )
+    status = fields.String(required=True, validate=validate.OneOf(sorted(RECEIPT_STATUSES)))
+    code = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,32}$"),
+        metadata={"description": "the provider's error code (a code: never its text)"},
+    )
+
+
+class ReceiptOut(ma.Schema):
+    dispatch_id = fields.String()
+    recorded = fields.String(
+        allow_none=True,
+        metadata={"description": "the delivery status it became; null: nothing new"},
+    )
 
 
 class ReportOut(ma.Schema):

@@ -174,6 +174,7 @@ def test_the_report_counts_what_became_of_the_messages(
         status(d[2], "bounced", minutes(1)),
         status(d[3], "opened", minutes(4)),  # opened before its "sent" arrived
         status(d[4], "sent", minutes(0)),
+        status(d[4], "delivered", minutes(1)),  # a receipt: still "sent", and delivered
         status(d[4], "unsubscribed", minutes(5)),
         status(d[4], "unsubscribed", minutes(6), occurrence="twice"),
     )
@@ -183,6 +184,7 @@ def test_the_report_counts_what_became_of_the_messages(
     assert body["dispatched_count"] == 6
     assert body["delivery"] == {
         "sent": 2,
+        "delivered": 1,
         "failed": 1,
         "bounced": 1,
         "pending": 2,  # d[3] (opened, no status) and d[5] (nothing yet)

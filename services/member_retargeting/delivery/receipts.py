@@ -1,0 +1,76 @@
+"""Receipts from SMS and WhatsApp providers: what became of a message after the provider
+took it (the dispatcher's ``sent``).
+
+The provider bridge — the receiver of the signed webhooks (:mod:`.webhook`), which hands
+each message to Twilio, MessageBird or a WhatsApp Business API — POSTs each receipt back
+to ``POST /delivery/receipts`` (:mod:`..web.receipts`), signed the way Funnel signs its
+webhooks, with the same secret (``Funnel-Signature`` over the raw body,
+``RETARGETING_WEBHOOK_SECRET``). Its body names the dispatch by the id the webhook
+carried and gives the provider's status, in the words most providers share (Twilio's
+``MessageStatus``):
+
+=================================  ==================================================
+``delivered``                      ``delivered``
+``undelivered``, ``failed``        ``failed``, with the provider's error code only
+``read`` (WhatsApp)                ``opened`` — only when the person allowed tracking
+                                   (:attr:`Delivery.payload` ``tracking``), as for the
+                                   e-mail open pixel
+``accepted``, ``queued``,          nothing: the dispatcher reported ``sent`` already
+``sending``, ``sent``
+=================================  ==================================================
+
+Times are when Funnel heard (a provider's clock does not order our events). The event id
+is derived from the dispatch and the receipt's status: a bridge retrying a receipt adds
+nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.member_retargeting.delivery.status import DELIVERED, FAILED, OPENED, delivery_status
+from services.member_retargeting.models import Delivery
+from shared.outbox import Outgoing
+
+RECEIPT_STATUSES: dict[str, str | None] = {
+    "delivered": DELIVERED,
+    "undelivered": FAILED,
+    "failed": FAILED,
+    "read": OPENED,
+    "accepted": None,
+    "queued": None,
+    "sending": None,
+    "sent": None,
+}
+# The channels whose dispatches go through the provider bridge (the e-mail channel's go
+# to the SMTP server, which sends no receipts here: bounces come back by mail).
+RECEIPT_CHANNELS = ("sms", "whatsapp", "webhook")
+
+
+class NotReceiptable(ValueError):
+    """The dispatch was not sent through the bridge (its channel says so)."""
+
+
+def receipt_event(
+    delivery: Delivery, status: str, code: str | None, at: datetime
+) -> Outgoing | None:
+    """The ``delivery.status`` a receipt of ``status`` for ``delivery`` makes, or None when
+    it says nothing new (a status before delivery, a read the person did not allow to be
+    tracked). Raises :class:`NotReceiptable` for a dispatch of a channel without receipts
+    and ``KeyError`` for a status outside :data:`RECEIPT_STATUSES` (the HTTP schema
+    refuses those first)."""
+    if delivery.channel not in RECEIPT_CHANNELS:
+        raise NotReceiptable(f"dispatch {delivery.dispatch_id} went by {delivery.channel}")
+    ours = RECEIPT_STATUSES[status]
+    if ours is None or (ours == OPENED and not delivery.payload.get("tracking")):
+        return None
+    payload = {
+        "campaign_id": delivery.campaign_id,
+        "run_id": delivery.run_id,
+        "contact_id": delivery.contact_id,
+        "channel": delivery.channel,
+    }
+    detail = f"receipt {status}" + (f" {code}" if code else "")
+    return delivery_status(
+        delivery.dispatch_id, payload, ours, at, detail=detail, occurrence=f"receipt:{status}"
+    )

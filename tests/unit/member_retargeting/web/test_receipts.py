@@ -1,0 +1,163 @@
+"""``POST /delivery/receipts`` on SQLite and PostgreSQL: signed SMS/WhatsApp receipts
+become delivery statuses the campaign report counts; anything unsigned, stale, unknown or
+malformed is refused with the JSON error naming why, and nothing is recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from services.member_retargeting.app import create_app, init_db
+from services.member_retargeting.config import RetargetingConfig
+from services.member_retargeting.delivery.queue import queue_dispatch
+from services.member_retargeting.delivery.status import SENT, delivery_status
+from services.member_retargeting.delivery.webhook import SIGNATURE_HEADER, signature
+from services.member_retargeting.models import Delivery, outbox
+from shared.db import utcnow
+from shared.topics import DELIVERY, DISPATCH
+from tests.integration.delivery_helpers import populate, run_campaign
+from tests.unit.member_retargeting.conftest import MARKETING, TOKENS, feed, published, state_of
+
+SECRET = "receipt-secret-for-tests"
+PATH = "/delivery/receipts"
+
+
+@pytest.fixture
+def app(database_url: str) -> Flask:
+    config = RetargetingConfig(database_url=database_url, tokens=TOKENS, run_chunk=50)
+    delivery = replace(config.delivery, webhook_url="http://127.0.0.1:9/sms", webhook_secret=SECRET)
+    app = create_app(replace(config, delivery=delivery))
+    init_db(state_of(app).engine)
+    return app
+
+
+def queued(app: Flask, channel: str, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A campaign run on ``channel`` to three people (P00000 allowed tracking), its
+    dispatches taken into the dispatcher's store; returns it and dispatch id by person."""
+    campaign = run_campaign(app, name, "Hi {{ first_name }}", channel=channel)
+    dispatches = [e for e in published(app, DISPATCH) if e.payload["campaign_id"] == campaign["id"]]
+    with state_of(app).sessions.begin() as session:
+        for event in dispatches:
+            queue_dispatch(event, session)
+    return campaign, {e.payload["contact_id"]: e.event_id for e in dispatches}
+
+
+def post(
+    app: Flask, body: Any, *, secret: str = SECRET, at: float | None = None, signed: bool = True
+) -> Any:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if signed:
+        headers[SIGNATURE_HEADER] = signature(secret, int(at or time.time()), raw)
+    return app.test_client().post(PATH, data=raw, headers=headers)
+
+
+def outbox_size(app: Flask) -> int:
+    with state_of(app).engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(outbox)) or 0)
+
+
+def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> None:
+    populate(app, 3, phones=True, tracked=lambda i: i == 0)
+    campaign, ids = queued(app, "sms", "sms-spring")
+    assert len(ids) == 3
+    # The dispatcher handed all three to the bridge a minute ago.
+    with state_of(app).sessions() as session:
+        earlier = utcnow() - timedelta(minutes=1)
+        sent = [
+            delivery_status(d.dispatch_id, {**d.payload, "run_id": d.run_id}, SENT, earlier)
+            for d in session.scalars(select(Delivery))
+        ]
+    answers = [
+        post(app, {"id": ids["P00000"], "status": "delivered"}),
+        post(app, {"id": ids["P00000"], "status": "read"}),  # allowed tracking: an open
+        post(app, {"id": ids["P00001"], "status": "undelivered", "code": "30003"}),
+        post(app, {"id": ids["P00002"], "status": "queued"}),  # nothing new
+        post(app, {"id": ids["P00002"], "status": "read"}),  # no tracking: not an open
+    ]
+    assert [a.status_code for a in answers] == [200] * 5, [a.json for a in answers]
+    assert [a.json["recorded"] for a in answers] == ["delivered", "opened", "failed", None, None]
+    # The bridge retries a receipt it did not hear answered: nothing more is recorded.
+    before = outbox_size(app)
+    assert post(app, {"id": ids["P00000"], "status": "delivered"}).status_code == 200
+    assert outbox_size(app) == before
+
+    receipts = [e for e in published(app, DELIVERY)]
+    assert {e.payload["status"] for e in receipts} == {"delivered", "opened", "failed"}
+    (failed,) = [e for e in receipts if e.payload["status"] == "failed"]
+    assert failed.payload["detail"] == "receipt undelivered 30003"
+    feed(app, *((DELIVERY, e) for e in [*(o.envelope for o in sent), *receipts]))
+    report = app.test_client().get(f"/campaigns/{campaign['id']}/report", headers=MARKETING)
+    delivery = report.json["delivery"]
+    # P00001's "sent" is corrected by its later receipt; the others stay sent.
+    assert {k: delivery[k] for k in ("sent", "delivered", "failed", "opened")} == {
+        "sent": 2,
+        "delivered": 1,
+        "failed": 1,
+        "opened": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"signed": False}, "missing"),
+        ({"secret": "not-the-secret"}, "wrong"),
+        ({"at": time.time() - 600}, "stale"),  # a replay from ten minutes ago
+    ],
+)
+def test_an_unsigned_wrongly_signed_or_stale_receipt_is_refused(
+    app: Flask, kwargs: dict[str, Any], why: str
+) -> None:
+    populate(app, 1, phones=True)
+    _, ids = queued(app, "sms", "sms-refused")
+    before = outbox_size(app)
+    answer = post(app, {"id": ids["P00000"], "status": "delivered"}, **kwargs)
+    assert answer.status_code == 401, why
+    assert SIGNATURE_HEADER in answer.json["error"]["message"]
+    assert outbox_size(app) == before
+
+
+def test_what_the_body_gets_wrong_is_named(app: Flask) -> None:
+    populate(app, 1, phones=True)
+    _, ids = queued(app, "sms", "sms-bad")
+    before = outbox_size(app)
+    bad_status = post(app, {"id": ids["P00000"], "status": "exploded"})
+    assert bad_status.status_code == 422 and "status" in bad_status.json["error"]["fields"]
+    prose = post(app, {"id": ids["P00000"], "status": "failed", "code": "no such +33612000000"})
+    assert prose.status_code == 422 and "code" in prose.json["error"]["fields"]
+    extra = post(app, {"id": ids["P00000"], "status": "delivered", "to": "+33612000000"})
+    assert extra.status_code == 422 and "to" in extra.json["error"]["fields"]
+    unknown = post(app, {"id": "no-such-dispatch", "status": "delivered"})
+    assert unknown.status_code == 404 and "no-such-dispatch" in unknown.json["error"]["message"]
+    assert outbox_size(app) == before
+
+
+def test_an_email_dispatch_takes_no_receipt(app: Flask) -> None:
+    populate(app, 1)
+    _, ids = queued(app, "email", "mail")
+    answer = post(app, {"id": ids["P00000"], "status": "delivered"})
+    assert answer.status_code == 409 and "email" in answer.json["error"]["fields"]["id"][0]
+
+
+def test_without_a_webhook_secret_receipts_are_refused(database_url: str) -> None:
+    app = create_app(RetargetingConfig(database_url=database_url, tokens=TOKENS))
+    init_db(state_of(app).engine)
+    answer = post(app, {"id": "anything", "status": "delivered"}, secret="")
+    assert answer.status_code == 403
+    assert "RETARGETING_WEBHOOK_SECRET" in answer.json["error"]["message"]
+
+
+def test_guessing_signatures_is_throttled_like_tokens(app: Flask) -> None:
+    answers = [
+        post(app, {"id": "x", "status": "delivered"}, secret=f"guess-{i}").status_code
+        for i in range(11)
+    ]
+    assert answers == [401] * 10 + [429]
