@@ -17,6 +17,7 @@ from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
 from services.lead_scoring.models import outbox, processed_events
+from shared import processes
 from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.events import encode, new_event
@@ -154,12 +155,7 @@ def scoring_consume(
     finally:
         runner.close()
         if relay is not None:
-            relay.terminate()
-            try:
-                relay.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+            processes.stop([relay], 30)
         engine.dispose()
     return applied / elapsed if elapsed else 0.0
 

@@ -45,7 +45,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from typing import Any
 
 from deploy.demo import JsonClient, basic_auth, bearer, generate, send
 from shared.broker import EmbeddedBroker, free_port
+from shared.processes import stop as stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -192,15 +192,7 @@ def stack(work: Path, log: Path) -> Iterator[Stack]:
                 raise RuntimeError(f"{process.args!r} exited; see {log}")
         yield Stack(intake, scoring, broker.bootstrap_servers)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes, 20)
         broker.stop()
         out.close()
 

@@ -71,6 +71,7 @@ from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.identity import ANONYMOUS_ID
 from shared.kafka import ensure_topics, make_producer
+from shared.processes import stop as stop_processes
 from shared.topics import DEADLETTER, LEADS, REGISTRY, TRAFFIC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,19 +436,14 @@ def scale_run(
                     processes[i] = start()
             time.sleep(SAMPLE_S)
         last = _Sample.take(engine, processes, broker_pid, applied=done)
-        for p in processes:
-            p.terminate()
-        codes = [p.wait(timeout=60) for p in processes]
+        codes = stop_processes(processes, 60)
         if any(codes):
             raise RuntimeError(f"consumers exited with {codes}; see {log.name}")
         outcomes = check_exact(engine, kafka, event_ids)
         published, copies = lead_event_copies(kafka)
         return Run(consumers, group_s, first, last, len(exits), published, copies, outcomes)
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        stop_processes(processes, 0)  # after a failure: whatever still runs
         log.close()
         engine.dispose()
         broker.stop()

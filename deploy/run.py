@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from deploy.init import initialise
+from shared import processes
 from shared.broker import EmbeddedBroker, port_open
 from shared.config import Env
 from shared.logs import configure_logging
@@ -142,19 +143,14 @@ class Supervisor:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        for child in self.children:
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 25
-        for child in self.children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing", child.name)
-                child.process.kill()
-                child.process.wait()
+        running = {child.process: child.name for child in self.children if child.process}
+        processes.stop(
+            list(running),
+            25,
+            on_kill=lambda process: log.warning(
+                "%s did not stop in time; killing", running[process]
+            ),
+        )
         if self.broker is not None:
             self.broker.stop()
         for f in self._logs:

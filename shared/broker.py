@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from shared import processes
+
 
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
@@ -78,13 +80,8 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            processes.stop([self._process], 10)
         self._process = None
         if self._log is not None:
             self._log.close()
