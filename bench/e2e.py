@@ -61,6 +61,8 @@ from typing import Any
 
 from deploy.demo import JsonClient, basic_auth, bearer, generate, send
 from shared.broker import EmbeddedBroker, free_port
+from shared.config import KafkaConfig
+from shared.kafka import read_from_start
 from shared.processes import stop as stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -505,14 +507,9 @@ HOPS = (
 
 def _read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
     """Every record of ``topic`` up to its end when called (bounded by ``timeout_s``)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = read_from_start(KafkaConfig(bootstrap_servers=bootstrap_servers), topic)
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
+        ends = consumer.end_offsets(list(consumer.assignment()))
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(

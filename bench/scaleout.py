@@ -70,7 +70,7 @@ from shared.config import Env, KafkaConfig
 from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.identity import ANONYMOUS_ID
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer, read_from_start
 from shared.processes import stop as stop_processes
 from shared.topics import DEADLETTER, LEADS, REGISTRY, TRAFFIC
 
@@ -361,11 +361,8 @@ def lead_event_copies(kafka: KafkaConfig, quiet_s: float = 1.0) -> tuple[int, in
     start until nothing arrives for ``quiet_s``. Rows the relays had not sent when the
     consumers stopped stay in the outbox, so on a short run the first can be below the
     number of events."""
-    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+    reader = read_from_start(kafka, LEADS)
     try:
-        parts = [TopicPartition(LEADS, p) for p in range(REGISTRY[LEADS].partitions)]
-        reader.assign(parts)
-        reader.seek_to_beginning(*parts)
         seen: set[str] = set()
         records = 0
         while polled := reader.poll(timeout_ms=int(quiet_s * 1000), max_records=5000):

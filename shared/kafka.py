@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -123,3 +123,16 @@ def make_tail_reader(config: KafkaConfig) -> KafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
     )
+
+
+def read_from_start(config: KafkaConfig, topic: str) -> KafkaConsumer:
+    """A group-less reader (:func:`make_tail_reader`) assigned every partition of
+    ``topic`` from its first record: no group to join, nothing committed. The caller
+    polls and closes it. A topic the broker does not know gets no partitions (polls
+    return nothing)."""
+    reader = make_tail_reader(config)
+    parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+    reader.assign(parts)
+    if parts:
+        reader.seek_to_beginning(*parts)
+    return reader

@@ -38,7 +38,7 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.config import KafkaConfig
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.events import encode, new_event
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer, read_from_start
 from shared.runner import BatchProcessor
 from shared.topics import DEADLETTER, LEADS, REGISTRY, TRAFFIC
 from tests.helpers import FakeRecord
@@ -339,13 +339,8 @@ def test_replay_sends_a_dead_letter_back_to_its_topic(
     assert "replayed 1, skipped 1" in ok(env, *args)
     assert "replayed 0, skipped 0" in ok(env, *args)  # committed: a second run goes on from there
 
-    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+    reader = read_from_start(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), TRAFFIC)
     try:
-        parts = [
-            TopicPartition(TRAFFIC, p) for p in sorted(reader.partitions_for_topic(TRAFFIC) or ())
-        ]
-        reader.assign(parts)
-        reader.seek_to_beginning(*parts)
         found: list[bytes] = []
         deadline = time.monotonic() + 15
         while not found and time.monotonic() < deadline:

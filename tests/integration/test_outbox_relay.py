@@ -10,7 +10,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import MetaData, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -18,7 +17,7 @@ from shared.config import KafkaConfig
 from shared.db import make_engine, outbox_table
 from shared.deadletter import parse_headers
 from shared.events import new_event
-from shared.kafka import ensure_topics, make_producer, make_tail_reader
+from shared.kafka import ensure_topics, make_producer, make_tail_reader, read_from_start
 from shared.outbox import OutboxRelay, Outgoing, enqueue, unsent
 from shared.topics import DEADLETTER, Topic
 from tests.conftest import wait_for
@@ -54,10 +53,7 @@ def _relay(engine: Any, table: Any, kafka: KafkaConfig) -> OutboxRelay:
 
 
 def _on_topic(kafka: KafkaConfig, topic: str, at_least: int) -> Counter[bytes]:
-    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
-    part = TopicPartition(topic, 0)
-    reader.assign([part])
-    reader.seek_to_beginning(part)
+    reader = read_from_start(kafka, topic)
     seen: list[bytes] = []
 
     def enough() -> bool:
@@ -151,10 +147,7 @@ def test_a_row_too_large_for_kafka_is_dead_lettered_not_retried_forever(
 
 def _dead_letters(kafka: KafkaConfig, source: str) -> list[dict[str, str]]:
     """The headers of the dead letters from ``source`` (the dead-letter topic is shared)."""
-    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
-    parts = [TopicPartition(DEADLETTER, p) for p in reader.partitions_for_topic(DEADLETTER) or ()]
-    reader.assign(parts)
-    reader.seek_to_beginning(*parts)
+    reader = read_from_start(kafka, DEADLETTER)
     found: list[dict[str, str]] = []
 
     def one() -> bool:

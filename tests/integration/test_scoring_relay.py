@@ -13,8 +13,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
@@ -22,7 +20,7 @@ from services.lead_scoring.models import outbox
 from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.events import new_event
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, read_from_start
 from shared.outbox import Outgoing, enqueue, unsent
 from shared.topics import Topic
 from tests.conftest import wait_for
@@ -72,12 +70,9 @@ def test_the_relay_process_publishes_what_the_consumer_leaves(
     relay = subprocess.Popen(
         [sys.executable, "-m", "services.lead_scoring", "relay"], env=env, cwd=ROOT
     )
-    reader = KafkaConsumer(bootstrap_servers=kafka_config.bootstrap_servers, group_id=None)
+    reader = read_from_start(kafka_config, topic)
     seen: Counter[str] = Counter()
     try:
-        part = TopicPartition(topic, 0)
-        reader.assign([part])
-        reader.seek_to_beginning(part)
 
         def all_sent() -> bool:
             for batch in reader.poll(timeout_ms=300).values():
