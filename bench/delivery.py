@@ -85,7 +85,7 @@ def sink_acceptance(count: int = MESSAGES, max_seconds: float = MAX_SECONDS) -> 
         settings = config("sqlite://", sink)
         d = settings.delivery
         sender = messages.Sender(d.sender_address, d.sender_name)
-        links = Links(settings.link_key, d.public_url)
+        links = Links(settings.link_keys, d.public_url)
         built = []
         for i in range(count):
             p = payload(i)

@@ -65,6 +65,10 @@ class Env:
             return False
         raise ConfigError(f"{name} must be a boolean, got {raw!r}")
 
+    def words(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list, items stripped, empty ones dropped (unset: none)."""
+        return tuple(w.strip() for w in self._environ.get(name, "").split(",") if w.strip())
+
 
 @dataclass(frozen=True)
 class KafkaConfig:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from typing import Any
 
@@ -27,12 +27,17 @@ from shared.http import Principal, note_failed_attempt, principal_for_token, ref
 SessionCheck = Callable[[], "str | None"]
 
 
-def configure(app: Flask, secret_key: str, tokens: Mapping[str, str]) -> None:
+def configure(
+    app: Flask, secret_key: str, tokens: Mapping[str, str], previous: Sequence[str] = ()
+) -> None:
     """Session cookies for pages: the configured secret, else (development only: production
     refuses to start without one, see ``SecurityConfig.check``) one derived from the
-    tokens, so every worker of one deployment agrees without another setting."""
+    tokens, so every worker of one deployment agrees without another setting. Sessions
+    signed with one of the ``previous`` secrets stay valid (a rotation signs nobody out;
+    drop the old secret once sessions made with it have expired)."""
     derived = hashlib.sha256(("funnel-pages:" + "|".join(tokens.values())).encode())
     app.config["SECRET_KEY"] = secret_key or derived.hexdigest()
+    app.config["SECRET_KEY_FALLBACKS"] = list(previous)
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
 

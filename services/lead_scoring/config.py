@@ -32,6 +32,9 @@ class ScoringConfig:
     # Signs the sales pages' session cookie; derived from the tokens when unset so every
     # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
+    # Secrets the pages were signed with before a rotation (SCORING_PREVIOUS_SECRET_KEYS,
+    # comma-separated): their sessions stay valid until dropped from here.
+    previous_secret_keys: tuple[str, ...] = ()
     log_level: str = "INFO"
     # False: the consumer leaves its outbox to ``python -m services.lead_scoring relay``
     # (its own process, as intake's relay is): the consumer then never waits on Kafka acks.
@@ -47,7 +50,10 @@ class ScoringConfig:
             raise ConfigError("SCORING_HALF_LIFE_DAYS must be between 1 and 3650 days")
         self.security.check(
             required={"SCORING_SECRET_KEY": self.secret_key},
-            secrets=self.tokens.by_variable().items(),
+            secrets=[
+                *self.tokens.by_variable().items(),
+                *(("SCORING_PREVIOUS_SECRET_KEYS", k) for k in self.previous_secret_keys),
+            ],
         )
 
     @classmethod
@@ -66,6 +72,7 @@ class ScoringConfig:
             sla_hours=env.number("SCORING_SLA_HOURS", cls.sla_hours),
             sla_check_seconds=env.number("SCORING_SLA_CHECK_SECONDS", cls.sla_check_seconds),
             secret_key=env.text("SCORING_SECRET_KEY", ""),
+            previous_secret_keys=env.words("SCORING_PREVIOUS_SECRET_KEYS"),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
             relay_in_consumer=env.boolean("SCORING_RELAY_IN_CONSUMER", cls.relay_in_consumer),
         )

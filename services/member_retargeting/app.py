@@ -54,7 +54,9 @@ def create_app(config: RetargetingConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.config["FUNNEL_TOKENS"] = config.tokens.by_role()
-    pages_session.configure(app, config.secret_key, config.tokens.by_role())
+    pages_session.configure(
+        app, config.secret_key, config.tokens.by_role(), config.previous_secret_keys
+    )
     install_security(app, config.security)
     engine = make_engine(config.database_url)
     app.extensions[STATE] = RetargetingState(config, engine, make_sessionmaker(engine))

@@ -142,6 +142,10 @@ class RetargetingConfig:
     # Signs the marketing pages' session cookie; empty: derived from the tokens, so every
     # worker agrees without another secret to manage in development. Production needs it.
     secret_key: str = ""
+    # Secrets used before a rotation (RETARGETING_PREVIOUS_SECRET_KEYS, comma-separated):
+    # links in messages signed with them keep working (an unsubscribe link must, for
+    # years), and so do page sessions. Keep a secret here as long as its messages matter.
+    previous_secret_keys: tuple[str, ...] = ()
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log_level: str = "INFO"
 
@@ -151,6 +155,7 @@ class RetargetingConfig:
             secrets=[
                 *self.tokens.by_variable().items(),
                 ("RETARGETING_WEBHOOK_SECRET", self.delivery.webhook_secret),
+                *(("RETARGETING_PREVIOUS_SECRET_KEYS", k) for k in self.previous_secret_keys),
             ],
         )
         if self.security.production:
@@ -166,12 +171,13 @@ class RetargetingConfig:
                 )
 
     @property
-    def link_key(self) -> str:
-        """Signs the links in messages (unsubscribe, clicks, opens): derived from the
-        pages secret (production requires one), else — development — from the tokens,
-        so the dispatcher and every web worker agree without another setting."""
-        base = self.secret_key or "|".join(self.tokens.by_variable().values())
-        return hashlib.sha256(f"funnel-links:{base}".encode()).hexdigest()
+    def link_keys(self) -> tuple[str, ...]:
+        """Sign the links in messages (unsubscribe, clicks, opens), oldest first: the last
+        signs, every one verifies. Derived from the pages secret and the previous ones
+        (production requires a secret), else — development — from the tokens, so the
+        dispatcher and every web worker agree without another setting."""
+        current = self.secret_key or "|".join(self.tokens.by_variable().values())
+        return tuple(_link_key(base) for base in (*self.previous_secret_keys, current))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RetargetingConfig:
@@ -208,6 +214,11 @@ class RetargetingConfig:
                 "RETARGETING_SCHEDULE_POLL_SECONDS", cls.schedule_poll_seconds
             ),
             secret_key=env.text("RETARGETING_SECRET_KEY", ""),
+            previous_secret_keys=env.words("RETARGETING_PREVIOUS_SECRET_KEYS"),
             delivery=DeliveryConfig.from_env(env),
             log_level=env.text("FUNNEL_LOG_LEVEL", cls.log_level),
         )
+
+
+def _link_key(base: str) -> str:
+    return hashlib.sha256(f"funnel-links:{base}".encode()).hexdigest()

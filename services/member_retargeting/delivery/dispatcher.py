@@ -101,7 +101,7 @@ class Dispatcher:
         d = config.delivery
         self.sessions = sessions
         self.settings = d
-        self.links = Links(config.link_key, d.public_url)
+        self.links = Links(config.link_keys, d.public_url)
         self.sender = messages.Sender(d.sender_address, d.sender_name)
         self.mailer = Mailer(d.smtp)
         self.clock = clock

@@ -36,14 +36,20 @@ class Link:
 
 @dataclass(frozen=True)
 class Links:
-    """Makes and reads the links of one deployment: ``key`` signs, ``base_url`` is where
-    the public endpoints answer (``https://mail.example.com``)."""
+    """Makes and reads the links of one deployment: ``keys`` (oldest first) — the last
+    signs, every one verifies, so a rotated secret breaks no link already sent;
+    ``base_url`` is where the public endpoints answer (``https://mail.example.com``)."""
 
-    key: str
+    keys: tuple[str, ...]
     base_url: str
 
+    def __post_init__(self) -> None:
+        # A bare string would be taken as a list of one-character keys.
+        if isinstance(self.keys, str) or not self.keys or not all(self.keys):
+            raise ValueError("Links needs a tuple of non-empty keys, the signing one last")
+
     def _serializer(self, kind: str) -> URLSafeSerializer:
-        return URLSafeSerializer(self.key, salt=f"funnel-link-{kind}")
+        return URLSafeSerializer(list(self.keys), salt=f"funnel-link-{kind}")
 
     def token(self, kind: str, link: Link) -> str:
         data = [link.dispatch_id, link.contact_id]

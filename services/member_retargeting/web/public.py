@@ -52,7 +52,7 @@ PREFIXES = ("/u", "/c", "/o")
 
 def _links() -> Links:
     config = state().config
-    return Links(config.link_key, config.delivery.public_url)
+    return Links(config.link_keys, config.delivery.public_url)
 
 
 def _read(kind: str, token: str) -> Link:

@@ -18,7 +18,7 @@ from shared.config import SecurityConfig, Tokens
 from shared.http import PERSON_TOKENS, SIGN_IN_THROTTLE, Principal
 from shared.ratelimit import FailureThrottle
 from shared.security import API_CSP, DOCS_CSP, PAGE_CSP, csp_hash
-from tests.helpers import form_csrf, login_csrf
+from tests.helpers import form_csrf, login_csrf, page_login
 
 TOKENS = Tokens(sales="sales-t", marketing="marketing-t", admin="admin-t")
 WRITE_KEY = "wk-test"
@@ -238,6 +238,25 @@ def test_production_cookies_are_secure(page_service: str, tmp_path: Path) -> Non
 
 
 # --------------------------------------------------------------------------- sign-in CSRF
+
+
+def test_a_rotated_pages_secret_keeps_sessions_while_it_is_listed_as_previous(
+    page_service: str, tmp_path: Path
+) -> None:
+    _, token, _ = SERVICES[page_service]
+    old, new = "old-pages-secret-" * 2, "new-pages-secret-" * 2
+    before = build(page_service, tmp_path / "a", secret_key=old).test_client()
+    page_login(before, token)
+    cookie = before.get_cookie("session")
+    assert cookie is not None
+
+    def home(**config: Any) -> int:
+        client = build(page_service, tmp_path / str(len(config)), **config).test_client()
+        client.set_cookie("session", cookie.value)
+        return client.get("/app/").status_code
+
+    assert home(secret_key=new, previous_secret_keys=(old,)) == 200
+    assert home(secret_key=new) == 302  # the old secret dropped: signed out, to the login
 
 
 def test_sign_in_needs_the_forms_csrf_token(page_service: str, tmp_path: Path) -> None:

@@ -195,3 +195,19 @@ def test_trusted_proxies_is_one_setting_for_every_service_and_the_old_name_is_re
         IntakeConfig.from_env(Env({"FUNNEL_WRITE_KEY": "wk", "INTAKE_TRUSTED_PROXIES": "1"}))
     with pytest.raises(ConfigError, match="FUNNEL_TRUSTED_PROXIES must be 0 to 10"):
         SecurityConfig(trusted_proxies=-1)
+
+
+def test_previous_secrets_are_read_checked_and_keep_the_current_one_signing() -> None:
+    old, now = strong(), strong()
+    env = production_env(RETARGETING_SECRET_KEY=now, RETARGETING_PREVIOUS_SECRET_KEYS=f"{old}, ")
+    loaded = RetargetingConfig.from_env(Env(env))
+    assert loaded.previous_secret_keys == (old,)
+    newest = RetargetingConfig.from_env(Env(production_env(RETARGETING_SECRET_KEY=now)))
+    assert loaded.link_keys[-1] == newest.link_keys[-1]  # the current secret signs
+    assert len(set(loaded.link_keys)) == 2
+    for config, variable in (
+        (RetargetingConfig, "RETARGETING_PREVIOUS_SECRET_KEYS"),
+        (ScoringConfig, "SCORING_PREVIOUS_SECRET_KEYS"),
+    ):
+        with pytest.raises(ConfigError, match=variable):
+            config.from_env(Env(production_env(**{variable: f"{strong()},changeme"})))

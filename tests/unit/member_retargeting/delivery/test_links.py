@@ -16,7 +16,7 @@ from services.member_retargeting.delivery.links import (
     trackable,
 )
 
-LINKS = Links("k" * 32, "https://mail.example.com/")
+LINKS = Links(("k" * 32,), "https://mail.example.com/")
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,7 +44,7 @@ def test_tampered_foreign_and_cross_kind_tokens_are_refused() -> None:
     for bad in (
         _flip(token, len(token) - 5),  # one character of the signature changed
         _flip(token, 3),  # one character of what it says changed
-        Links("another key" * 3, "https://x").token(UNSUBSCRIBE, Link("d1", "c1")),
+        Links(("another key" * 3,), "https://x").token(UNSUBSCRIBE, Link("d1", "c1")),
         "",
         "not-a-token",
     ):
@@ -54,6 +54,21 @@ def test_tampered_foreign_and_cross_kind_tokens_are_refused() -> None:
         LINKS.read(CLICK, token)
     with pytest.raises(InvalidLink):
         LINKS.read(OPEN, LINKS.token(CLICK, Link("d", "c", "https://x")))
+
+
+def test_a_rotated_key_still_reads_the_links_it_signed_and_signs_no_more() -> None:
+    old, new = "old-key" * 5, "new-key" * 5
+    sent = Links((old,), "https://x").token(UNSUBSCRIBE, Link("d1", "c1"))
+    rotated = Links((old, new), "https://x")
+    assert rotated.read(UNSUBSCRIBE, sent) == Link("d1", "c1")
+    fresh = rotated.token(UNSUBSCRIBE, Link("d2", "c2"))
+    assert Links((new,), "https://x").read(UNSUBSCRIBE, fresh) == Link("d2", "c2")
+    with pytest.raises(InvalidLink):  # signed with the new key, not the old one
+        Links((old,), "https://x").read(UNSUBSCRIBE, fresh)
+    with pytest.raises(InvalidLink):  # once the old key is dropped, its links stop
+        Links((new,), "https://x").read(UNSUBSCRIBE, sent)
+    with pytest.raises(ValueError):  # a bare string is no list of keys
+        Links("k" * 32, "https://x")  # type: ignore[arg-type]
 
 
 def test_only_absolute_web_links_are_tracked() -> None:

@@ -11,7 +11,7 @@ import pytest
 from services.member_retargeting.delivery.links import CLICK, OPEN, UNSUBSCRIBE, Links
 from services.member_retargeting.delivery.message import Sender, build, plain_text
 
-LINKS = Links("k" * 32, "https://mail.example.com")
+LINKS = Links(("k" * 32,), "https://mail.example.com")
 SENDER = Sender("news@shop.example", "Shop")
 
 

@@ -19,7 +19,7 @@ from services.member_retargeting.delivery.smtp import (
     _refused_recipient,
 )
 
-LINKS = Links("k" * 32, "https://mail.example.com")
+LINKS = Links(("k" * 32,), "https://mail.example.com")
 SENDER = Sender("news@shop.example", "Shop")
 
 

@@ -38,7 +38,7 @@ def sent(app: Flask, campaign: dict[str, Any]) -> dict[str, Dispatch]:
 
 def links(app: Flask) -> Links:
     config = state_of(app).config
-    return Links(config.link_key, config.delivery.public_url)
+    return Links(config.link_keys, config.delivery.public_url)
 
 
 def token(app: Flask, kind: str, dispatch: Dispatch, url: str | None = None) -> str:
@@ -112,7 +112,7 @@ def test_a_forged_or_other_kind_token_is_a_404_page(app: Flask, campaign: dict[s
     dispatch = sent(app, campaign)["P00001"]
     client = app.test_client()
     good = token(app, UNSUBSCRIBE, dispatch)
-    forged = Links("not-the-key", "http://x").token(
+    forged = Links(("not-the-key",), "http://x").token(
         UNSUBSCRIBE, Link(str(dispatch.event_id), "P00001")
     )
     for response in (
