@@ -209,7 +209,9 @@ class SecurityConfig:
     The client address is the connection's unless ``trusted_proxies``
     (``FUNNEL_TRUSTED_PROXIES``, default 0) says how many reverse proxies in front of the
     service append to ``X-Forwarded-For`` / ``X-Forwarded-Proto``: then it is the address
-    (and scheme) the outermost trusted proxy saw. Behind a proxy and left at 0, every
+    (and scheme) the outermost trusted proxy saw — the same count for both headers, so
+    every trusted proxy must append to both (one that overwrites the scheme instead makes
+    the count wrong for it: HSTS is then not sent). Behind a proxy and left at 0, every
     client shares the proxy's address: one client's guessing throttles them all. Set it
     higher than the proxies really there and a client can choose its own address.
     """

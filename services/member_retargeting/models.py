@@ -22,7 +22,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.accounts import accounts_table
@@ -172,6 +181,17 @@ class Journey(Base):
     sql_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     customer_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     merged_into: Mapped[int | None] = mapped_column(BigIntPK, index=True)
+
+    __table_args__ = (
+        # The daily prune's scan (processing.journeys.prune): journeys no lead's, oldest
+        # first, without walking past every lead's journey first.
+        Index(
+            "ix_journeys_anonymous_first_seen",
+            "first_seen_at",
+            postgresql_where=text("lead_id IS NULL"),
+            sqlite_where=text("lead_id IS NULL"),
+        ),
+    )
 
 
 class JourneyIdentity(Base):

@@ -12,12 +12,19 @@ carried and gives the provider's status, in the words most providers share (Twil
 =================================  ==================================================
 ``delivered``                      ``delivered``
 ``undelivered``, ``failed``        ``failed``, with the provider's error code only
-``read`` (WhatsApp)                ``opened`` — only when the person allowed tracking
-                                   (:attr:`Delivery.payload` ``tracking``), as for the
-                                   e-mail open pixel
+``read`` (WhatsApp)                ``opened`` — only for a WhatsApp dispatch whose
+                                   person allowed tracking (``tracking`` in its
+                                   payload), as for the e-mail open pixel
 ``accepted``, ``queued``,          nothing: the dispatcher reported ``sent`` already
 ``sending``, ``sent``
 =================================  ==================================================
+
+A receipt is taken only for a dispatch the dispatcher has recorded as ``sent``: one it
+is still sending (the bridge answered, the answer is not recorded yet), will retry (the
+answer timed out) or gave up on gets a 409, and the bridge retries later — so a receipt
+never lands before the ``sent`` it follows, and a given-up dispatch is never also
+delivered. Receipts come for SMS, WhatsApp and webhook dispatches (a webhook receiver may
+be any provider's bridge); e-mail bounces come back by mail.
 
 Times are when Funnel heard (a provider's clock does not order our events). The event id
 is derived from the dispatch and the receipt's status: a bridge retrying a receipt adds
@@ -28,7 +35,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.member_retargeting.delivery.status import DELIVERED, FAILED, OPENED, delivery_status
+from services.member_retargeting.delivery.status import (
+    DELIVERED,
+    FAILED,
+    OPENED,
+    SENT,
+    delivery_status,
+)
 from services.member_retargeting.models import Delivery
 from shared.outbox import Outgoing
 
@@ -48,7 +61,8 @@ RECEIPT_CHANNELS = ("sms", "whatsapp", "webhook")
 
 
 class NotReceiptable(ValueError):
-    """The dispatch was not sent through the bridge (its channel says so)."""
+    """The dispatch takes no receipt (yet): not sent through the bridge (its channel), or
+    not recorded as sent (its delivery status)."""
 
 
 def receipt_event(
@@ -57,12 +71,17 @@ def receipt_event(
     """The ``delivery.status`` a receipt of ``status`` for ``delivery`` makes, or None when
     it says nothing new (a status before delivery, a read the person did not allow to be
     tracked). Raises :class:`NotReceiptable` for a dispatch of a channel without receipts
-    and ``KeyError`` for a status outside :data:`RECEIPT_STATUSES` (the HTTP schema
-    refuses those first)."""
+    or not recorded as sent, and ``KeyError`` for a status outside
+    :data:`RECEIPT_STATUSES` (the HTTP schema refuses those first)."""
     if delivery.channel not in RECEIPT_CHANNELS:
         raise NotReceiptable(f"dispatch {delivery.dispatch_id} went by {delivery.channel}")
+    if delivery.status != SENT:
+        raise NotReceiptable(
+            f"dispatch {delivery.dispatch_id} is {delivery.status}, not sent: retry later"
+        )
     ours = RECEIPT_STATUSES[status]
-    if ours is None or (ours == OPENED and not delivery.payload.get("tracking")):
+    tracked = delivery.channel == "whatsapp" and bool(delivery.payload.get("tracking"))
+    if ours is None or (ours == OPENED and not tracked):
         return None
     payload = {
         "campaign_id": delivery.campaign_id,

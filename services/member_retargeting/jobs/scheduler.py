@@ -137,13 +137,26 @@ class Scheduler:
             audit.prune(
                 session, audit_log, now - timedelta(days=self.config.security.audit_retention_days)
             )
+        self._prune_journeys(now)
+
+    def _prune_journeys(self, now: datetime) -> None:
+        """Journeys past retention, a chunk per transaction for at most PRUNE_SECONDS. A
+        failure (a deadlock with the consumer) is logged and left for tomorrow: the rest
+        of the daily work is done and must not run again next pass."""
+        before = now - timedelta(days=self.config.behaviour_days)
         deadline = time.monotonic() + PRUNE_SECONDS
-        while time.monotonic() < deadline:
-            with self.sessions.begin() as session:
-                before = now - timedelta(days=self.config.behaviour_days)
-                pruned = journeys.prune(session, before, journeys.PRUNE_CHUNK)
-            if pruned < journeys.PRUNE_CHUNK:
-                break
+        try:
+            while time.monotonic() < deadline:
+                with self.sessions.begin() as session:
+                    pruned = journeys.prune(session, before, journeys.PRUNE_CHUNK)
+                if pruned < journeys.PRUNE_CHUNK:
+                    break
+        except InfrastructureError:
+            raise
+        except Exception:
+            with self.sessions() as session:
+                database_check(session)  # raises when the database is gone
+            log.exception("pruning journeys failed; tried again tomorrow")
 
     def run(self, *, max_seconds: float | None = None) -> None:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds

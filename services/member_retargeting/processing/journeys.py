@@ -51,10 +51,11 @@ def on_traffic(session: Session, event: Envelope) -> None:
     ids = _ids(event.user_id, event.anonymous_id)
     if not ids:
         return
-    held = {
-        (row.kind, row.value): row.journey_id
+    rows = {
+        (row.kind, row.value): row
         for row in session.scalars(select(JourneyIdentity).where(_any_of(ids)))
     }
+    held = {key: row.journey_id for key, row in rows.items()}
     journey = None
     # The user id names a person more surely than a browser's anonymous id does; a
     # browser's journey already another user's (a shared computer) is not this user's.
@@ -74,8 +75,13 @@ def on_traffic(session: Session, event: Envelope) -> None:
             else _for_lead(session, None, event.effective_at)
         )
     for key in ids:
-        if key not in held:
+        row = rows.get(key)
+        if row is None:
             session.add(JourneyIdentity(kind=key[0], value=key[1], journey_id=journey.id))
+        elif _live(session, row.journey_id) is None:
+            # Its journey was pruned (:func:`prune`) while this id was joining it: the
+            # id is this journey's now, rather than pointing nowhere for good.
+            row.journey_id = journey.id
     _apply_touch(journey, touch(event.type, event.context), event.effective_at)
     journey.first_seen_at = min(journey.first_seen_at, event.effective_at)
 
@@ -277,12 +283,14 @@ def prune(session: Session, first_seen_before: datetime, limit: int) -> int:
             .where(Journey.lead_id.is_(None), Journey.first_seen_at < first_seen_before)
             .order_by(Journey.first_seen_at)
             .limit(limit)
+            # PostgreSQL: a journey the consumer is changing now is left for the next day.
+            .with_for_update(skip_locked=True)
         )
     )
     if ids:
         # A folded journey's ids moved to the one it was folded into: none are left here.
         session.execute(delete(JourneyIdentity).where(JourneyIdentity.journey_id.in_(ids)))
-        session.execute(delete(Journey).where(Journey.id.in_(ids)))
+        session.execute(delete(Journey).where(Journey.id.in_(ids), Journey.lead_id.is_(None)))
     return len(ids)
 
 

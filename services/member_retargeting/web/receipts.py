@@ -58,7 +58,8 @@ class ReceiptsView(MethodView):
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Record what an SMS or WhatsApp provider says became of a dispatch. 404 for a
         dispatch this service does not hold (never sent, erased, or pruned past the
-        delivery retention); 409 for one sent by e-mail."""
+        delivery retention); 409 for one sent by e-mail, or not recorded as sent yet
+        (retry later)."""
         with state().sessions.begin() as session:
             delivery = or_404(session.get(Delivery, data["id"]), f"no dispatch {data['id']}")
             try:

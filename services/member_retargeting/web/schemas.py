@@ -162,7 +162,7 @@ class ReceiptIn(ma.Schema):
     code = fields.String(
         load_default=None,
         allow_none=True,
-        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,32}$"),
+        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,32}\Z"),
         metadata={"description": "the provider's error code (a code: never its text)"},
     )
 

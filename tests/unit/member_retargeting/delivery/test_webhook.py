@@ -18,7 +18,9 @@ def test_a_signature_verifies_for_its_body_and_secret_only() -> None:
     assert not verify("another", header, body, now=1_700_000_010)
     assert not verify(SECRET, header, body + b" ", now=1_700_000_010)
     assert not verify(SECRET, header, body, now=1_700_000_000 + 301)  # a replay, later
-    for broken in ("", "t=1", "v1=ab", "t=x,v1=ab", "garbage"):
+    assert not verify(SECRET, header, body, now=1_700_000_000 - 301)  # from the future
+    huge = "t=" + "9" * 400 + ",v1=ab"  # int() takes it; time.time() - it overflows
+    for broken in ("", "t=1", "v1=ab", "t=x,v1=ab", "garbage", huge, "t=,v1=", "=,="):
         assert not verify(SECRET, broken, body, now=1_700_000_000)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.member_retargeting.models import Journey, JourneyIdentity
 from services.member_retargeting.people.funnel import funnel_report, purchase_precursors
@@ -305,13 +305,15 @@ def test_journeys_that_are_no_leads_are_pruned_past_retention_with_their_ids(
     old = cutoff - timedelta(days=5)
     feed(
         app,
-        visit(GOOGLE, "/old", anon="gone", at=old),  # never a lead: pruned
+        visit(GOOGLE, "/old", anon="gone", at=old - timedelta(days=1)),  # never a lead: pruned
         visit(ADS, "/ads", anon="recent", at=NOW - timedelta(days=3)),  # kept
         visit(GOOGLE, "/seo", anon="became", at=old),  # folded into L's: pruned, L keeps it
         stage("L", "lead", email="l@x.co", anon=("became",), user="l"),
     )
     with state_of(app).sessions.begin() as session:
         assert prune(session, cutoff, limit=1) == 1  # the oldest first, by the limit
+        folded = select(Journey).where(Journey.lead_id.is_(None), Journey.merged_into.is_not(None))
+        assert session.scalar(folded) is not None
         assert prune(session, cutoff, limit=10) == 1
         assert prune(session, cutoff, limit=10) == 0
     with state_of(app).sessions() as session:
@@ -332,3 +334,16 @@ def test_journeys_that_are_no_leads_are_pruned_past_retention_with_their_ids(
             .where(JourneyIdentity.value == "gone")
         )
         assert back is not None and (back.first_seen_at, back.landing_page) == (NOW, "/back")
+
+
+def test_an_id_whose_journey_was_pruned_under_it_joins_the_next_one(app: Flask) -> None:
+    # The prune (another transaction) deleted the journey while this id was joining it.
+    feed(app, visit(GOOGLE, "/", anon="a1", at=NOW - timedelta(days=1)))
+    with state_of(app).sessions.begin() as session:
+        session.execute(delete(Journey))
+    feed(app, visit(ADS, "/back", anon="a1", at=NOW))
+    feed(app, visit(ADS, "/again", anon="a1", at=NOW + timedelta(minutes=1)))
+    with state_of(app).sessions() as session:
+        (journey,) = session.scalars(select(Journey)).all()  # one, not one per event
+        row = session.get(JourneyIdentity, ("anonymous_id", "a1"))
+        assert row is not None and row.journey_id == journey.id

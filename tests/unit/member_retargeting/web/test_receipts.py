@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
@@ -22,6 +22,7 @@ from services.member_retargeting.delivery.webhook import SIGNATURE_HEADER, signa
 from services.member_retargeting.models import Delivery, outbox
 from shared.db import utcnow
 from shared.topics import DELIVERY, DISPATCH
+from tests.helpers import page_login
 from tests.integration.delivery_helpers import populate, run_campaign
 from tests.unit.member_retargeting.conftest import MARKETING, TOKENS, feed, published, state_of
 
@@ -38,14 +39,22 @@ def app(database_url: str) -> Flask:
     return app
 
 
-def queued(app: Flask, channel: str, name: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """A campaign run on ``channel`` to three people (P00000 allowed tracking), its
-    dispatches taken into the dispatcher's store; returns it and dispatch id by person."""
+def queued(
+    app: Flask, channel: str, name: str, status: str = "sent"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A campaign run on ``channel`` to everyone populated, its dispatches taken into the
+    dispatcher's store with ``status`` (sent: the bridge took them); returns it and the
+    dispatch id by person."""
     campaign = run_campaign(app, name, "Hi {{ first_name }}", channel=channel)
     dispatches = [e for e in published(app, DISPATCH) if e.payload["campaign_id"] == campaign["id"]]
     with state_of(app).sessions.begin() as session:
         for event in dispatches:
             queue_dispatch(event, session)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.campaign_id == campaign["id"])
+            .values(status=status, attempts=1)
+        )
     return campaign, {e.payload["contact_id"]: e.event_id for e in dispatches}
 
 
@@ -66,7 +75,7 @@ def outbox_size(app: Flask) -> int:
 
 def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> None:
     populate(app, 3, phones=True, tracked=lambda i: i == 0)
-    campaign, ids = queued(app, "sms", "sms-spring")
+    campaign, ids = queued(app, "whatsapp", "whatsapp-spring")
     assert len(ids) == 3
     # The dispatcher handed all three to the bridge a minute ago.
     with state_of(app).sessions() as session:
@@ -103,6 +112,10 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
         "failed": 1,
         "opened": 1,
     }
+    pages = app.test_client()
+    page_login(pages, "marketing-t")
+    page = pages.get(f"/app/campaigns/{campaign['id']}").text
+    assert '<b id="sent">2</b>' in page and '<b id="delivered">1</b>' in page
 
 
 @pytest.mark.parametrize(
@@ -111,6 +124,7 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
         ({"signed": False}, "missing"),
         ({"secret": "not-the-secret"}, "wrong"),
         ({"at": time.time() - 600}, "stale"),  # a replay from ten minutes ago
+        ({"at": time.time() + 600}, "future"),
     ],
 )
 def test_an_unsigned_wrongly_signed_or_stale_receipt_is_refused(
@@ -125,6 +139,38 @@ def test_an_unsigned_wrongly_signed_or_stale_receipt_is_refused(
     assert outbox_size(app) == before
 
 
+def test_a_signature_header_of_any_shape_is_a_401_never_a_500(app: Flask) -> None:
+    for header in (
+        "t=" + "9" * 400 + ",v1=aa",
+        "t=-1,v1=",
+        "v1=aa,t=1,t=2",
+        "ß=\u00e9",
+        "x" * 4000,
+    ):
+        answer = app.test_client().post(
+            PATH, json={"id": "x", "status": "delivered"}, headers={SIGNATURE_HEADER: header}
+        )
+        assert answer.status_code == 401, (header[:40], answer.status_code)
+
+
+def test_a_dispatch_not_recorded_as_sent_gets_a_409_to_retry_later(app: Flask) -> None:
+    populate(app, 1, phones=True)
+    _, ids = queued(app, "sms", "sms-sending", status="sending")  # the answer not in yet
+    before = outbox_size(app)
+    answer = post(app, {"id": ids["P00000"], "status": "delivered"})
+    assert answer.status_code == 409 and "retry later" in answer.json["error"]["message"]
+    assert outbox_size(app) == before
+    with state_of(app).sessions.begin() as session:
+        session.execute(update(Delivery).values(status="sent"))
+    assert post(app, {"id": ids["P00000"], "status": "delivered"}).json["recorded"] == "delivered"
+
+
+def test_a_read_counts_as_an_open_only_on_whatsapp(app: Flask) -> None:
+    populate(app, 1, phones=True, tracked=lambda i: True)
+    _, ids = queued(app, "sms", "sms-read")
+    assert post(app, {"id": ids["P00000"], "status": "read"}).json["recorded"] is None
+
+
 def test_what_the_body_gets_wrong_is_named(app: Flask) -> None:
     populate(app, 1, phones=True)
     _, ids = queued(app, "sms", "sms-bad")
@@ -133,6 +179,8 @@ def test_what_the_body_gets_wrong_is_named(app: Flask) -> None:
     assert bad_status.status_code == 422 and "status" in bad_status.json["error"]["fields"]
     prose = post(app, {"id": ids["P00000"], "status": "failed", "code": "no such +33612000000"})
     assert prose.status_code == 422 and "code" in prose.json["error"]["fields"]
+    newline = post(app, {"id": ids["P00000"], "status": "failed", "code": "30003\n"})
+    assert newline.status_code == 422 and "code" in newline.json["error"]["fields"]
     extra = post(app, {"id": ids["P00000"], "status": "delivered", "to": "+33612000000"})
     assert extra.status_code == 422 and "to" in extra.json["error"]["fields"]
     unknown = post(app, {"id": "no-such-dispatch", "status": "delivered"})
