@@ -13,9 +13,11 @@ the versions not in the lock yet; it never rewrites a recorded one.
 Modes (readers tolerate unknown fields: payloads are loaded with ``unknown=EXCLUDE``):
 
 * ``backward`` — consumers on this schema read events written before the change: no field
-  may become required (old events lack it) and no field may change type.
+  may become required (old events lack it), no field may change type, and a field with a
+  fixed set of values (``OneOf``) may lose none (old events may carry it).
 * ``forward`` — consumers still on the old schema read events written after the change: no
-  required field may disappear and no field may change type; optional fields may come.
+  required field may disappear, no field may change type, and a fixed set of values may
+  gain none (older readers refuse it); optional fields may come.
 * ``full`` — both: only optional fields may be added or removed. Funnel's default.
 * ``none`` — not checked (only for a version that has never been published).
 """
@@ -30,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 LOCK_FILE = "schema_lock.json"
 
@@ -51,10 +53,23 @@ def describe(schema: type[Schema] | Schema) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {"required": bool(field.required), "type": type(field).__name__}
         inner = field.inner if isinstance(field, fields.List) else field
+        choices = _choices(inner)
+        if choices is not None:
+            entry["choices"] = choices
         if isinstance(inner, fields.Nested):
             entry["fields"] = describe(inner.schema)
         out[field.data_key or name] = entry
     return out
+
+
+def _choices(field: fields.Field) -> list[str] | None:
+    """The values a field is limited to (its ``OneOf`` validators), sorted; None if any."""
+    found: set[str] | None = None
+    for validator in field.validators:
+        if isinstance(validator, validate.OneOf):
+            allowed = {str(choice) for choice in validator.choices}
+            found = allowed if found is None else found & allowed
+    return sorted(found) if found is not None else None
 
 
 def violations(
@@ -84,7 +99,25 @@ def violations(
             problems.append(f"{where}: became required (events written before may lack it)")
         if old["required"] and not new["required"] and forward:
             problems.append(f"{where}: became optional (older readers require it)")
+        problems += _choice_violations(where, old.get("choices"), new.get("choices"), mode)
         problems += violations(old.get("fields", {}), new.get("fields", {}), mode, f"{where}.")
+    return problems
+
+
+def _choice_violations(
+    where: str, old: list[str] | None, new: list[str] | None, mode: Compatibility
+) -> list[str]:
+    backward = mode in (Compatibility.BACKWARD, Compatibility.FULL)
+    forward = mode in (Compatibility.FORWARD, Compatibility.FULL)
+    problems = []
+    if new is not None and backward:
+        lost = sorted(set(old) - set(new)) if old is not None else ["(any value)"]
+        if lost:
+            problems.append(f"{where}: values no longer allowed {lost} (old events carry them)")
+    if old is not None and forward:
+        gained = sorted(set(new) - set(old)) if new is not None else ["(any value)"]
+        if gained:
+            problems.append(f"{where}: new values {gained} (older readers refuse them)")
     return problems
 
 

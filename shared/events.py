@@ -294,10 +294,12 @@ class DeliveryStatusV1(_Payload):
     provider's receipt (``delivered``: SMS, WhatsApp), given up (``failed``), refused by
     the mail server (``bounced``), and what its recipient did.
 
-    ``delivered`` came after the first release. Only member-retargeting reads this topic,
-    and its consumer shipped with the value before any producer could send it (a receipt
-    needs the endpoint released with it); an older consumer would dead-letter the event,
-    to be replayed once upgraded."""
+    ``delivered`` came after the first release, on the day the schema lock began to
+    record allowed values (so it is in the lock; any later value is checked as a forward-
+    incompatible change). Only member-retargeting reads this topic, and its consumer
+    ships with the value in the same release as the endpoint that produces it; a consumer
+    still on an older release dead-letters such an event, to be replayed once upgraded
+    (``funnel replay``)."""
 
     dispatch_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     campaign_id = fields.Integer(required=True, strict=True)

@@ -4,7 +4,7 @@ version looked like when published (shared/schema_lock.json), in each version's 
 from __future__ import annotations
 
 import pytest
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from shared.compatibility import (
     Compatibility,
@@ -43,6 +43,7 @@ def test_published_versions_keep_their_contract(name: str) -> None:
 class Before(Schema):
     id = fields.String(required=True)
     note = fields.String()
+    kind = fields.String(validate=validate.OneOf(["a", "b"]))
     inner = fields.Nested(lambda: Inner(), required=True)  # type: ignore[misc]
 
 
@@ -65,6 +66,10 @@ def _changed(**changes: fields.Field | None) -> type[Schema]:
         ({"note": fields.String(required=True)}, {"backward", "full"}),
         ({"id": fields.String()}, {"forward", "full"}),
         ({"id": fields.Integer(required=True)}, {"backward", "forward", "full"}),
+        ({"kind": fields.String(validate=validate.OneOf(["a", "b", "c"]))}, {"forward", "full"}),
+        ({"kind": fields.String(validate=validate.OneOf(["a"]))}, {"backward", "full"}),
+        ({"kind": fields.String()}, {"forward", "full"}),
+        ({"note": fields.String(validate=validate.OneOf(["x"]))}, {"backward", "full"}),
         (
             {"inner": fields.Nested(Schema.from_dict({"a": fields.String(required=True)}))},
             {"backward", "forward", "full"},
@@ -78,6 +83,10 @@ def _changed(**changes: fields.Field | None) -> type[Schema]:
         "became required",
         "became optional",
         "type changed",
+        "a value added",
+        "a value removed",
+        "values no longer fixed",
+        "values newly fixed",
         "nested type changed",
     ],
 )
