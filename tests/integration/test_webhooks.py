@@ -1,12 +1,16 @@
 """Signed webhooks against a real HTTP receiver: one that fails half of the calls still
 sees every dispatch exactly once (it goes by the idempotency key) with valid signatures;
 one that is down for a minute gets everything afterwards; one that refuses for good, or
-never recovers, leaves a dead letter with the reason — never a lost dispatch."""
+never recovers, leaves a dead letter with the reason — never a lost dispatch. An SMS
+bridge posting the provider's receipts back closes the loop into the campaign report."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +26,7 @@ from services.member_retargeting.delivery.dispatcher import Dispatcher, handlers
 from services.member_retargeting.delivery.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
+    signature,
     verify,
 )
 from services.member_retargeting.model.suppression import PHONE, suppression_key
@@ -38,11 +43,13 @@ from services.member_retargeting.state import STATE as RETARGETING_STATE
 from shared.broker import free_port
 from shared.db import utcnow
 from shared.deadletter import parse_headers
+from shared.events import decode
 from shared.runner import BatchProcessor
-from shared.topics import DEADLETTER, DISPATCH, DISPATCHER
+from shared.topics import DEADLETTER, DELIVERY, DISPATCH, DISPATCHER
 from tests.helpers import FakeRecord
+from tests.helpers import serving as serving_app
 from tests.integration.delivery_helpers import populate, run_campaign
-from tests.unit.member_retargeting.conftest import TOKENS
+from tests.unit.member_retargeting.conftest import MARKETING, TOKENS, feed
 
 SECRET = "whsec-integration-test-secret"
 
@@ -272,3 +279,91 @@ def test_an_address_suppressed_after_the_dispatch_is_not_sent(sqlite_url: str) -
     with state.engine.connect() as conn:
         letters = conn.scalar(select(func.count()).where(dispatcher_outbox.c.topic == DEADLETTER))
     assert letters == 0  # not a failure: the person asked not to be contacted
+
+
+def test_an_sms_bridge_posting_receipts_back_makes_the_report_count_delivered(
+    database_url: str,
+) -> None:
+    """The whole receipt loop over real HTTP: the dispatcher posts each SMS to the
+    bridge; the bridge answers, then posts the provider's receipt back to the receipts
+    endpoint (retrying its 409 until the dispatcher has recorded the send, as a bridge
+    must); the statuses go through the consumer's handler into the campaign report."""
+    port = free_port()
+    app = make_app(database_url, port)
+    ids = queue_dispatches(app, 20)
+    answers: Counter[int] = Counter()
+    threads: list[threading.Thread] = []
+
+    with serving_app(app) as funnel:
+
+        def post_receipt(dispatch_id: str, status: str) -> None:
+            body = json.dumps({"id": dispatch_id, "status": status, "code": None}).encode()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                request = urllib.request.Request(
+                    f"{funnel}/delivery/receipts",
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        SIGNATURE_HEADER: signature(SECRET, int(time.time()), body),
+                    },
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        code = response.status
+                except urllib.error.HTTPError as error:
+                    code = error.code
+                except urllib.error.URLError:
+                    code = -1  # no answer at all: counted, and the test says so
+                with receiver.lock:
+                    answers[code] += 1
+                if code != 409:
+                    return
+                time.sleep(0.05)
+
+        receiver = Receiver()
+        handler = receiver.handler()
+
+        class Bridge(handler):  # type: ignore[misc, valid-type]
+            """The receiver, then (as the provider reports) the receipt posted back."""
+
+            def do_POST(self) -> None:
+                key = self.headers.get(IDEMPOTENCY_HEADER, "")
+                super().do_POST()
+                status = "undelivered" if key == min(ids) else "delivered"
+                thread = threading.Thread(target=post_receipt, args=(key, status))
+                threads.append(thread)
+                thread.start()
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Bridge)
+        serve = threading.Thread(target=server.serve_forever, daemon=True)
+        serve.start()
+        try:
+            send_until(app, lambda: statuses(app) == {"sent": 20}, timeout=60)
+            # The last answers went out before their receipts' threads began: wait for
+            # every receipt to be answered (the bridge gives up on a 409 after 30 s).
+            deadline = time.monotonic() + 40
+            while sum(n for code, n in answers.items() if code != 409) < 20:
+                assert time.monotonic() < deadline, answers
+                time.sleep(0.05)
+            for thread in list(threads):
+                thread.join(timeout=5)
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert set(receiver.done) == ids
+    assert answers[200] == 20 and set(answers) <= {200, 409}  # never a 4xx otherwise
+    state = app.extensions[RETARGETING_STATE]
+    with state.engine.connect() as conn:
+        sent = [decode(v) for v in conn.scalars(select(dispatcher_outbox.c.value))]
+        receipts = [
+            decode(v)
+            for v in conn.scalars(select(outbox.c.value).where(outbox.c.topic == DELIVERY))
+        ]
+    assert len(receipts) == 20
+    feed(app, *((DELIVERY, e) for e in sent if e.type == "delivery.status"))
+    feed(app, *((DELIVERY, e) for e in receipts))
+    campaign_id = receipts[0].payload["campaign_id"]
+    report = app.test_client().get(f"/campaigns/{campaign_id}/report", headers=MARKETING).json
+    delivery = report["delivery"]
+    assert (delivery["sent"], delivery["delivered"], delivery["failed"]) == (19, 19, 1)
