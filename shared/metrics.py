@@ -73,6 +73,11 @@ DISPATCHES = Counter(
     "Campaign deliveries by channel and status",
     ["channel", "status"],
 )
+RECEIPTS = Counter(
+    "funnel_delivery_receipts_total",
+    "Providers' delivery receipts taken, by channel, receipt status and what it became",
+    ["channel", "receipt", "recorded"],  # recorded: a delivery status, or "nothing"
+)
 
 
 def record_batch(consumer: str) -> Callable[[Any], None]:

@@ -23,6 +23,7 @@ from services.member_retargeting.state import state
 from services.member_retargeting.web.schemas import ReceiptIn, ReceiptOut
 from shared.db import utcnow
 from shared.http import Blueprint, fail, note_failed_attempt, or_404, refuse_if_throttled
+from shared.metrics import RECEIPTS
 from shared.outbox import enqueue
 
 blp = Blueprint("receipts", __name__, description="Delivery receipts from SMS/WhatsApp providers")
@@ -69,4 +70,5 @@ class ReceiptsView(MethodView):
             if event is not None:
                 enqueue(session, outbox, [event])
         recorded = event.envelope.payload["status"] if event is not None else None
+        RECEIPTS.labels(delivery.channel, data["status"], recorded or "nothing").inc()
         return {"dispatch_id": data["id"], "recorded": recorded}

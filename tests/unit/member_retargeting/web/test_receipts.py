@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from services.member_retargeting.app import create_app, init_db
@@ -84,6 +85,12 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
             delivery_status(d.dispatch_id, {**d.payload, "run_id": d.run_id}, SENT, earlier)
             for d in session.scalars(select(Delivery))
         ]
+
+    def counted(receipt: str, recorded: str) -> float:
+        labels = {"channel": "whatsapp", "receipt": receipt, "recorded": recorded}
+        return REGISTRY.get_sample_value("funnel_delivery_receipts_total", labels) or 0.0
+
+    delivered_before = counted("delivered", "delivered")
     answers = [
         post(app, {"id": ids["P00000"], "status": "delivered"}),
         post(app, {"id": ids["P00000"], "status": "read"}),  # allowed tracking: an open
@@ -92,6 +99,7 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
         post(app, {"id": ids["P00002"], "status": "read"}),  # no tracking: not an open
     ]
     assert [a.status_code for a in answers] == [200] * 5, [a.json for a in answers]
+    assert counted("delivered", "delivered") == delivered_before + 1  # for the operators
     assert [a.json["recorded"] for a in answers] == ["delivered", "opened", "failed", None, None]
     # The bridge retries a receipt it did not hear answered: nothing more is recorded.
     before = outbox_size(app)
