@@ -15,27 +15,23 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
-from services.member_retargeting.model.suppression import EMAIL, suppression_key
 from services.member_retargeting.models import (
     CampaignRun,
-    Consent,
-    Contact,
-    ContactIdentity,
     Dispatch,
     outbox,
 )
 from services.member_retargeting.state import STATE as RETARGETING_STATE
 from shared.config import KafkaConfig, Tokens
-from shared.db import utcnow
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from shared.topics import DISPATCH
 from tests.conftest import wait_for
 from tests.helpers import TopicReader
+from tests.integration.delivery_helpers import populate
 
 ROOT = Path(__file__).parents[2]
 PEOPLE, CHUNK = 3000, 50
@@ -51,53 +47,6 @@ def app(postgres_url: str) -> Flask:
     app = create_app(config)
     init_db(app.extensions[RETARGETING_STATE].engine)
     return app
-
-
-def population(app: Flask) -> None:
-    """PEOPLE contacts with e-mail; two in three consent to marketing (set up directly:
-    the scheduler is under test here, the consumer elsewhere)."""
-    now = utcnow()
-    engine = app.extensions[RETARGETING_STATE].engine
-    with engine.begin() as conn:
-        conn.execute(
-            insert(Contact),
-            [
-                {
-                    "lead_id": f"P{i:05}",
-                    "stage": "lead",
-                    "score": 0,
-                    "email": f"p{i}@x.co",
-                    # The suppression key, as a lead event sets it (none: never sent to).
-                    "email_key": suppression_key(EMAIL, f"p{i}@x.co"),
-                    "user_id": f"p{i}",
-                    "traits": {},
-                    "intent": {},
-                    "is_member": False,
-                    "orders_count": 0,
-                    "revenue_total": 0,
-                    "updated_at": now,
-                }
-                for i in range(PEOPLE)
-            ],
-        )
-        conn.execute(
-            insert(ContactIdentity),
-            [{"kind": "user_id", "value": f"p{i}", "lead_id": f"P{i:05}"} for i in range(PEOPLE)],
-        )
-        conn.execute(
-            insert(Consent),
-            [
-                {
-                    "kind": "user_id",
-                    "value": f"p{i}",
-                    "purpose": "marketing",
-                    "granted": i % 3 != 0,
-                    "at": now,
-                    "event_id": f"c{i}",
-                }
-                for i in range(PEOPLE)
-            ],
-        )
 
 
 @pytest.fixture
@@ -132,7 +81,7 @@ def scheduler(postgres_url: str, tmp_path: Path) -> Iterator[object]:
 def test_kill_9_mid_run_dispatches_everyone_exactly_once(
     app: Flask, scheduler, own_broker: KafkaConfig
 ) -> None:
-    population(app)
+    populate(app, PEOPLE, no_consent=range(0, PEOPLE, 3))  # two in three consent
     client = app.test_client()
     campaign = client.post(
         "/campaigns",

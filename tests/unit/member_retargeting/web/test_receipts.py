@@ -60,12 +60,14 @@ def queued(
 
 
 def post(
-    app: Flask, body: Any, *, secret: str = SECRET, at: float | None = None, signed: bool = True
+    app: Flask, body: Any, *, secret: str = SECRET, skew_s: float = 0, signed: bool = True
 ) -> Any:
+    """POST ``body`` signed with ``secret``, timestamped ``skew_s`` from now (taken here,
+    when the request is made: never at collection, minutes earlier)."""
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if signed:
-        headers[SIGNATURE_HEADER] = signature(secret, int(at or time.time()), raw)
+        headers[SIGNATURE_HEADER] = signature(secret, int(time.time() + skew_s), raw)
     return app.test_client().post(PATH, data=raw, headers=headers)
 
 
@@ -131,8 +133,8 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
     [
         ({"signed": False}, "missing"),
         ({"secret": "not-the-secret"}, "wrong"),
-        ({"at": time.time() - 600}, "stale"),  # a replay from ten minutes ago
-        ({"at": time.time() + 600}, "future"),
+        ({"skew_s": -600}, "stale"),  # a replay from ten minutes ago
+        ({"skew_s": 600}, "future"),
     ],
 )
 def test_an_unsigned_wrongly_signed_or_stale_receipt_is_refused(
