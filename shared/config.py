@@ -66,8 +66,13 @@ class Env:
         raise ConfigError(f"{name} must be a boolean, got {raw!r}")
 
     def words(self, name: str) -> tuple[str, ...]:
-        """A comma-separated list, items stripped, empty ones dropped (unset: none)."""
-        return tuple(w.strip() for w in self._environ.get(name, "").split(",") if w.strip())
+        """A comma-separated list of exact values, empty ones dropped (unset: none). A
+        value with spaces around it is refused, not trimmed: for secrets, a trimmed
+        value would be another secret (and old links would silently stop working)."""
+        items = [w for w in self._environ.get(name, "").split(",") if w]
+        if any(w != w.strip() for w in items):
+            raise ConfigError(f"{name}: a value has spaces around it; list them exactly")
+        return tuple(items)
 
 
 @dataclass(frozen=True)

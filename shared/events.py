@@ -294,12 +294,12 @@ class DeliveryStatusV1(_Payload):
     provider's receipt (``delivered``: SMS, WhatsApp), given up (``failed``), refused by
     the mail server (``bounced``), and what its recipient did.
 
-    ``delivered`` came after the first release, on the day the schema lock began to
-    record allowed values (so it is in the lock; any later value is checked as a forward-
-    incompatible change). Only member-retargeting reads this topic, and its consumer
-    ships with the value in the same release as the endpoint that produces it; a consumer
-    still on an older release dead-letters such an event, to be replayed once upgraded
-    (``funnel replay``)."""
+    ``suppressed`` and ``delivered`` came after v1 was published, before the schema lock
+    recorded allowed values: the lock holds the six published ones, and the contract test
+    accepts these two by name (any further value needs a v2). Only member-retargeting
+    reads this topic, and its consumer ships in the same release as the producers; a
+    consumer still on an older release dead-letters such an event, to be replayed once
+    upgraded (``funnel replay``) — deploy the consumer first."""
 
     dispatch_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
     campaign_id = fields.Integer(required=True, strict=True)

@@ -125,14 +125,19 @@ def make_tail_reader(config: KafkaConfig) -> KafkaConsumer:
     )
 
 
-def read_from_start(config: KafkaConfig, topic: str) -> KafkaConsumer:
+def read_from_start(config: KafkaConfig, topic: str, *, timeout_s: float = 10.0) -> KafkaConsumer:
     """A group-less reader (:func:`make_tail_reader`) assigned every partition of
     ``topic`` from its first record: no group to join, nothing committed. The caller
-    polls and closes it. A topic the broker does not know gets no partitions (polls
-    return nothing)."""
+    polls and closes it. Waits up to ``timeout_s`` for the topic's partitions (metadata
+    lags a topic just created), then raises ``LookupError``."""
     reader = make_tail_reader(config)
-    parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+    deadline = time.monotonic() + timeout_s
+    while not (found := reader.partitions_for_topic(topic)):
+        if time.monotonic() >= deadline:
+            reader.close()
+            raise LookupError(f"the broker knows no partitions of {topic!r}")
+        time.sleep(0.1)
+    parts = [TopicPartition(topic, p) for p in sorted(found)]
     reader.assign(parts)
-    if parts:
-        reader.seek_to_beginning(*parts)
+    reader.seek_to_beginning(*parts)
     return reader

@@ -76,7 +76,7 @@ DISPATCHES = Counter(
 RECEIPTS = Counter(
     "funnel_delivery_receipts_total",
     "Providers' delivery receipts taken, by channel, receipt status and what it became",
-    ["channel", "receipt", "recorded"],  # recorded: a delivery status, or "nothing"
+    ["channel", "receipt", "recorded"],  # a delivery status, "nothing" or "refused" (409)
 )
 
 

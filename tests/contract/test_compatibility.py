@@ -34,10 +34,22 @@ def test_every_version_declares_a_mode_and_is_recorded() -> None:
     )
 
 
+# Breaks that were made before the lock recorded allowed values, each accepted with its
+# reason; none may be added (a new value needs a new version).
+ACCEPTED = {
+    "delivery.status.v1": [
+        # suppressed (b6cdcf1) and delivered (16083a7, SMS/WhatsApp receipts): read only
+        # by member-retargeting's own consumer, released with its producers; an older
+        # consumer dead-letters them, replayed once upgraded (see DeliveryStatusV1).
+        "status: new values ['delivered', 'suppressed'] (older readers refuse them)",
+    ],
+}
+
+
 @pytest.mark.parametrize("name", sorted(LOCK))
 def test_published_versions_keep_their_contract(name: str) -> None:
     assert name in CURRENT, f"{name} was published; it may not disappear"
-    assert violations(LOCK[name], CURRENT[name], _mode(name)) == []
+    assert violations(LOCK[name], CURRENT[name], _mode(name)) == ACCEPTED.get(name, [])
 
 
 class Before(Schema):

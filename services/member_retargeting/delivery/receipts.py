@@ -19,12 +19,14 @@ carried and gives the provider's status, in the words most providers share (Twil
 ``sending``, ``sent``
 =================================  ==================================================
 
-A receipt is taken only for a dispatch the dispatcher has recorded as ``sent``: one it
-is still sending (the bridge answered, the answer is not recorded yet), will retry (the
-answer timed out) or gave up on gets a 409, and the bridge retries later — so a receipt
-never lands before the ``sent`` it follows, and a given-up dispatch is never also
-delivered. Receipts come for SMS, WhatsApp and webhook dispatches (a webhook receiver may
-be any provider's bridge); e-mail bounces come back by mail.
+A receipt is taken only for a dispatch the dispatcher has recorded as ``sent``. One it
+is still sending (the bridge answered, the answer is not recorded yet) or will retry
+(the answer timed out) gets a 409, and the bridge retries later: a receipt never lands
+before the ``sent`` it follows. One that ended otherwise (failed, bounced, suppressed)
+takes nothing — a given-up dispatch is never also delivered — and the bridge is told
+so (200, nothing recorded), not to retry. Receipts come for SMS, WhatsApp and webhook
+dispatches (a webhook receiver may be any provider's bridge); e-mail bounces come back
+by mail.
 
 Times are when Funnel heard (a provider's clock does not order our events). The event id
 is derived from the dispatch and the receipt's status: a bridge retrying a receipt adds
@@ -58,6 +60,8 @@ RECEIPT_STATUSES: dict[str, str | None] = {
 # The channels whose dispatches go through the provider bridge (the e-mail channel's go
 # to the SMTP server, which sends no receipts here: bounces come back by mail).
 RECEIPT_CHANNELS = ("sms", "whatsapp", "webhook")
+# The dispatcher's statuses before it records the send (queue.py, dispatcher.py).
+NOT_YET = frozenset({"queued", "sending"})
 
 
 class NotReceiptable(ValueError):
@@ -70,15 +74,18 @@ def receipt_event(
 ) -> Outgoing | None:
     """The ``delivery.status`` a receipt of ``status`` for ``delivery`` makes, or None when
     it says nothing new (a status before delivery, a read the person did not allow to be
-    tracked). Raises :class:`NotReceiptable` for a dispatch of a channel without receipts
-    or not recorded as sent, and ``KeyError`` for a status outside
-    :data:`RECEIPT_STATUSES` (the HTTP schema refuses those first)."""
+    tracked, a dispatch that ended without being sent). Raises :class:`NotReceiptable`
+    for a dispatch of a channel without receipts or not sent yet (queued, sending), and
+    ``KeyError`` for a status outside :data:`RECEIPT_STATUSES` (the HTTP schema refuses
+    those first)."""
     if delivery.channel not in RECEIPT_CHANNELS:
         raise NotReceiptable(f"dispatch {delivery.dispatch_id} went by {delivery.channel}")
-    if delivery.status != SENT:
+    if delivery.status in NOT_YET:
         raise NotReceiptable(
             f"dispatch {delivery.dispatch_id} is {delivery.status}, not sent: retry later"
         )
+    if delivery.status != SENT:
+        return None  # it ended otherwise: nothing to add, nothing to retry
     ours = RECEIPT_STATUSES[status]
     tracked = delivery.channel == "whatsapp" and bool(delivery.payload.get("tracking"))
     if ours is None or (ours == OPENED and not tracked):

@@ -273,8 +273,9 @@ def _live(session: Session, journey_id: int) -> Journey | None:
 def prune(session: Session, first_seen_before: datetime, limit: int) -> int:
     """Delete up to ``limit`` journeys that are no lead's (anonymous ones, and anonymous
     ones folded into a lead's) first seen before ``first_seen_before``, with the ids that
-    lead to them, oldest first; returns how many. Call it until it returns less than
-    ``limit`` (:data:`PRUNE_CHUNK` per transaction keeps its locks and statements small).
+    lead to them, oldest first; returns how many. Call it until it returns 0 (on
+    PostgreSQL, journeys the consumer holds are skipped, so a short chunk is no end);
+    :data:`PRUNE_CHUNK` per transaction keeps its locks and statements small.
 
     An id whose journey is gone starts a new one on its next event, first seen then."""
     ids = list(

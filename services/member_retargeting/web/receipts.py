@@ -60,12 +60,13 @@ class ReceiptsView(MethodView):
         """Record what an SMS or WhatsApp provider says became of a dispatch. 404 for a
         dispatch this service does not hold (never sent, erased, or pruned past the
         delivery retention); 409 for one sent by e-mail, or not recorded as sent yet
-        (retry later)."""
+        (retry later); ``recorded: null`` when it adds nothing (and is not to be retried)."""
         with state().sessions.begin() as session:
             delivery = or_404(session.get(Delivery, data["id"]), f"no dispatch {data['id']}")
             try:
                 event = receipt_event(delivery, data["status"], data["code"], utcnow())
             except NotReceiptable as exc:
+                RECEIPTS.labels(delivery.channel, data["status"], "refused").inc()
                 fail(409, str(exc), errors={"id": [str(exc)]})
             if event is not None:
                 enqueue(session, outbox, [event])

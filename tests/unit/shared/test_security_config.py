@@ -199,7 +199,7 @@ def test_trusted_proxies_is_one_setting_for_every_service_and_the_old_name_is_re
 
 def test_previous_secrets_are_read_checked_and_keep_the_current_one_signing() -> None:
     old, now = strong(), strong()
-    env = production_env(RETARGETING_SECRET_KEY=now, RETARGETING_PREVIOUS_SECRET_KEYS=f"{old}, ")
+    env = production_env(RETARGETING_SECRET_KEY=now, RETARGETING_PREVIOUS_SECRET_KEYS=f"{old},")
     loaded = RetargetingConfig.from_env(Env(env))
     assert loaded.previous_secret_keys == (old,)
     newest = RetargetingConfig.from_env(Env(production_env(RETARGETING_SECRET_KEY=now)))
@@ -211,3 +211,5 @@ def test_previous_secrets_are_read_checked_and_keep_the_current_one_signing() ->
     ):
         with pytest.raises(ConfigError, match=variable):
             config.from_env(Env(production_env(**{variable: f"{strong()},changeme"})))
+        with pytest.raises(ConfigError, match="spaces around"):  # not trimmed into another
+            config.from_env(Env(production_env(**{variable: f"{strong()}, {strong()}"})))

@@ -19,14 +19,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_journeys_anonymous_first_seen",
-        "journeys",
-        ["first_seen_at"],
-        unique=False,
-        postgresql_where=sa.text("lead_id IS NULL"),
-        sqlite_where=sa.text("lead_id IS NULL"),
-    )
+    # PostgreSQL builds it CONCURRENTLY (outside a transaction): the consumer writes
+    # journeys on every traffic event and must not wait for the build.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_journeys_anonymous_first_seen",
+            "journeys",
+            ["first_seen_at"],
+            unique=False,
+            postgresql_where=sa.text("lead_id IS NULL"),
+            postgresql_concurrently=True,
+            sqlite_where=sa.text("lead_id IS NULL"),
+        )
 
 
 def downgrade() -> None:

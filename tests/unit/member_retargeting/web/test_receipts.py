@@ -175,6 +175,18 @@ def test_a_dispatch_not_recorded_as_sent_gets_a_409_to_retry_later(app: Flask) -
     assert post(app, {"id": ids["P00000"], "status": "delivered"}).json["recorded"] == "delivered"
 
 
+@pytest.mark.parametrize("ended", ["failed", "bounced", "suppressed"])
+def test_a_dispatch_that_ended_unsent_takes_nothing_and_asks_for_no_retry(
+    app: Flask, ended: str
+) -> None:
+    populate(app, 1, phones=True)
+    _, ids = queued(app, "sms", f"sms-{ended}", status=ended)
+    before = outbox_size(app)
+    answer = post(app, {"id": ids["P00000"], "status": "delivered"})
+    assert (answer.status_code, answer.json["recorded"]) == (200, None)
+    assert outbox_size(app) == before
+
+
 def test_a_read_counts_as_an_open_only_on_whatsapp(app: Flask) -> None:
     populate(app, 1, phones=True, tracked=lambda i: True)
     _, ids = queued(app, "sms", "sms-read")
