@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.delivery.queue import queue_dispatch
+from services.member_retargeting.delivery.receipts import RECEIPT_STATUSES
 from services.member_retargeting.delivery.status import SENT, delivery_status
 from services.member_retargeting.delivery.webhook import SIGNATURE_HEADER, signature
 from services.member_retargeting.models import Delivery, outbox
@@ -231,3 +234,39 @@ def test_guessing_signatures_is_throttled_like_tokens(app: Flask) -> None:
         for i in range(11)
     ]
     assert answers == [401] * 10 + [429]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=140) | JSON,
+        "status": st.sampled_from(["delivered", "read", "failed", "DELIVERED", ""]) | JSON,
+        "code": st.from_regex(r"[A-Za-z0-9_.\-+ \n]{0,40}", fullmatch=True) | JSON,
+    },
+)
+
+
+def test_a_signed_body_of_any_shape_gets_a_json_answer_never_a_500(app: Flask) -> None:
+    """A bridge holding the secret can still send anything (a bug, or a compromise)."""
+    populate(app, 1, phones=True)
+    _, ids = queued(app, "whatsapp", "whatsapp-fuzz")
+    real = st.fixed_dictionaries(
+        {"id": st.just(ids["P00000"]), "status": st.sampled_from(sorted(RECEIPT_STATUSES))}
+    )
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(real | FIELDS | JSON)
+    def check(body: Any) -> None:
+        answer = post(app, body)
+        # 400: not strict JSON (NaN); 404, 409, 422: as the other tests say.
+        assert answer.status_code in (200, 400, 404, 409, 422), (body, answer.status_code)
+        assert answer.is_json and ("error" in answer.json or "recorded" in answer.json)
+
+    check()
