@@ -43,6 +43,7 @@ from services.member_retargeting.delivery.status import (
     OPENED,
     SENT,
     delivery_status,
+    dispatch_payload,
 )
 from services.member_retargeting.models import Delivery
 from shared.outbox import Outgoing
@@ -90,13 +91,12 @@ def receipt_event(
     tracked = delivery.channel == "whatsapp" and bool(delivery.payload.get("tracking"))
     if ours is None or (ours == OPENED and not tracked):
         return None
-    payload = {
-        "campaign_id": delivery.campaign_id,
-        "run_id": delivery.run_id,
-        "contact_id": delivery.contact_id,
-        "channel": delivery.channel,
-    }
     detail = f"receipt {status}" + (f" {code}" if code else "")
     return delivery_status(
-        delivery.dispatch_id, payload, ours, at, detail=detail, occurrence=f"receipt:{status}"
+        delivery.dispatch_id,
+        dispatch_payload(delivery),
+        ours,
+        at,
+        detail=detail,
+        occurrence=f"receipt:{status}",
     )

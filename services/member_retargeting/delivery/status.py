@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from services.member_retargeting.models import Dispatch
+from services.member_retargeting.models import Delivery, Dispatch
 from shared.events import new_event
 from shared.outbox import Outgoing
 from shared.topics import DELIVERY, MEMBER_RETARGETING
@@ -28,9 +28,10 @@ UNSUBSCRIBED, CLICKED, OPENED = "unsubscribed", "clicked", "opened"
 MAX_DETAIL = 500
 
 
-def dispatch_payload(dispatch: Dispatch) -> dict[str, Any]:
-    """What a status event needs of a dispatch, from its ``dispatches`` row (the public
-    endpoints and unsubscribes know the row, not the ``campaign.dispatch`` payload)."""
+def dispatch_payload(dispatch: Dispatch | Delivery) -> dict[str, Any]:
+    """What a status event needs of a dispatch, from its ``dispatches`` row or the
+    dispatcher's ``deliveries`` row (the public endpoints, unsubscribes and receipts know
+    a row, not the ``campaign.dispatch`` payload)."""
     return {
         "campaign_id": dispatch.campaign_id,
         "run_id": dispatch.run_id,

@@ -78,7 +78,7 @@ def on_traffic(session: Session, event: Envelope) -> None:
         row = rows.get(key)
         if row is None:
             session.add(JourneyIdentity(kind=key[0], value=key[1], journey_id=journey.id))
-        elif _live(session, row.journey_id) is None:
+        elif row.journey_id != journey.id and _live(session, row.journey_id) is None:
             # Its journey was pruned (:func:`prune`) while this id was joining it: the
             # id is this journey's now, rather than pointing nowhere for good.
             row.journey_id = journey.id

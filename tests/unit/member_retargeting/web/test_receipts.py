@@ -21,7 +21,7 @@ from services.member_retargeting.app import create_app, init_db
 from services.member_retargeting.config import RetargetingConfig
 from services.member_retargeting.delivery.queue import queue_dispatch
 from services.member_retargeting.delivery.receipts import RECEIPT_STATUSES
-from services.member_retargeting.delivery.status import SENT, delivery_status
+from services.member_retargeting.delivery.status import SENT, delivery_status, dispatch_payload
 from services.member_retargeting.delivery.webhook import SIGNATURE_HEADER, signature
 from services.member_retargeting.models import Delivery, outbox
 from shared.db import utcnow
@@ -87,7 +87,7 @@ def test_receipts_become_the_reports_delivered_failed_and_opened(app: Flask) -> 
     with state_of(app).sessions() as session:
         earlier = utcnow() - timedelta(minutes=1)
         sent = [
-            delivery_status(d.dispatch_id, {**d.payload, "run_id": d.run_id}, SENT, earlier)
+            delivery_status(d.dispatch_id, dispatch_payload(d), SENT, earlier)
             for d in session.scalars(select(Delivery))
         ]
 
