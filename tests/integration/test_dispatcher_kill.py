@@ -135,15 +135,15 @@ def test_kill_9_mid_campaign_never_sends_twice_and_loses_at_most_the_message_in_
 
     try:
         first = dispatchers.start()
-        assert first.wait(timeout=240) == -signal.SIGKILL  # by the sink, at its 250th
+        assert first.wait(timeout=180) == -signal.SIGKILL  # by the sink, at its 250th
         second = dispatchers.start()
-        wait_for(lambda: sink.accepted >= KILLED_ANYWHERE, timeout=120, message="600 sent")
+        wait_for(lambda: sink.accepted >= KILLED_ANYWHERE, timeout=90, message="600 sent")
         dispatchers.kill_newest()
         second.wait(timeout=10)
         assert sink.accepted < PEOPLE, "killed mid-campaign"
         dispatchers.start()
-        wait_for(settled, timeout=240, message="every delivery finished")
-        time.sleep(3)  # past the claim lease: a second copy would have gone by now
+        wait_for(settled, timeout=180, message="every delivery finished")
+        time.sleep(3)  # the last message's final dot goes after its commit
     finally:
         dispatchers.stop()
 
@@ -151,7 +151,6 @@ def test_kill_9_mid_campaign_never_sends_twice_and_loses_at_most_the_message_in_
     held = next(c for c in sink.messages() if c.number == KILLED_HOLDING).recipients
     assert [per_person[r] for r in held] == [1]
     assert {address: n for address, n in per_person.items() if n > 1} == {}
-    assert sink.accepted == sum(per_person.values())
     assert statuses() == {SENT: PEOPLE}
     lost = {email_of(i) for i in range(PEOPLE)} - set(per_person)
     assert len(lost) <= 1, lost  # only the kill that landed anywhere can lose one

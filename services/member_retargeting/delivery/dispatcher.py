@@ -12,9 +12,9 @@ transaction — and sends them one by one:
 * e-mail: the message is staged on the SMTP connection, then the delivery is marked
   ``sent`` (only if the claim is still ours) and committed, then the final dot goes
   (:mod:`.smtp`): never twice. SMTP has no idempotency key, so a sender killed between
-  that commit and the dot loses that one message (recorded as sent; the kill test
-  measured 3 in 40 random kills); a kill anywhere else leaves it either unsent and
-  claimable again, or sent and at the server;
+  that commit and the dot loses that one message (recorded as sent; the commit's own
+  fsync is inside that gap); a kill anywhere else leaves it either unsent and claimable
+  again, or sent and at the server;
 * webhook, SMS, WhatsApp: the signed POST, then ``sent`` — a kill after the receiver
   answered and before the commit sends it again with the same ``Idempotency-Key``.
 
@@ -168,15 +168,21 @@ class Dispatcher:
             if room <= 0:
                 continue
             token, ids = self.claim(channel, room)
+            in_hand: str | None = None
             try:
                 for dispatch_id in ids:
                     if self.stopping or not self.breakers[channel].allows(self.monotonic()):
                         break
                     self.buckets[channel].take(self.monotonic())
+                    in_hand = dispatch_id
                     self.deliver(dispatch_id, token)
+                    in_hand = None
                     attempted += 1
             finally:
-                self.release(token)
+                # A delivery that raised stays claimed, as if its sender had died: it is
+                # taken again after the lease and pays an attempt (see :meth:`claim`), so
+                # one that fails the process every time still runs out of attempts.
+                self.release(token, keep=in_hand)
         return attempted
 
     def _configured(self, channel: str) -> bool:
@@ -196,10 +202,11 @@ class Dispatcher:
 
         Claiming counts an attempt, so a dispatch that brings its sender down (again and
         again) still runs out of attempts. A sender killed mid-claim sent its claim in
-        order, so of that claim's rows still ``sending`` only the first was in hand when
-        it died: taken again, that one is charged for the crash, the rows behind it are
-        not (their earlier charge pays for this claim). A dead claim taken back in two
-        parts charges one row too many, never one too few."""
+        order, so of that claim's rows still ``sending`` only the first can have been in
+        hand when it died: taken again, that one is charged for the crash (it may not
+        have started), the rows behind it are not (their earlier charge pays for this
+        claim). A dead claim taken back in two parts charges one row too many, never one
+        too few."""
         token = uuid.uuid4().hex
         now = self.clock()
         expired = now - timedelta(seconds=self.settings.lease_seconds)
@@ -256,13 +263,19 @@ class Dispatcher:
             )
         return token, owned
 
-    def release(self, token: str) -> None:
-        """Give back what this claim did not get to (a stop, a paused channel); those
-        attempts did not happen."""
+    def release(self, token: str, *, keep: str | None = None, only: str | None = None) -> None:
+        """Give back what this claim did not get to (a stop, a paused channel, a send
+        abandoned before its final dot): those attempts did not happen. ``keep``: a
+        delivery left claimed; ``only``: give back that one alone."""
+        mine = and_(Delivery.claim == token, Delivery.status == SENDING)
+        if keep is not None:
+            mine = and_(mine, Delivery.dispatch_id != keep)
+        if only is not None:
+            mine = and_(mine, Delivery.dispatch_id == only)
         with self.sessions.begin() as session:
             session.execute(
                 update(Delivery)
-                .where(Delivery.claim == token, Delivery.status == SENDING)
+                .where(mine)
                 .values(status=QUEUED, claim=None, claimed_at=None, attempts=Delivery.attempts - 1)
             )
 
@@ -454,7 +467,13 @@ class Dispatcher:
             log.warning("SMTP failing (%s): e-mail paused %.1fs", attempt.detail, pause)
         elif attempt.result in (Result.SENT, Result.BOUNCED):
             breaker.succeeded()
-        if attempt.result is Result.SENT or attempt.result is Result.ABANDONED:
+        if attempt.result is Result.ABANDONED:
+            # Not sent. If the row is still ours (the pre-dot commit failed and the row
+            # says so), it goes back now: left ``sending``, it would look like the one in
+            # hand were this sender killed later in the claim.
+            self.release(token, only=row.dispatch_id)
+            return
+        if attempt.result is Result.SENT:
             return
         # Refused at the final dot after ``sent`` was committed: that row says sent; put
         # the truth over it (the claim is still ours).

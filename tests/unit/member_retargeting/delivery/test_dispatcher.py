@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from services.member_retargeting.delivery.dispatcher import QUEUED, SENDING, Dispatcher
+from services.member_retargeting.delivery.smtp import Attempt, Result
 from services.member_retargeting.delivery.status import SENT
 from services.member_retargeting.models import Delivery
 from shared.db import utcnow
@@ -118,3 +121,39 @@ def test_a_dead_claim_taken_back_in_parts_never_charges_too_little(app: Flask) -
     assert (first, second) == (["d1", "d2"], ["d3", "d4", "d5"])
     attempts = {i: n for i, (_, n) in rows(app).items()}
     assert attempts == {"d1": 2, "d2": 1, "d3": 2, "d4": 1, "d5": 1}
+
+
+def test_a_delivery_that_raises_stays_claimed_and_the_rest_go_back(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send that fails the loop (here a database error on d2) is treated as a crash on
+    that delivery: it alone stays claimed and pays an attempt when taken again; the rows
+    behind it go back unpaid. d1 was abandoned before its dot (its pre-dot commit could
+    not be made): it is back in the queue before the next send starts."""
+    clock = Clock()
+    queue(app, clock.now)
+    sessions, config = state_of(app).sessions, state_of(app).config
+    dispatcher = Dispatcher(sessions, config, clock=clock)
+    seen: dict[str, tuple[str, int]] = {}
+
+    def send(sender: str, recipient: str, message: object, before_dot: object) -> Attempt:
+        if recipient == "p0@example.com":
+            return Attempt(Result.ABANDONED, "the pre-dot commit could not be made")
+        seen.update(rows(app))
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(dispatcher.mailer, "send", send)
+    with pytest.raises(OperationalError):
+        dispatcher.run_once()
+    assert seen["d1"] == (QUEUED, 0)  # given back before d2 was sent
+    assert rows(app) == {
+        "d1": (QUEUED, 0),
+        "d2": (SENDING, 1),
+        "d3": (QUEUED, 0),
+        "d4": (QUEUED, 0),
+        "d5": (QUEUED, 0),
+    }
+    clock.now += timedelta(seconds=config.delivery.lease_seconds + 1)
+    _, owned = Dispatcher(sessions, config, clock=clock).claim("email", 10)
+    assert owned == IDS
+    assert rows(app)["d2"] == (SENDING, 2)
