@@ -40,13 +40,14 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from services.traffic_intake import failed
 from services.traffic_intake.models import outbox
-from services.traffic_intake.privacy import screen_many
+from services.traffic_intake.privacy import as_stored, door_keys, erased_at_the_door
 from shared.events import Envelope
 from shared.outbox import Outgoing, insert_ignoring_duplicates, outbox_rows
 from shared.topics import TRAFFIC
@@ -70,7 +71,10 @@ class Written:
 
 @dataclass(eq=False)
 class PendingWrite:
-    """One request's write, waiting for the writer."""
+    """One request's write, waiting for the writer. Its outbox rows (each event as the
+    door stores it, encoded) and the keys an erasure matches are built here, in the
+    request's thread: the writer holds the store's write lock (SQLite's is the whole
+    database) only for the erasure lookup, the INSERT and the commit."""
 
     source: str
     envelopes: Sequence[Envelope]
@@ -79,6 +83,16 @@ class PendingWrite:
     result: Written | None = None
     error: BaseException | None = None
     abandoned: bool = False  # its request stopped waiting: skip it if not started
+    keys: list[frozenset[str]] = field(init=False)
+    outbox_rows: list[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = [door_keys(e) for e in self.envelopes]
+        stored = (as_stored(e) for e in self.envelopes)
+        # Payloads come from the HTTP schemas, validated a moment ago.
+        self.outbox_rows = outbox_rows(
+            (Outgoing(TRAFFIC, e.partition_key, e) for e in stored), validate_payload=False
+        )
 
     @property
     def rows(self) -> int:
@@ -89,17 +103,21 @@ def write_group(conn: Connection, writes: Sequence[PendingWrite]) -> list[Writte
     """Write every member in ``conn``'s transaction; one result per member, in order."""
     for w in writes:
         failed.record(conn, w.source, list(w.rejections))
-    # Erased people's events are dropped, analytics-denied ones stripped (one lookup).
-    kept = screen_many(conn, [w.envelopes for w in writes])
-    rows = []
+    # Erased people's events are dropped (one lookup for the group); analytics-denied
+    # ones were stripped when the write was made.
+    erased = erased_at_the_door(conn, {k for w in writes for keys in w.keys for k in keys})
+    rows: list[dict[str, Any]] = []
     owners: list[int] = []
-    for index, events in enumerate(kept):
-        # Payloads come from the HTTP schemas, validated a moment ago.
-        mine = outbox_rows(
-            (Outgoing(TRAFFIC, e.partition_key, e) for e in events), validate_payload=False
-        )
-        rows += mine
-        owners += [index] * len(mine)
+    dropped = [0] * len(writes)
+    for index, w in enumerate(writes):
+        for keys, row in zip(w.keys, w.outbox_rows, strict=True):
+            if keys & erased:
+                dropped[index] += 1
+            else:
+                rows.append(row)
+                owners.append(index)
+    if any(dropped):
+        log.info("dropped %d events of erased people", sum(dropped))
     fresh: set[str] = set()
     if rows:
         # Counted by RETURNING (a many-row INSERT's rowcount is unreliable on psycopg2).
@@ -115,9 +133,7 @@ def write_group(conn: Connection, writes: Sequence[PendingWrite]) -> list[Writte
         if row["event_id"] in fresh:
             fresh.discard(row["event_id"])  # the first carrier gets it; later ones: duplicates
             new[owner] += 1
-    return [
-        Written(new=new[i], dropped=len(w.envelopes) - len(kept[i])) for i, w in enumerate(writes)
-    ]
+    return [Written(new=new[i], dropped=dropped[i]) for i in range(len(writes))]
 
 
 _STOP = object()

@@ -1,9 +1,10 @@
 """traffic-intake's part in privacy: the door and the privacy consumer.
 
-At the door (:func:`screen`, called before accepted events are stored): an erased
-person's new events are dropped (answered as accepted, so the door tells nothing about
-who was erased; counted as dropped), and an event whose sender denied analytics is kept
-for delivery stripped of its personal fields (:func:`shared.privacy.strip_personal`).
+At the door (:func:`door_keys`, :func:`as_stored`, :func:`erased_at_the_door`, used by the
+group commit that stores accepted events): an erased person's new events are dropped
+(answered as accepted, so the door tells nothing about who was erased; counted as
+dropped), and an event whose sender denied analytics is kept for delivery stripped of its
+personal fields (:func:`shared.privacy.strip_personal`).
 
 The privacy consumer (``python -m services.traffic_intake consume``, a process of its own)
 answers requests on the privacy topic: an erasure remembers the person's identifiers by
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete
@@ -38,7 +38,6 @@ from shared.privacy import (
     MAX_ACCESS_ITEMS,
     access_part,
     analytics_denied,
-    drop_erased,
     erased_keys,
     erasure_completed,
     identifier_key,
@@ -53,31 +52,21 @@ from shared.topics import TRAFFIC_INTAKE
 log = logging.getLogger(__name__)
 
 
-def screen(conn: Connection, events: Sequence[Envelope]) -> list[Envelope]:
-    """The events to store: erased people's dropped, analytics-denied ones stripped."""
-    kept = drop_erased(conn, erased_people, events) if events else []
-    if len(kept) < len(events):
-        log.info("dropped %d events of erased people", len(events) - len(kept))
-    return [strip_personal(e) if analytics_denied(e) else e for e in kept]
+def door_keys(event: Envelope) -> frozenset[str]:
+    """The keys an erasure is matched on at the door: the event's identifiers, hashed."""
+    return frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
 
 
-def screen_many(conn: Connection, batches: Sequence[Sequence[Envelope]]) -> list[list[Envelope]]:
-    """:func:`screen` for several requests' events at once (group commit): one lookup of
-    erased people for all of them, each batch screened on its own events' identifiers."""
-    keys = [
-        [{identifier_key(i.kind, i.value) for i in identifiers_of(e)} for e in batch]
-        for batch in batches
-    ]
-    wanted = {k for batch in keys for event_keys in batch for k in event_keys}
-    erased = erased_keys(conn, erased_people, wanted) if wanted else set()
-    screened = []
-    for batch, batch_keys in zip(batches, keys, strict=True):
-        pairs = zip(batch, batch_keys, strict=True)
-        kept = [e for e, event_keys in pairs if not event_keys & erased]
-        if len(kept) < len(batch):
-            log.info("dropped %d events of erased people", len(batch) - len(kept))
-        screened.append([strip_personal(e) if analytics_denied(e) else e for e in kept])
-    return screened
+def as_stored(event: Envelope) -> Envelope:
+    """The event as the door stores it: stripped of personal fields when its sender
+    denied analytics."""
+    return strip_personal(event) if analytics_denied(event) else event
+
+
+def erased_at_the_door(conn: Connection, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` (:func:`door_keys`) belong to erased people: one lookup for a
+    whole group of requests, made inside the transaction that stores what is kept."""
+    return erased_keys(conn, erased_people, wanted) if wanted else set()
 
 
 def handle_privacy(event: Envelope, session: Session) -> list[Outgoing]:
