@@ -247,15 +247,19 @@ def main(argv: list[str] | None = None) -> int:
             bare = median_of(args.repeats, load(port, single_body))
             durable_single = median_of(
                 args.repeats,
-                lambda: post_load(
-                    port, "/durable/track", single_body, headers, seconds=args.seconds
-                ).per_second,
+                lambda: (
+                    post_load(
+                        port, "/durable/track", single_body, headers, seconds=args.seconds
+                    ).per_second
+                ),
             )
             durable_batch = 100 * median_of(
                 args.repeats,
-                lambda: post_load(
-                    port, "/durable/batch", batch_body, headers, seconds=args.seconds
-                ).per_second,
+                lambda: (
+                    post_load(
+                        port, "/durable/batch", batch_body, headers, seconds=args.seconds
+                    ).per_second
+                ),
             )
         per_request = {**child, "INTAKE_GROUP_COMMIT_MAX_ROWS": "0"}
         with (
