@@ -196,7 +196,12 @@ class GroupCommit:
         ``expected``: the caller announced itself with :meth:`expect`. Raises SQLAlchemy's
         error if the store refused this write, :class:`Overloaded` when the queue is full
         or the write took longer than ``timeout_s``."""
-        pending = PendingWrite(source, envelopes, rejections)
+        try:
+            pending = PendingWrite(source, envelopes, rejections)
+        except BaseException:
+            if expected:  # not coming any more: the writer must not linger for it
+                self.unexpect()
+            raise
         if not self.enabled:
             if expected:
                 self.unexpect()

@@ -293,3 +293,23 @@ def test_closing_drains_what_is_queued_and_later_writes_commit_alone(
     after = app.test_client().post("/v1/track", json=track("c"), headers=basic())
     assert js(after)["accepted"] == 1
     assert len(outbox_rows(app)) == 3
+
+
+def test_a_write_that_cannot_be_built_answers_500_and_leaves_no_one_expected(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are built in the request's thread; if that fails, the request has stopped
+    coming, so the writer does not go on lingering for it (an idle intake adds no delay)."""
+
+    def broken(event: Any) -> Any:
+        raise RuntimeError("a row nobody foresaw")
+
+    monkeypatch.setattr(group_commit, "as_stored", broken)
+    client = app.test_client()
+    response = client.post("/v1/track", json=track("m-1"), headers=basic())
+    assert response.status_code == 500
+    assert "message" in response.get_json()["error"]
+    assert writes(app)._preparing == 0
+    monkeypatch.undo()
+    again = client.post("/v1/track", json=track("m-1"), headers=basic())
+    assert (again.status_code, js(again)["accepted"]) == (200, 1)
