@@ -4,11 +4,14 @@
 * ``raw_kafka_produce``: kafka-python, 300-byte values, acks=all, idempotent (msg/s).
 * ``intake_single_event``: ``POST /v1/track``, durable (outbox commit) before the 200.
 * ``intake_batch``: ``POST /v1/batch`` of 100 events, durable; counted in events/s.
-* ``durable_post_ceiling`` / ``durable_batch_ceiling``: the barest durable POST on this
-  stack (:mod:`bench.bare_app`: parse, one Core INSERT per event, commit; nothing else)
-  against the bare POST and raw produce: how far below the targets durability alone
-  sits. ``intake_single_vs_durable_ceiling`` / ``intake_batch_vs_durable_ceiling``:
-  intake against them, what validation, dedupe and the envelope cost on top.
+* ``durable_post_vs_bare`` / ``durable_batch_vs_raw_produce``: the barest durable POST on
+  this stack (:mod:`bench.bare_app`: parse, one Core INSERT per event, commit per
+  request; nothing else) against the bare POST and raw produce: what durability alone
+  costs, below which the targets cannot be met without grouping requests.
+  ``intake_single_vs_durable_post`` (grouped), ``intake_per_request_vs_durable_post``
+  (each request committed alone, the like-for-like one) and
+  ``intake_batch_vs_durable_batch``: intake against them, what validation, dedupe and
+  the envelope cost on top.
 * ``intake_group_vs_per_request``: single events with group commit (the default) against
   the same load on an intake committing each request alone
   (``INTAKE_GROUP_COMMIT_MAX_ROWS=0``), the two measured turn about; and the latency the
@@ -34,6 +37,10 @@
   database: what any consumer that publishes per event cannot beat here. Its ratio to
   raw consume + decode bounds the scoring consumer's; ``scoring_sqlite_vs_ceiling`` is
   the scoring consumer against it.
+* ``durable_consume_ceiling_sqlite`` / ``_postgres``: the least a consumer keeping
+  durable state does (read, decode; per poll batch one transaction recording each event
+  id and upserting one row per person, then offsets): the ceiling for the scoring
+  consumer on that database; ``scoring_*_vs_durable_ceiling`` is the consumer against it.
 * ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
   e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
   ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
@@ -72,7 +79,13 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from bench import delivery, segments
-from bench.consumers import produce_traffic, raw_consume, raw_consume_produce, scoring_consume
+from bench.consumers import (
+    produce_traffic,
+    raw_consume,
+    raw_consume_produce,
+    raw_consume_store,
+    scoring_consume,
+)
 from bench.e2e import e2e_latency
 from bench.load import post_load
 from bench.rescoring import build, read_history, rescore_all
@@ -281,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             ("intake_single_event", single, "req/s", "bare_flask_post", bare),
             ("intake_batch_vs_bare", batch, "events/s", "bare_flask_post", bare),
             ("intake_group_vs_per_request", single, "req/s", "intake_per_request_commit", alone),
-            ("durable_post_ceiling", durable_single, "req/s", "bare_flask_post", bare),
-            ("intake_single_vs_durable_ceiling", single, "req/s", "durable_post", durable_single),
+            ("durable_post_vs_bare", durable_single, "req/s", "bare_flask_post", bare),
+            ("intake_single_vs_durable_post", single, "req/s", "durable_post", durable_single),
+            ("intake_per_request_vs_durable_post", alone, "req/s", "durable_post", durable_single),
         ]
         for percent in (50, 99):
             rows.append(
@@ -302,9 +316,15 @@ def main(argv: list[str] | None = None) -> int:
             produce = median_of(args.repeats, lambda: raw_produce(kafka, args.seconds))
             rows += [
                 ("intake_batch_vs_raw_produce", batch, "events/s", "raw_kafka_produce", produce),
-                ("durable_batch_ceiling", durable_batch, "events/s", "raw_kafka_produce", produce),
                 (
-                    "intake_batch_vs_durable_ceiling",
+                    "durable_batch_vs_raw_produce",
+                    durable_batch,
+                    "events/s",
+                    "raw_kafka_produce",
+                    produce,
+                ),
+                (
+                    "intake_batch_vs_durable_batch",
                     batch,
                     "events/s",
                     "durable_batch",
@@ -388,11 +408,19 @@ def consumer_rows(
             kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS, relay_process=True
         ),
     )
+    stored = median_of(
+        repeats,
+        lambda: raw_consume_store(
+            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS
+        ),
+    )
     rows += [
         ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_relay_process", apart, "events/s", "scoring_consumer_sqlite", sqlite),
         ("consume_produce_ceiling", pipe, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_vs_ceiling", sqlite, "events/s", "consume_produce_ceiling", pipe),
+        ("durable_consume_ceiling_sqlite", stored, "events/s", "raw_kafka_consume_decode", raw),
+        ("scoring_sqlite_vs_durable_ceiling", sqlite, "events/s", "durable_consume", stored),
     ]
     pg_admin = env.text(
         "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -422,6 +450,25 @@ def consumer_rows(
                     "events/s",
                     "scoring_consumer_postgres",
                     postgres,
+                ),
+            ]
+            stored_pg = median_of(
+                repeats, lambda: raw_consume_store(kafka, next(pg_urls), CONSUMER_EVENTS)
+            )
+            rows += [
+                (
+                    "durable_consume_ceiling_postgres",
+                    stored_pg,
+                    "events/s",
+                    "raw_kafka_consume_decode",
+                    raw,
+                ),
+                (
+                    "scoring_postgres_vs_durable_ceiling",
+                    postgres,
+                    "events/s",
+                    "durable_consume",
+                    stored_pg,
                 ),
             ]
     return rows

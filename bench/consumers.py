@@ -10,8 +10,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
@@ -22,7 +24,7 @@ from shared.config import KafkaConfig
 from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
-from shared.outbox import unsent
+from shared.outbox import insert_ignoring_duplicates, unsent
 from shared.topics import LEADS, TRAFFIC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,69 @@ def raw_consume_produce(kafka: KafkaConfig, count: int, max_seconds: float = 120
         consumer.close(autocommit=False)
         producer.close()
     return seen / elapsed if elapsed else 0.0
+
+
+_store = MetaData()
+_seen = Table("seen_events", _store, Column("event_id", String(64), primary_key=True))
+_people = Table(
+    "people",
+    _store,
+    Column("person", String(128), primary_key=True),
+    Column("events", Integer, nullable=False),
+)
+
+
+def raw_consume_store(
+    kafka: KafkaConfig, database_url: str, count: int, max_seconds: float = 120
+) -> float:
+    """events/s of the least a consumer keeping durable state per person does: read and
+    JSON-decode, then per poll batch ONE transaction that records every event id (ON
+    CONFLICT DO NOTHING: exactly-once needs it) and upserts one row per person in the
+    batch (coalesced), commit, then commit offsets. No validation, no rules, no outbox,
+    no Kafka produce: the ceiling for lead-scoring on that database."""
+    engine = make_engine(database_url)
+    _store.create_all(engine)
+    upsert = _upsert(engine.dialect.name)
+    consumer = make_consumer(kafka, f"bench-store-{uuid.uuid4().hex}", [TRAFFIC])
+    seen = 0
+    started = None
+    deadline = time.monotonic() + max_seconds
+    try:
+        while seen < count and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500, max_records=500)
+            if not polled:
+                continue
+            if started is None:
+                started = time.monotonic()
+            ids: list[dict[str, str]] = []
+            per_person: dict[str, int] = {}
+            for records in polled.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    ids.append({"event_id": event["event_id"]})
+                    person = event.get("anonymous_id") or ""
+                    per_person[person] = per_person.get(person, 0) + 1
+                seen += len(records)
+            with engine.begin() as conn:
+                conn.execute(insert_ignoring_duplicates(_seen, engine.dialect.name), ids)
+                conn.execute(upsert, [{"person": p, "events": n} for p, n in per_person.items()])
+            consumer.commit()
+        elapsed = time.monotonic() - (started or time.monotonic())
+        with engine.connect() as conn:
+            stored = conn.scalar(select(func.count()).select_from(_seen)) or 0
+        assert stored >= min(seen, count), "the benchmark lost events"
+    finally:
+        consumer.close(autocommit=False)
+        engine.dispose()
+    return seen / elapsed if elapsed else 0.0
+
+
+def _upsert(dialect: str) -> Any:
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_people)
+    return statement.on_conflict_do_update(
+        index_elements=[_people.c.person],
+        set_={"events": _people.c.events + statement.excluded.events},
+    )
 
 
 def scoring_consume(
