@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +55,44 @@ def produce_traffic(
     producer.close()
 
 
+class _Reading:
+    """Poll batches (up to 500 records) of ``consumer`` until ``count`` records are read
+    or ``max_seconds`` pass; :meth:`rate` is records per second with the clock started
+    at the first record (group join excluded) and stopped when asked."""
+
+    def __init__(self, consumer: Any, count: int, max_seconds: float) -> None:
+        self.consumer, self.count = consumer, count
+        self.deadline = time.monotonic() + max_seconds
+        self.seen = 0
+        self.started: float | None = None
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        while self.seen < self.count and time.monotonic() < self.deadline:
+            polled = self.consumer.poll(timeout_ms=500, max_records=500)
+            if not polled:
+                continue
+            if self.started is None:
+                self.started = time.monotonic()
+            records = [record for batch in polled.values() for record in batch]
+            self.seen += len(records)
+            yield records
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - (self.started or time.monotonic())
+        return self.seen / elapsed if elapsed else 0.0
+
+
 def raw_consume(kafka: KafkaConfig, count: int, max_seconds: float = 120) -> float:
     """msg/s of a fresh group reading ``count`` records and decoding each as JSON; the
     clock starts at the first record (group join excluded)."""
     consumer = make_consumer(kafka, f"bench-raw-{uuid.uuid4().hex}", [TRAFFIC])
-    seen = 0
-    started = None
-    deadline = time.monotonic() + max_seconds
-    while seen < count and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500, max_records=500).values():
-            if started is None:
-                started = time.monotonic()
-            for record in records:
-                json.loads(record.value)
-            seen += len(records)
-    elapsed = time.monotonic() - (started or time.monotonic())
+    reading = _Reading(consumer, count, max_seconds)
+    for records in reading:
+        for record in records:
+            json.loads(record.value)
+    rate = reading.rate()
     consumer.close()
-    return seen / elapsed if elapsed else 0.0
+    return rate
 
 
 def raw_consume_produce(kafka: KafkaConfig, count: int, max_seconds: float = 120) -> float:
@@ -80,27 +102,18 @@ def raw_consume_produce(kafka: KafkaConfig, count: int, max_seconds: float = 120
     publishes one lead event per traffic event."""
     consumer = make_consumer(kafka, f"bench-pipe-{uuid.uuid4().hex}", [TRAFFIC])
     producer = make_producer(kafka, "bench-pipe")
-    seen = 0
-    started = None
-    deadline = time.monotonic() + max_seconds
+    reading = _Reading(consumer, count, max_seconds)
     try:
-        while seen < count and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=500, max_records=500)
-            if polled and started is None:
-                started = time.monotonic()
-            for records in polled.values():
-                for record in records:
-                    json.loads(record.value)
-                    producer.send(LEADS, key=record.key, value=record.value)
-                seen += len(records)
-            if polled:
-                producer.flush()
-                consumer.commit()
-        elapsed = time.monotonic() - (started or time.monotonic())
+        for records in reading:
+            for record in records:
+                json.loads(record.value)
+                producer.send(LEADS, key=record.key, value=record.value)
+            producer.flush()
+            consumer.commit()
+        return reading.rate()
     finally:
         consumer.close(autocommit=False)
         producer.close()
-    return seen / elapsed if elapsed else 0.0
 
 
 _store = MetaData()
@@ -125,37 +138,28 @@ def raw_consume_store(
     _store.create_all(engine)
     upsert = _upsert(engine.dialect.name)
     consumer = make_consumer(kafka, f"bench-store-{uuid.uuid4().hex}", [TRAFFIC])
-    seen = 0
-    started = None
-    deadline = time.monotonic() + max_seconds
+    reading = _Reading(consumer, count, max_seconds)
     try:
-        while seen < count and time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=500, max_records=500)
-            if not polled:
-                continue
-            if started is None:
-                started = time.monotonic()
+        for records in reading:
             ids: list[dict[str, str]] = []
             per_person: dict[str, int] = {}
-            for records in polled.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    ids.append({"event_id": event["event_id"]})
-                    person = event.get("anonymous_id") or ""
-                    per_person[person] = per_person.get(person, 0) + 1
-                seen += len(records)
+            for record in records:
+                event = json.loads(record.value)
+                ids.append({"event_id": event["event_id"]})
+                person = event.get("anonymous_id") or ""
+                per_person[person] = per_person.get(person, 0) + 1
             with engine.begin() as conn:
                 conn.execute(insert_ignoring_duplicates(_seen, engine.dialect.name), ids)
                 conn.execute(upsert, [{"person": p, "events": n} for p, n in per_person.items()])
             consumer.commit()
-        elapsed = time.monotonic() - (started or time.monotonic())
+        rate = reading.rate()
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(_seen)) or 0
-        assert stored >= min(seen, count), "the benchmark lost events"
+        assert stored >= min(reading.seen, count), "the benchmark lost events"
+        return rate
     finally:
         consumer.close(autocommit=False)
         engine.dispose()
-    return seen / elapsed if elapsed else 0.0
 
 
 def _upsert(dialect: str) -> Any:
