@@ -143,14 +143,16 @@ def is_erased(
 Handler = Callable[[Sequence[Envelope], Session], Sequence[Outgoing]]
 
 
+def erasure_keys(event: Envelope) -> frozenset[str]:
+    """The keys an erasure is matched on: the event's identifiers, hashed."""
+    return frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
+
+
 def drop_erased(
     session: Session | Connection, table: Table, events: Sequence[Envelope]
 ) -> list[Envelope]:
     """``events`` without those of erased people (one lookup for all of them)."""
-    keys = {
-        event.event_id: {identifier_key(i.kind, i.value) for i in identifiers_of(event)}
-        for event in events
-    }
+    keys = {event.event_id: erasure_keys(event) for event in events}
     erased = erased_keys(session, table, (k for ks in keys.values() for k in ks))
     return [e for e in events if not (keys[e.event_id] & erased)] if erased else list(events)
 

@@ -47,9 +47,10 @@ from sqlalchemy.exc import OperationalError
 
 from services.traffic_intake import failed
 from services.traffic_intake.models import outbox
-from services.traffic_intake.privacy import as_stored, door_keys, erased_at_the_door
+from services.traffic_intake.privacy import as_stored, erased_at_the_door
 from shared.events import Envelope
 from shared.outbox import Outgoing, insert_ignoring_duplicates, outbox_rows
+from shared.privacy import erasure_keys
 from shared.topics import TRAFFIC
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class PendingWrite:
     outbox_rows: list[dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.keys = [door_keys(e) for e in self.envelopes]
+        self.keys = [erasure_keys(e) for e in self.envelopes]
         stored = (as_stored(e) for e in self.envelopes)
         # Payloads come from the HTTP schemas, validated a moment ago.
         self.outbox_rows = outbox_rows(

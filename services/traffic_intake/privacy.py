@@ -1,7 +1,7 @@
 """traffic-intake's part in privacy: the door and the privacy consumer.
 
-At the door (:func:`door_keys`, :func:`as_stored`, :func:`erased_at_the_door`, used by the
-group commit that stores accepted events): an erased person's new events are dropped
+At the door (:func:`as_stored` and :func:`erased_at_the_door`, used by the group
+commit that stores accepted events): an erased person's new events are dropped
 (answered as accepted, so the door tells nothing about who was erased; counted as
 dropped), and an event whose sender denied analytics is kept for delivery stripped of its
 personal fields (:func:`shared.privacy.strip_personal`).
@@ -40,8 +40,6 @@ from shared.privacy import (
     analytics_denied,
     erased_keys,
     erasure_completed,
-    identifier_key,
-    identifiers_of,
     remember_erased,
     requested_identifiers,
     rows_mentioning,
@@ -52,11 +50,6 @@ from shared.topics import TRAFFIC_INTAKE
 log = logging.getLogger(__name__)
 
 
-def door_keys(event: Envelope) -> frozenset[str]:
-    """The keys an erasure is matched on at the door: the event's identifiers, hashed."""
-    return frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
-
-
 def as_stored(event: Envelope) -> Envelope:
     """The event as the door stores it: stripped of personal fields when its sender
     denied analytics."""
@@ -64,9 +57,10 @@ def as_stored(event: Envelope) -> Envelope:
 
 
 def erased_at_the_door(conn: Connection, wanted: set[str]) -> set[str]:
-    """Which of ``wanted`` (:func:`door_keys`) belong to erased people: one lookup for a
-    whole group of requests, made inside the transaction that stores what is kept."""
-    return erased_keys(conn, erased_people, wanted) if wanted else set()
+    """Which of ``wanted`` (:func:`shared.privacy.erasure_keys`) belong to erased people:
+    one lookup for a whole group of requests, made inside the transaction that stores
+    what is kept."""
+    return erased_keys(conn, erased_people, wanted)
 
 
 def handle_privacy(event: Envelope, session: Session) -> list[Outgoing]:
