@@ -41,6 +41,10 @@
   durable state does (read, decode; per poll batch one transaction recording each event
   id and upserting one row per person, then offsets): the ceiling for the scoring
   consumer on that database; ``scoring_*_vs_durable_ceiling`` is the consumer against it.
+* ``runner_floor_sqlite`` / ``_postgres``: lead-scoring's consumer machinery with a
+  handler that applies nothing (the shared runner: validated decode, skip ids already
+  processed, record the new ones, commit, then offsets): no scoring consumer on this
+  runner beats it; ``scoring_*_vs_runner_floor`` is the consumer against it.
 * ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
   e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
   ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
@@ -84,6 +88,7 @@ from bench.consumers import (
     raw_consume,
     raw_consume_produce,
     raw_consume_store,
+    runner_floor,
     scoring_consume,
 )
 from bench.e2e import e2e_latency
@@ -414,6 +419,10 @@ def consumer_rows(
             kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS
         ),
     )
+    floor = median_of(
+        repeats,
+        lambda: runner_floor(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
+    )
     rows += [
         ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_relay_process", apart, "events/s", "scoring_consumer_sqlite", sqlite),
@@ -421,6 +430,8 @@ def consumer_rows(
         ("scoring_sqlite_vs_ceiling", sqlite, "events/s", "consume_produce_ceiling", pipe),
         ("durable_consume_ceiling_sqlite", stored, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_vs_durable_ceiling", sqlite, "events/s", "durable_consume", stored),
+        ("runner_floor_sqlite", floor, "events/s", "raw_kafka_consume_decode", raw),
+        ("scoring_sqlite_vs_runner_floor", sqlite, "events/s", "runner_floor", floor),
     ]
     pg_admin = env.text(
         "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -469,6 +480,19 @@ def consumer_rows(
                     "events/s",
                     "durable_consume",
                     stored_pg,
+                ),
+            ]
+            floor_pg = median_of(
+                repeats, lambda: runner_floor(kafka, next(pg_urls), CONSUMER_EVENTS)
+            )
+            rows += [
+                ("runner_floor_postgres", floor_pg, "events/s", "raw_kafka_consume_decode", raw),
+                (
+                    "scoring_postgres_vs_runner_floor",
+                    postgres,
+                    "events/s",
+                    "runner_floor",
+                    floor_pg,
                 ),
             ]
     return rows

@@ -26,6 +26,7 @@ from shared.db import make_engine
 from shared.events import encode, new_event
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import insert_ignoring_duplicates, unsent
+from shared.runner import ConsumerRunner, build_runner
 from shared.topics import LEADS, TRAFFIC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +163,39 @@ def raw_consume_store(
         engine.dispose()
 
 
+def runner_floor(
+    kafka: KafkaConfig, database_url: str, count: int, max_seconds: float = 180
+) -> float:
+    """events/s of lead-scoring's own consumer machinery with a handler that applies
+    nothing: the shared runner validating each message (:func:`shared.events.decode`),
+    skipping ids it has processed, recording the new ones, committing the transaction
+    and then the offsets, on lead-scoring's tables. Whatever scoring does per event comes
+    on top, so no scoring consumer on this runner can beat it."""
+    engine = make_engine(database_url)
+    init_db(engine)
+    runner = build_runner(
+        service="bench-floor",
+        kafka=kafka,
+        engine=engine,
+        handlers={TRAFFIC: lambda events, session: []},
+        processed_table=processed_events,
+        outbox_table=outbox,
+        group_id=f"bench-floor-{uuid.uuid4().hex}",
+        relay=False,
+    )
+    deadline = time.monotonic() + max_seconds
+    try:
+        applied, started = _run_until(runner, count, deadline)
+        elapsed = time.monotonic() - (started or time.monotonic())
+        with engine.connect() as conn:
+            done = conn.scalar(select(func.count()).select_from(processed_events)) or 0
+        assert done >= min(applied, count), "the benchmark lost events"
+    finally:
+        runner.close()
+        engine.dispose()
+    return applied / elapsed if elapsed else 0.0
+
+
 def _upsert(dialect: str) -> Any:
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_people)
     return statement.on_conflict_do_update(
@@ -201,16 +235,9 @@ def scoring_consume(
         relay = subprocess.Popen(
             [sys.executable, "-m", "services.lead_scoring", "relay"], env=env, cwd=ROOT
         )
-    applied = 0
-    started = None
     deadline = time.monotonic() + max_seconds
     try:
-        while applied < count and time.monotonic() < deadline:
-            result = runner.run_once()
-            if result is not None:
-                if started is None:
-                    started = time.monotonic()
-                applied += result.applied + result.duplicates + len(result.dead_letters)
+        applied, started = _run_until(runner, count, deadline)
         while _waiting(engine) and time.monotonic() < deadline:
             if runner.relay is not None:
                 runner.relay.publish_pending()
@@ -227,6 +254,21 @@ def scoring_consume(
             processes.stop([relay], 30)
         engine.dispose()
     return applied / elapsed if elapsed else 0.0
+
+
+def _run_until(runner: ConsumerRunner, count: int, deadline: float) -> tuple[int, float | None]:
+    """Run ``runner`` batch by batch until ``count`` messages are done (applied,
+    duplicate or dead-lettered) or ``deadline``; returns that count and when the first
+    batch finished (the group join excluded from the clock)."""
+    applied = 0
+    started = None
+    while applied < count and time.monotonic() < deadline:
+        result = runner.run_once()
+        if result is not None:
+            if started is None:
+                started = time.monotonic()
+            applied += result.applied + result.duplicates + len(result.dead_letters)
+    return applied, started
 
 
 def _waiting(engine: Engine) -> int:
