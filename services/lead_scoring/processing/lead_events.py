@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from services.lead_scoring.models import Lead, outbox
 from services.lead_scoring.processing.store import LeadStore
 from shared.deadletter import DeadLetter
-from shared.events import new_event
+from shared.events import derived_id, new_event
 from shared.identity import ANONYMOUS_ID
 from shared.outbox import Outgoing, dead_letter_row
 from shared.topics import LEAD_SCORING, LEADS
@@ -51,7 +51,7 @@ def snapshot(
 def derived_event_id(cause_id: str, kind: str) -> str:
     """Deterministic: reprocessing the same cause yields the same id, which consumers
     then deduplicate."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:{cause_id}:{kind}").hex
+    return derived_id(f"funnel:{cause_id}:{kind}")
 
 
 def lead_event(

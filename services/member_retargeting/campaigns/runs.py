@@ -31,7 +31,6 @@ audience (:mod:`..sharing.exports`).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +54,7 @@ from services.member_retargeting.people.affinity import affinities
 from services.member_retargeting.people.policy import consented, over_cap, suppressed, unsubscribed
 from services.member_retargeting.people.segments import condition
 from services.member_retargeting.sharing.ledger import record_sharing
-from shared.events import new_event
+from shared.events import derived_id, new_event
 from shared.outbox import Outgoing, enqueue
 from shared.topics import DISPATCH, MEMBER_RETARGETING
 
@@ -341,7 +340,7 @@ def _dispatch_event(
             "tracking": tracking,  # e-mail: pixel and links; WhatsApp: read receipts
         },
         source=MEMBER_RETARGETING,
-        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:dispatch:{run.id}:{contact.lead_id}").hex,
+        event_id=derived_id(f"funnel:dispatch:{run.id}:{contact.lead_id}"),
         occurred_at=now,
         user_id=contact.user_id,
     )

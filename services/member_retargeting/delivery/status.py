@@ -13,12 +13,11 @@ same thing twice is one event.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from services.member_retargeting.models import Delivery, Dispatch
-from shared.events import new_event
+from shared.events import derived_id, new_event
 from shared.outbox import Outgoing
 from shared.topics import DELIVERY, MEMBER_RETARGETING
 
@@ -69,9 +68,7 @@ def delivery_status(
             "url": url,
         },
         source=MEMBER_RETARGETING,
-        event_id=uuid.uuid5(
-            uuid.NAMESPACE_URL, f"funnel:delivery:{dispatch_id}:{status}:{occurrence}"
-        ).hex,
+        event_id=derived_id(f"funnel:delivery:{dispatch_id}:{status}:{occurrence}"),
         occurred_at=at,
     )
     return Outgoing(DELIVERY, contact_id, event)

@@ -15,7 +15,6 @@ it became; an erased one has nothing left to change.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import select
@@ -34,7 +33,7 @@ from services.member_retargeting.models import (
     Dispatch,
     Suppression,
 )
-from shared.events import new_event
+from shared.events import derived_id, new_event
 from shared.outbox import Outgoing, insert_ignoring_duplicates
 from shared.topics import MEMBER_RETARGETING, PRIVACY
 
@@ -68,7 +67,7 @@ def unsubscribe(
             )
         )
     )
-    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"funnel:unsubscribe:{dispatch_id}").hex
+    event_id = derived_id(f"funnel:unsubscribe:{dispatch_id}")
     already = session.scalar(select(Consent.id).where(Consent.event_id == event_id).limit(1))
     if already is None and identities:
         session.add_all(

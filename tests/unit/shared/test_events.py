@@ -1,12 +1,23 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from shared.events import InvalidEvent, decode, encode, new_event, to_dict
+from shared.events import (
+    InvalidEvent,
+    decode,
+    derived_id,
+    encode,
+    latest_version,
+    new_event,
+    to_dict,
+)
 from shared.topics import REGISTRY, TRAFFIC
 
 
@@ -128,3 +139,17 @@ def test_the_fast_envelope_path_agrees_with_the_schema() -> None:
             fast_hits += 1
             assert fast == slow, data
     assert fast_hits > 20  # the common shapes really take the fast path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_derived_id_is_uuid5_over_the_url_namespace(name: str) -> None:
+    """Ids already published were uuid5s: the fast path must keep every one the same."""
+    assert derived_id(name) == uuid.uuid5(uuid.NAMESPACE_URL, name).hex
+
+
+def test_latest_version_names_the_newest_and_refuses_unknown_types() -> None:
+    assert latest_version("page") == 1
+    assert new_event("page", {}, source="t").schema_version == 1
+    with pytest.raises(KeyError, match="unknown event type"):
+        latest_version("no.such")
