@@ -45,6 +45,8 @@
   handler that applies nothing (the shared runner: validated decode, skip ids already
   processed, record the new ones, commit, then offsets): no scoring consumer on this
   runner beats it; ``scoring_*_vs_runner_floor`` is the consumer against it.
+  ``history_floor_*`` adds the one write scoring cannot skip: each event's row in its
+  lead's history (``lead_events``, what rescoring and splits replay).
 * ``delivery_email_sqlite`` / ``_postgres``: the dispatcher sending 2,000 queued campaign
   e-mails into the local SMTP sink (msg/s, first claim to last acceptance), against
   ``smtp_sink_acceptance``: smtplib on one connection sending the same messages.
@@ -423,6 +425,12 @@ def consumer_rows(
         repeats,
         lambda: runner_floor(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
     )
+    kept = median_of(
+        repeats,
+        lambda: runner_floor(
+            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS, history=True
+        ),
+    )
     rows += [
         ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_relay_process", apart, "events/s", "scoring_consumer_sqlite", sqlite),
@@ -432,6 +440,8 @@ def consumer_rows(
         ("scoring_sqlite_vs_durable_ceiling", sqlite, "events/s", "durable_consume", stored),
         ("runner_floor_sqlite", floor, "events/s", "raw_kafka_consume_decode", raw),
         ("scoring_sqlite_vs_runner_floor", sqlite, "events/s", "runner_floor", floor),
+        ("history_floor_sqlite", kept, "events/s", "raw_kafka_consume_decode", raw),
+        ("scoring_sqlite_vs_history_floor", sqlite, "events/s", "history_floor", kept),
     ]
     pg_admin = env.text(
         "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -485,6 +495,10 @@ def consumer_rows(
             floor_pg = median_of(
                 repeats, lambda: runner_floor(kafka, next(pg_urls), CONSUMER_EVENTS)
             )
+            kept_pg = median_of(
+                repeats,
+                lambda: runner_floor(kafka, next(pg_urls), CONSUMER_EVENTS, history=True),
+            )
             rows += [
                 ("runner_floor_postgres", floor_pg, "events/s", "raw_kafka_consume_decode", raw),
                 (
@@ -493,6 +507,14 @@ def consumer_rows(
                     "events/s",
                     "runner_floor",
                     floor_pg,
+                ),
+                ("history_floor_postgres", kept_pg, "events/s", "raw_kafka_consume_decode", raw),
+                (
+                    "scoring_postgres_vs_history_floor",
+                    postgres,
+                    "events/s",
+                    "history_floor",
+                    kept_pg,
                 ),
             ]
     return rows

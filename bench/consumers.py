@@ -9,23 +9,28 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
-from services.lead_scoring.models import outbox, processed_events
+from services.lead_scoring.model.history import history_fields
+from services.lead_scoring.model.scoring import ScoringModel
+from services.lead_scoring.models import LeadEvent, outbox, processed_events
+from services.lead_scoring.processing.batch import TrafficBatch
 from shared import processes
 from shared.config import KafkaConfig
-from shared.db import make_engine
-from shared.events import encode, new_event
+from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.events import Envelope, encode, new_event
+from shared.identity import ANONYMOUS_ID
 from shared.kafka import make_consumer, make_producer
-from shared.outbox import insert_ignoring_duplicates, unsent
+from shared.outbox import Outgoing, insert_ignoring_duplicates, unsent
 from shared.runner import ConsumerRunner, build_runner
 from shared.topics import LEADS, TRAFFIC
 
@@ -164,20 +169,46 @@ def raw_consume_store(
 
 
 def runner_floor(
-    kafka: KafkaConfig, database_url: str, count: int, max_seconds: float = 180
+    kafka: KafkaConfig,
+    database_url: str,
+    count: int,
+    max_seconds: float = 180,
+    *,
+    history: bool = False,
 ) -> float:
     """events/s of lead-scoring's own consumer machinery with a handler that applies
     nothing: the shared runner validating each message (:func:`shared.events.decode`),
     skipping ids it has processed, recording the new ones, committing the transaction
     and then the offsets, on lead-scoring's tables. Whatever scoring does per event comes
-    on top, so no scoring consumer on this runner can beat it."""
+    on top, so no scoring consumer on this runner can beat it.
+
+    ``history``: the handler also writes what scoring cannot do without, each event's
+    row in its lead's history (``lead_events``, as :func:`.model.history.history_fields`
+    keeps it: rescoring and splits replay it), all under one lead; no identities, rules,
+    awards, lead updates or lead events."""
     engine = make_engine(database_url)
     init_db(engine)
+    with make_sessionmaker(engine).begin() as session:
+        store = TrafficBatch(session, ScoringModel().history_scope, since=utcnow())
+        lead_id = store.create_lead(utcnow()).id
+        store.flush()
+
+    def keep_history(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
+        if history:
+            session.execute(
+                insert(LeadEvent),
+                [
+                    {"lead_id": lead_id, **history_fields(e, [(ANONYMOUS_ID, e.partition_key)])}
+                    for e in events
+                ],
+            )
+        return []
+
     runner = build_runner(
         service="bench-floor",
         kafka=kafka,
         engine=engine,
-        handlers={TRAFFIC: lambda events, session: []},
+        handlers={TRAFFIC: keep_history},
         processed_table=processed_events,
         outbox_table=outbox,
         group_id=f"bench-floor-{uuid.uuid4().hex}",
