@@ -153,3 +153,70 @@ def test_latest_version_names_the_newest_and_refuses_unknown_types() -> None:
     assert new_event("page", {}, source="t").schema_version == 1
     with pytest.raises(KeyError, match="unknown event type"):
         latest_version("no.such")
+
+
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.sampled_from(["", "x" * 199, "x" * 200, "x" * 201, "x" * 255, "x" * 256, "x" * 257]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=3), max_size=3),
+)
+
+
+def _payloads(event_type: str) -> st.SearchStrategy[dict]:
+    """Payloads of the schema's own keys and strangers, with values of every kind."""
+    from shared.events import _payload_schema
+
+    names = [*sorted(_payload_schema(event_type, 1).fields), "extra", "Event", "traits"]
+    return st.dictionaries(st.sampled_from(names), _ODD_VALUES, max_size=5)
+
+
+TRAFFIC_TYPES = ["track", "page", "screen", "identify", "group", "alias"]
+
+
+@pytest.mark.parametrize("event_type", TRAFFIC_TYPES)
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_fast_payload_path_agrees_with_the_schema(event_type: str, data) -> None:
+    """Every payload the fast path loads, the schema loads the same; every payload the
+    schema refuses, the fast path leaves to it (so the schema explains)."""
+    from shared.events import _fast_payload, _payload_schema
+
+    schema = _payload_schema(event_type, 1)
+    payload = data.draw(_payloads(event_type))
+    fast = _fast_payload(schema, payload)
+    try:
+        slow = schema.load(payload, unknown="exclude")
+    except ValidationError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload"),
+    [
+        ("page", {"properties": {"path": "/pricing"}}),
+        ("page", {"name": "Pricing", "category": None, "properties": {}}),
+        ("track", {"event": "Signed Up", "properties": {"plan": "pro"}}),
+        ("identify", {"traits": {"email": "a@example.com"}}),
+        ("group", {"group_id": "acme", "traits": {}}),
+        ("alias", {"previous_id": "anon-1"}),
+    ],
+)
+def test_the_common_payloads_take_the_fast_path(event_type: str, payload: dict) -> None:
+    from shared.events import _fast_payload, _payload_schema
+
+    schema = _payload_schema(event_type, 1)
+    assert _fast_payload(schema, payload) == schema.load(payload, unknown="exclude")
+
+
+def test_payloads_of_nested_schemas_are_left_to_marshmallow() -> None:
+    from shared.events import _fast_payload, _payload_schema
+
+    assert _fast_payload(_payload_schema("lead.scored", 1), {"delta": 1}) is None
