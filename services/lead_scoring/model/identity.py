@@ -24,7 +24,6 @@ of those leads holds; the consumer carries the decision out (:mod:`..processing`
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +61,9 @@ class IdentityRules:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_kind", {r.kind: r for r in self.rules})
+        # What within_limits checks, once: it runs several times for every event.
+        refused = {r.kind: r.limit for r in self.rules if r.on_limit == REFUSE}
+        object.__setattr__(self, "_refused", refused)
 
     def rule(self, kind: str) -> IdentityRule | None:
         by_kind: dict[str, IdentityRule] = self._by_kind  # type: ignore[attr-defined]
@@ -84,11 +86,13 @@ class IdentityRules:
     def within_limits(self, keys: Iterable[Key]) -> bool:
         """Whether one lead may hold all of ``keys`` (``refuse`` kinds only; the others
         make room by evicting)."""
-        counts = Counter(kind for kind, _ in set(keys))
-        for kind, count in counts.items():
-            rule = self.rule(kind)
-            if rule is not None and rule.on_limit == REFUSE and count > rule.limit:
-                return False
+        refused: dict[str, int] = self._refused  # type: ignore[attr-defined]
+        counts: dict[str, int] = {}
+        for kind, _ in set(keys):
+            if kind in refused:
+                counts[kind] = count = counts.get(kind, 0) + 1
+                if count > refused[kind]:
+                    return False
         return True
 
 
