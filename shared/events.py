@@ -616,23 +616,35 @@ class _PlainField:
 
 @functools.cache
 def _plain_fields(schema: Schema) -> tuple[_PlainField, ...] | None:
-    """The schema's fields if every one is plain (see :class:`_PlainField`) and the
-    schema has no hooks; else None (it is always loaded by marshmallow)."""
+    """The schema's loaded fields if every one is plain (see :class:`_PlainField`:
+    no other validator, no renaming, no field or schema hooks); else None (the schema is
+    always loaded by marshmallow)."""
     if any(schema._hooks.values()):
         return None
     plain = []
-    for name, field_ in schema.fields.items():
-        if field_.data_key not in (None, name) or field_.attribute not in (None, name):
-            return None
-        lengths = [v for v in field_.validators if type(v) is validate.Length and v.equal is None]
-        if len(lengths) != len(field_.validators) or len(lengths) > 1:
+    for name, field_ in schema.load_fields.items():
+        if (
+            field_.data_key not in (None, name)
+            or field_.attribute not in (None, name)
+            or "." in name
+            or field_.pre_load
+            or field_.post_load
+        ):
             return None
         if type(field_) is fields.String:
             text = True
+            lengths = [
+                v for v in field_.validators if type(v) is validate.Length and v.equal is None
+            ]
+            if len(lengths) != len(field_.validators) or len(lengths) > 1:
+                return None
         elif (
-            type(field_) is fields.Dict and field_.key_field is None and field_.value_field is None
+            type(field_) is fields.Dict
+            and field_.key_field is None
+            and field_.value_field is None
+            and not field_.validators
         ):
-            text = False
+            text, lengths = False, []
         else:
             return None
         plain.append(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.events import (
     InvalidEvent,
@@ -167,27 +167,35 @@ _ODD_VALUES = st.one_of(
 )
 
 
-def _payloads(event_type: str) -> st.SearchStrategy[dict]:
+def _payloads(schema: Schema) -> st.SearchStrategy[dict]:
     """Payloads of the schema's own keys and strangers, with values of every kind."""
-    from shared.events import _payload_schema
-
-    names = [*sorted(_payload_schema(event_type, 1).fields), "extra", "Event", "traits"]
+    names = [*sorted(schema.fields), "extra", "Event", "traits"]
     return st.dictionaries(st.sampled_from(names), _ODD_VALUES, max_size=5)
 
 
-TRAFFIC_TYPES = ["track", "page", "screen", "identify", "group", "alias"]
+def _plain_schemas() -> list[tuple[str, int]]:
+    """Every registered payload schema the fast path takes on."""
+    from shared.events import PAYLOAD_SCHEMAS, _payload_schema, _plain_fields
+
+    return [key for key in PAYLOAD_SCHEMAS if _plain_fields(_payload_schema(*key)) is not None]
 
 
-@pytest.mark.parametrize("event_type", TRAFFIC_TYPES)
+def test_the_fast_payload_path_takes_on_the_traffic_schemas() -> None:
+    plain = {event_type for event_type, _ in _plain_schemas()}
+    assert {"track", "page", "screen", "identify", "group", "alias"} <= plain
+    assert "lead.scored" not in plain  # nested: always marshmallow
+
+
+@pytest.mark.parametrize("key", _plain_schemas())
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
-def test_the_fast_payload_path_agrees_with_the_schema(event_type: str, data) -> None:
+def test_the_fast_payload_path_agrees_with_the_schema(key: tuple[str, int], data) -> None:
     """Every payload the fast path loads, the schema loads the same; every payload the
     schema refuses, the fast path leaves to it (so the schema explains)."""
     from shared.events import _fast_payload, _payload_schema
 
-    schema = _payload_schema(event_type, 1)
-    payload = data.draw(_payloads(event_type))
+    schema = _payload_schema(*key)
+    payload = data.draw(_payloads(schema))
     fast = _fast_payload(schema, payload)
     try:
         slow = schema.load(payload, unknown="exclude")
@@ -220,3 +228,30 @@ def test_payloads_of_nested_schemas_are_left_to_marshmallow() -> None:
     from shared.events import _fast_payload, _payload_schema
 
     assert _fast_payload(_payload_schema("lead.scored", 1), {"delta": 1}) is None
+
+
+@pytest.mark.parametrize(
+    "field_",
+    [
+        fields.String(post_load=[str.strip]),
+        fields.String(pre_load=[str.strip]),
+        fields.String(data_key="X"),
+        fields.String(validate=validate.OneOf(["a"])),
+        fields.Dict(validate=validate.Length(max=1)),
+        fields.Dict(keys=fields.String()),
+        fields.Integer(),
+    ],
+)
+def test_fields_that_are_not_plain_leave_the_schema_to_marshmallow(field_) -> None:
+    """What the fast path cannot do as marshmallow does makes it step aside."""
+    from shared.events import _fast_payload
+
+    schema = Schema.from_dict({"x": field_})()
+    assert _fast_payload(schema, {"x": " a "}) is None
+
+
+def test_dump_only_fields_are_not_loaded_by_the_fast_path_either() -> None:
+    from shared.events import _fast_payload
+
+    schema = Schema.from_dict({"x": fields.String(dump_only=True)})()
+    assert _fast_payload(schema, {"x": "a"}) == schema.load({"x": "a"}, unknown="exclude") == {}
