@@ -60,9 +60,10 @@ class IdentityRules:
     rules: tuple[IdentityRule, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_kind", {r.kind: r for r in self.rules})
+        by_kind = {r.kind: r for r in self.rules}  # the last rule of a kind holds
+        object.__setattr__(self, "_by_kind", by_kind)
         # What within_limits checks, once: it runs several times for every event.
-        refused = {r.kind: r.limit for r in self.rules if r.on_limit == REFUSE}
+        refused = {r.kind: r.limit for r in by_kind.values() if r.on_limit == REFUSE}
         object.__setattr__(self, "_refused", refused)
 
     def rule(self, kind: str) -> IdentityRule | None:

@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 
 from services.lead_scoring.model.identity import (
     DEFAULT_IDENTITY_RULES,
+    EVICT_OLDEST,
     IdentityRule,
     IdentityRules,
     resolve,
 )
+from shared.identity import EMAIL
 
 RULES = DEFAULT_IDENTITY_RULES
 keys = st.one_of(
@@ -122,3 +124,13 @@ def test_a_browser_identify_links_the_visitor_to_a_user_id_but_not_two_known_peo
     assert [c.reason for c in decision.conflicts] == [
         "a browser source never merges two known people"
     ]
+
+
+def test_within_limits_follows_the_last_rule_of_a_kind() -> None:
+    """As :meth:`IdentityRules.rule` does: a later rule of the same kind replaces one
+    before it, for limits too."""
+    refuse, evict = IdentityRule(EMAIL, 2, 1), IdentityRule(EMAIL, 2, 1, on_limit=EVICT_OLDEST)
+    two = [(EMAIL, "a@x.io"), (EMAIL, "b@x.io")]
+    assert IdentityRules((refuse, evict)).within_limits(two)
+    assert not IdentityRules((evict, refuse)).within_limits(two)
+    assert IdentityRules((evict, refuse)).within_limits([two[0], two[0]])  # one identifier
