@@ -28,7 +28,7 @@ from shared import processes
 from shared.config import KafkaConfig
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.events import Envelope, encode, new_event
-from shared.identity import ANONYMOUS_ID
+from shared.identity import ANONYMOUS_ID, USER_ID
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import Outgoing, insert_ignoring_duplicates, unsent
 from shared.runner import ConsumerRunner, build_runner
@@ -176,16 +176,17 @@ def runner_floor(
     *,
     history: bool = False,
 ) -> float:
-    """events/s of lead-scoring's own consumer machinery with a handler that applies
-    nothing: the shared runner validating each message (:func:`shared.events.decode`),
-    skipping ids it has processed, recording the new ones, committing the transaction
-    and then the offsets, on lead-scoring's tables. Whatever scoring does per event comes
-    on top, so no scoring consumer on this runner can beat it.
+    """events/s of the shared runner as lead-scoring builds it (its timers and relay
+    aside) with a handler that applies nothing: validating each message
+    (:func:`shared.events.decode`), skipping ids it has processed, recording the new
+    ones, committing the transaction and then the offsets, on lead-scoring's tables.
+    Whatever scoring does per event comes on top (and its lead events' outbox rows and
+    publishing per lead), so no scoring consumer on this runner can beat it.
 
-    ``history``: the handler also writes what scoring cannot do without, each event's
-    row in its lead's history (``lead_events``, as :func:`.model.history.history_fields`
-    keeps it: rescoring and splits replay it), all under one lead; no identities, rules,
-    awards, lead updates or lead events."""
+    ``history``: the handler also makes the one write per event scoring cannot skip,
+    the event's row in its lead's history (``lead_events``, as
+    :func:`.model.history.history_fields` keeps it: rescoring and splits replay it), all
+    under one lead; no identities, rules, awards, lead updates or lead events."""
     engine = make_engine(database_url)
     init_db(engine)
     with make_sessionmaker(engine).begin() as session:
@@ -197,10 +198,7 @@ def runner_floor(
         if history:
             session.execute(
                 insert(LeadEvent),
-                [
-                    {"lead_id": lead_id, **history_fields(e, [(ANONYMOUS_ID, e.partition_key)])}
-                    for e in events
-                ],
+                [{"lead_id": lead_id, **history_fields(e, _named(e))} for e in events],
             )
         return []
 
@@ -216,7 +214,7 @@ def runner_floor(
     )
     deadline = time.monotonic() + max_seconds
     try:
-        applied, started = _run_until(runner, count, deadline)
+        applied, timed, started = _run_until(runner, count, deadline)
         elapsed = time.monotonic() - (started or time.monotonic())
         with engine.connect() as conn:
             done = conn.scalar(select(func.count()).select_from(processed_events)) or 0
@@ -224,7 +222,7 @@ def runner_floor(
     finally:
         runner.close()
         engine.dispose()
-    return applied / elapsed if elapsed else 0.0
+    return timed / elapsed if elapsed else 0.0
 
 
 def _upsert(dialect: str) -> Any:
@@ -268,7 +266,7 @@ def scoring_consume(
         )
     deadline = time.monotonic() + max_seconds
     try:
-        applied, started = _run_until(runner, count, deadline)
+        applied, timed, started = _run_until(runner, count, deadline)
         while _waiting(engine) and time.monotonic() < deadline:
             if runner.relay is not None:
                 runner.relay.publish_pending()
@@ -284,22 +282,36 @@ def scoring_consume(
         if relay is not None:
             processes.stop([relay], 30)
         engine.dispose()
-    return applied / elapsed if elapsed else 0.0
+    return timed / elapsed if elapsed else 0.0
 
 
-def _run_until(runner: ConsumerRunner, count: int, deadline: float) -> tuple[int, float | None]:
+def _named(event: Envelope) -> list[tuple[str, str]]:
+    return [
+        (kind, value)
+        for kind, value in ((USER_ID, event.user_id), (ANONYMOUS_ID, event.anonymous_id))
+        if value
+    ]
+
+
+def _run_until(
+    runner: ConsumerRunner, count: int, deadline: float
+) -> tuple[int, int, float | None]:
     """Run ``runner`` batch by batch until ``count`` messages are done (applied,
-    duplicate or dead-lettered) or ``deadline``; returns that count and when the first
-    batch finished (the group join excluded from the clock)."""
-    applied = 0
+    duplicate or dead-lettered) or ``deadline``. Returns that count, the messages done
+    after the first batch, and when the first batch finished: the clock starts there
+    (the group join and the first batch excluded), and only what follows counts."""
+    done = timed = 0
     started = None
-    while applied < count and time.monotonic() < deadline:
+    while done < count and time.monotonic() < deadline:
         result = runner.run_once()
         if result is not None:
+            handled = result.applied + result.duplicates + len(result.dead_letters)
+            done += handled
             if started is None:
                 started = time.monotonic()
-            applied += result.applied + result.duplicates + len(result.dead_letters)
-    return applied, started
+            else:
+                timed += handled
+    return done, timed, started
 
 
 def _waiting(engine: Engine) -> int:
