@@ -35,7 +35,7 @@
   PostgreSQL, against ``outbox_bulk_insert`` (the same number of rows, plain INSERTs).
 * ``consume_produce_ceiling``: read, JSON-decode and produce one message per record, no
   database: what any consumer that publishes per event cannot beat here. Its ratio to
-  raw consume + decode bounds the scoring consumer's; ``scoring_sqlite_vs_ceiling`` is
+  raw consume + decode bounds the scoring consumer's; ``scoring_*_vs_ceiling`` is
   the scoring consumer against it.
 * ``durable_consume_ceiling_sqlite`` / ``_postgres``: the least a consumer keeping
   durable state does (read, decode; per poll batch one transaction recording each event
@@ -81,6 +81,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaProducer
 
@@ -400,49 +401,35 @@ def main(argv: list[str] | None = None) -> int:
 def consumer_rows(
     kafka: KafkaConfig, env: Env, work: Path, repeats: int
 ) -> list[tuple[str, float, str, str, float]]:
-    """The scoring consumer on SQLite and PostgreSQL against raw consume + decode."""
-    rows = []
+    """The scoring consumer on SQLite and PostgreSQL against raw consume + decode, and
+    against the ceilings and floors measured on the same database."""
     produce_traffic(kafka, CONSUMER_EVENTS)
     raw = median_of(repeats, lambda: raw_consume(kafka, CONSUMER_EVENTS))
     pipe = median_of(repeats, lambda: raw_consume_produce(kafka, CONSUMER_EVENTS))
-    sqlite = median_of(
-        repeats,
-        lambda: scoring_consume(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
-    )
-    apart = median_of(
-        repeats,
-        lambda: scoring_consume(
-            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS, relay_process=True
-        ),
-    )
-    stored = median_of(
-        repeats,
-        lambda: raw_consume_store(
-            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS
-        ),
-    )
-    floor = median_of(
-        repeats,
-        lambda: runner_floor(kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS),
-    )
-    kept = median_of(
-        repeats,
-        lambda: runner_floor(
-            kafka, f"sqlite:///{work / uuid.uuid4().hex}.db", CONSUMER_EVENTS, history=True
-        ),
-    )
-    rows += [
-        ("scoring_consumer_sqlite", sqlite, "events/s", "raw_kafka_consume_decode", raw),
-        ("scoring_sqlite_relay_process", apart, "events/s", "scoring_consumer_sqlite", sqlite),
-        ("consume_produce_ceiling", pipe, "events/s", "raw_kafka_consume_decode", raw),
-        ("scoring_sqlite_vs_ceiling", sqlite, "events/s", "consume_produce_ceiling", pipe),
-        ("durable_consume_ceiling_sqlite", stored, "events/s", "raw_kafka_consume_decode", raw),
-        ("scoring_sqlite_vs_durable_ceiling", sqlite, "events/s", "durable_consume", stored),
-        ("runner_floor_sqlite", floor, "events/s", "raw_kafka_consume_decode", raw),
-        ("scoring_sqlite_vs_runner_floor", sqlite, "events/s", "runner_floor", floor),
-        ("history_floor_sqlite", kept, "events/s", "raw_kafka_consume_decode", raw),
-        ("scoring_sqlite_vs_history_floor", sqlite, "events/s", "history_floor", kept),
-    ]
+    rows = [("consume_produce_ceiling", pipe, "events/s", "raw_kafka_consume_decode", raw)]
+
+    def on(db: str, url: Callable[[], str]) -> list[tuple[str, float, str, str, float]]:
+        def rate(measure: Callable[..., float], **options: Any) -> float:
+            return median_of(repeats, lambda: measure(kafka, url(), CONSUMER_EVENTS, **options))
+
+        scoring = rate(scoring_consume)
+        apart = rate(scoring_consume, relay_process=True)
+        stored = rate(raw_consume_store)
+        floor = rate(runner_floor)
+        kept = rate(runner_floor, history=True)
+        return [
+            (f"scoring_consumer_{db}", scoring, "events/s", "raw_kafka_consume_decode", raw),
+            (f"scoring_{db}_relay_process", apart, "events/s", f"scoring_consumer_{db}", scoring),
+            (f"scoring_{db}_vs_ceiling", scoring, "events/s", "consume_produce_ceiling", pipe),
+            (f"durable_consume_ceiling_{db}", stored, "events/s", "raw_kafka_consume_decode", raw),
+            (f"scoring_{db}_vs_durable_ceiling", scoring, "events/s", "durable_consume", stored),
+            (f"runner_floor_{db}", floor, "events/s", "raw_kafka_consume_decode", raw),
+            (f"scoring_{db}_vs_runner_floor", scoring, "events/s", "runner_floor", floor),
+            (f"history_floor_{db}", kept, "events/s", "raw_kafka_consume_decode", raw),
+            (f"scoring_{db}_vs_history_floor", scoring, "events/s", "history_floor", kept),
+        ]
+
+    rows += on("sqlite", lambda: f"sqlite:///{work / uuid.uuid4().hex}.db")
     pg_admin = env.text(
         "FUNNEL_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     )
@@ -450,73 +437,7 @@ def consumer_rows(
         if pg_urls is None:
             print("PostgreSQL unreachable: scoring_consumer_postgres not measured")
         else:
-            postgres = median_of(
-                repeats, lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS)
-            )
-            apart_pg = median_of(
-                repeats,
-                lambda: scoring_consume(kafka, next(pg_urls), CONSUMER_EVENTS, relay_process=True),
-            )
-            rows += [
-                (
-                    "scoring_consumer_postgres",
-                    postgres,
-                    "events/s",
-                    "raw_kafka_consume_decode",
-                    raw,
-                ),
-                (
-                    "scoring_postgres_relay_process",
-                    apart_pg,
-                    "events/s",
-                    "scoring_consumer_postgres",
-                    postgres,
-                ),
-            ]
-            stored_pg = median_of(
-                repeats, lambda: raw_consume_store(kafka, next(pg_urls), CONSUMER_EVENTS)
-            )
-            rows += [
-                (
-                    "durable_consume_ceiling_postgres",
-                    stored_pg,
-                    "events/s",
-                    "raw_kafka_consume_decode",
-                    raw,
-                ),
-                (
-                    "scoring_postgres_vs_durable_ceiling",
-                    postgres,
-                    "events/s",
-                    "durable_consume",
-                    stored_pg,
-                ),
-            ]
-            floor_pg = median_of(
-                repeats, lambda: runner_floor(kafka, next(pg_urls), CONSUMER_EVENTS)
-            )
-            kept_pg = median_of(
-                repeats,
-                lambda: runner_floor(kafka, next(pg_urls), CONSUMER_EVENTS, history=True),
-            )
-            rows += [
-                ("runner_floor_postgres", floor_pg, "events/s", "raw_kafka_consume_decode", raw),
-                (
-                    "scoring_postgres_vs_runner_floor",
-                    postgres,
-                    "events/s",
-                    "runner_floor",
-                    floor_pg,
-                ),
-                ("history_floor_postgres", kept_pg, "events/s", "raw_kafka_consume_decode", raw),
-                (
-                    "scoring_postgres_vs_history_floor",
-                    postgres,
-                    "events/s",
-                    "history_floor",
-                    kept_pg,
-                ),
-            ]
+            rows += on("postgres", lambda: next(pg_urls))
     return rows
 
 
