@@ -12,6 +12,11 @@
   (each request committed alone, the like-for-like one) and
   ``intake_batch_vs_durable_batch``: intake against them, what validation, dedupe and
   the envelope cost on top.
+* ``validated_post_vs_bare`` / ``validated_batch_vs_raw_produce``: the same durable
+  endpoints after loading each event with intake's call schemas: the least a durable
+  intake that validates every event does. ``intake_batch_vs_validated_batch`` and
+  ``intake_per_request_vs_validated_post`` are intake against them (dedupe, envelope,
+  write key, metrics on top).
 * ``intake_group_vs_per_request``: single events with group commit (the default) against
   the same load on an intake committing each request alone
   (``INTAKE_GROUP_COMMIT_MAX_ROWS=0``), the two measured turn about; and the latency the
@@ -282,6 +287,22 @@ def main(argv: list[str] | None = None) -> int:
                     ).per_second
                 ),
             )
+            validated_single = median_of(
+                args.repeats,
+                lambda: (
+                    post_load(
+                        port, "/validated/track", single_body, headers, seconds=args.seconds
+                    ).per_second
+                ),
+            )
+            validated_batch = 100 * median_of(
+                args.repeats,
+                lambda: (
+                    post_load(
+                        port, "/validated/batch", batch_body, headers, seconds=args.seconds
+                    ).per_second
+                ),
+            )
         per_request = {**child, "INTAKE_GROUP_COMMIT_MAX_ROWS": "0"}
         with (
             gunicorn("services.traffic_intake.wsgi:app", child, log) as port,
@@ -305,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
             ("durable_post_vs_bare", durable_single, "req/s", "bare_flask_post", bare),
             ("intake_single_vs_durable_post", single, "req/s", "durable_post", durable_single),
             ("intake_per_request_vs_durable_post", alone, "req/s", "durable_post", durable_single),
+            ("validated_post_vs_bare", validated_single, "req/s", "bare_flask_post", bare),
+            (
+                "intake_per_request_vs_validated_post",
+                alone,
+                "req/s",
+                "validated_post",
+                validated_single,
+            ),
         ]
         for percent in (50, 99):
             rows.append(
@@ -337,6 +366,20 @@ def main(argv: list[str] | None = None) -> int:
                     "events/s",
                     "durable_batch",
                     durable_batch,
+                ),
+                (
+                    "validated_batch_vs_raw_produce",
+                    validated_batch,
+                    "events/s",
+                    "raw_kafka_produce",
+                    produce,
+                ),
+                (
+                    "intake_batch_vs_validated_batch",
+                    batch,
+                    "events/s",
+                    "validated_batch",
+                    validated_batch,
                 ),
             ]
         if "consumers" in groups:
