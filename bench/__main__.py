@@ -245,16 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     single_body = json.dumps(track).encode()
     batch_body = json.dumps({"batch": [{"type": "track", **track}] * 100}).encode()
 
-    def load(port: int, body: bytes) -> Callable[[], float]:
-        return lambda: (
-            post_load(
-                port,
-                "/v1/track" if body is single_body else "/v1/batch",
-                body,
-                headers,
-                seconds=args.seconds,
-            ).per_second
-        )
+    def load(port: int, body: bytes, prefix: str = "/v1") -> Callable[[], float]:
+        """One timed load of single events (``<prefix>/track``) or 100-event batches
+        (``<prefix>/batch``), in requests/s."""
+        path = f"{prefix}/track" if body is single_body else f"{prefix}/batch"
+        return lambda: post_load(port, path, body, headers, seconds=args.seconds).per_second
 
     child = env.as_dict()
     child.update(
@@ -271,38 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         durable_env = {**child, "BENCH_DURABLE_DATABASE_URL": f"sqlite:///{work / 'bare.db'}"}
         with gunicorn("bench.bare_app:app", durable_env, log) as port:
             bare = median_of(args.repeats, load(port, single_body))
-            durable_single = median_of(
-                args.repeats,
-                lambda: (
-                    post_load(
-                        port, "/durable/track", single_body, headers, seconds=args.seconds
-                    ).per_second
-                ),
-            )
-            durable_batch = 100 * median_of(
-                args.repeats,
-                lambda: (
-                    post_load(
-                        port, "/durable/batch", batch_body, headers, seconds=args.seconds
-                    ).per_second
-                ),
-            )
-            validated_single = median_of(
-                args.repeats,
-                lambda: (
-                    post_load(
-                        port, "/validated/track", single_body, headers, seconds=args.seconds
-                    ).per_second
-                ),
-            )
-            validated_batch = 100 * median_of(
-                args.repeats,
-                lambda: (
-                    post_load(
-                        port, "/validated/batch", batch_body, headers, seconds=args.seconds
-                    ).per_second
-                ),
-            )
+            durable_single = median_of(args.repeats, load(port, single_body, "/durable"))
+            durable_batch = 100 * median_of(args.repeats, load(port, batch_body, "/durable"))
+            validated_single = median_of(args.repeats, load(port, single_body, "/validated"))
+            validated_batch = 100 * median_of(args.repeats, load(port, batch_body, "/validated"))
         per_request = {**child, "INTAKE_GROUP_COMMIT_MAX_ROWS": "0"}
         with (
             gunicorn("services.traffic_intake.wsgi:app", child, log) as port,
