@@ -21,14 +21,15 @@ from services.lead_scoring.app import init_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import make_runner
 from services.lead_scoring.model.history import history_fields
+from services.lead_scoring.model.identity import DEFAULT_IDENTITY_RULES
 from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import LeadEvent, outbox, processed_events
 from services.lead_scoring.processing.batch import TrafficBatch
+from services.lead_scoring.processing.identities import IdentityKey, event_keys
 from shared import processes
 from shared.config import KafkaConfig
 from shared.db import make_engine, make_sessionmaker, utcnow
 from shared.events import Envelope, encode, new_event
-from shared.identity import ANONYMOUS_ID, USER_ID
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import Outgoing, insert_ignoring_duplicates, unsent
 from shared.runner import ConsumerRunner, build_runner
@@ -194,11 +195,16 @@ def runner_floor(
         lead_id = store.create_lead(utcnow()).id
         store.flush()
 
+    def _keys(event: Envelope) -> list[IdentityKey]:
+        # What scoring keeps with the event: its identifiers under the default rules
+        # (an alias's previous id as an anonymous id: nobody owns anything here).
+        return event_keys(event, DEFAULT_IDENTITY_RULES, lambda _key: False)
+
     def keep_history(events: Sequence[Envelope], session: Session) -> list[Outgoing]:
         if history:
             session.execute(
                 insert(LeadEvent),
-                [{"lead_id": lead_id, **history_fields(e, _named(e))} for e in events],
+                [{"lead_id": lead_id, **history_fields(e, _keys(e))} for e in events],
             )
         return []
 
@@ -283,14 +289,6 @@ def scoring_consume(
             processes.stop([relay], 30)
         engine.dispose()
     return timed / elapsed if elapsed else 0.0
-
-
-def _named(event: Envelope) -> list[tuple[str, str]]:
-    return [
-        (kind, value)
-        for kind, value in ((USER_ID, event.user_id), (ANONYMOUS_ID, event.anonymous_id))
-        if value
-    ]
 
 
 def _run_until(
