@@ -11,14 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.lead_scoring.handoff.routing import Candidate, choose_rep
-from services.lead_scoring.models import Lead, Rep
+from services.lead_scoring.models import Rep
 from services.lead_scoring.processing.lead_events import derived_event_id, lead_event, snapshot
+from services.lead_scoring.processing.lead_rows import LeadState
 from services.lead_scoring.processing.store import LeadStore
 from shared.outbox import Outgoing
 
 
 def assign_if_unowned(
-    session: Session, store: LeadStore, lead: Lead, *, cause_id: str, now: datetime
+    session: Session, store: LeadStore, lead: LeadState, *, cause_id: str, now: datetime
 ) -> Outgoing | None:
     """Route an MQL without owner; never reassigns a lead that has one."""
     if lead.owner_id is not None:

@@ -2,8 +2,10 @@
 
 :class:`TrafficBatch` reads the batch's identities, leads (locked) and award histories
 with a few queries up front (:meth:`~TrafficBatch.preload`), answers lookups from memory,
-and writes its rows in bulk at the end (:meth:`LeadStore.flush`). Where rows change behind
-its back (a merge, a rescore) it forgets what it read (:meth:`~TrafficBatch.forget`).
+and writes its rows in bulk at the end (:meth:`~TrafficBatch.flush`): leads with Core
+statements (:mod:`.lead_rows`), history with one INSERT per table. Where rows change
+behind its back (a merge, a rescore) it forgets what it read
+(:meth:`~TrafficBatch.forget`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.lead_scoring.model.rules import Award
 from services.lead_scoring.model.scoring import HistoryScope
 from services.lead_scoring.models import Identity, Lead, LeadEvent, ScoreEntry
 from services.lead_scoring.processing.identities import IdentityKey
+from services.lead_scoring.processing.lead_rows import LeadRow, LeadState, read_rows, write_rows
 from services.lead_scoring.processing.store import LeadStore
 from shared.db import utcnow
 from shared.events import Envelope
@@ -43,9 +46,11 @@ class TrafficBatch(LeadStore):
     """Lead state for one batch of traffic events (see the module docstring).
 
     ``preload`` reads what the batch's events name; lookups outside it fall back to a
-    query. Leads are ORM objects (locked FOR UPDATE when read), changed in place and
-    written by the session's flush; identities, events, awards and stage changes wait in
-    memory until :meth:`flush`. Nothing is committed here.
+    query. Leads are :class:`.lead_rows.LeadRow` objects (locked FOR UPDATE when read),
+    changed in place and written by :meth:`flush`; a lead the session already holds as
+    an ORM ``Lead`` (a split's) is used as it is and written by the session's flush.
+    Identities, events, awards and stage changes wait in memory until :meth:`flush`.
+    Nothing is committed here.
     """
 
     def __init__(self, session: Session, scope: HistoryScope, since: datetime) -> None:
@@ -54,7 +59,8 @@ class TrafficBatch(LeadStore):
         # Period-capped awards older than this cannot matter to any event of the batch.
         self.since = since - timedelta(days=scope.longest_period_days)
         self._owner: dict[IdentityKey, str | None] = {}
-        self._leads: dict[str, Lead] = {}
+        self._leads: dict[str, LeadState] = {}
+        self._rows: dict[str, LeadRow] = {}  # the leads :meth:`flush` writes
         self._identities: dict[str, list[IdentityKey]] = {}
         self._history: dict[str, dict[str, list[datetime]]] = {}
 
@@ -71,18 +77,31 @@ class TrafficBatch(LeadStore):
                 )
             ):
                 self._owner[(kind, value)] = lead_id
-        self._load({lead_id for lead_id in self._owner.values() if lead_id is not None})
+        owned = {lead_id for lead_id in self._owner.values() if lead_id is not None}
+        self._load(owned - self._leads.keys())
 
     def _load(self, lead_ids: Iterable[str]) -> None:
-        wanted = sorted(set(lead_ids) - self._leads.keys())
-        for chunk in _chunks(wanted):
+        """Read (and lock) the leads not held yet, then every given lead's identities and
+        award history afresh: the caller has flushed what it wrote of them."""
+        wanted = sorted(set(lead_ids))
+        unread = [lead_id for lead_id in wanted if lead_id not in self._leads]
+        if unread:
+            # ORM leads the session holds (a split's) are used, not read again beside
+            # them; pending ones must be in the database to be locked and found.
+            self.session.flush()
+        for chunk in _chunks(unread):
             # Locked: the sales API changes leads too (SQLite's IMMEDIATE lock covers it).
-            for lead in self.session.scalars(
-                select(Lead).where(Lead.id.in_(chunk)).with_for_update()
-            ):
-                self._leads[lead.id] = lead
-                self._identities[lead.id] = []
-                self._history[lead.id] = {}
+            for row in read_rows(self.session, chunk):
+                held = self.session.identity_map.get(Session.identity_key(Lead, row.id))
+                if held is not None:
+                    self._leads[row.id] = held
+                else:
+                    self._leads[row.id] = self._rows[row.id] = row
+        wanted = [lead_id for lead_id in wanted if lead_id in self._leads]
+        for lead_id in wanted:
+            self._identities[lead_id] = []
+            self._history[lead_id] = {}
+        for chunk in _chunks(wanted):
             for lead_id, kind, value in self.session.execute(
                 select(Identity.lead_id, Identity.kind, Identity.value).where(
                     Identity.lead_id.in_(chunk)
@@ -117,32 +136,49 @@ class TrafficBatch(LeadStore):
         """What each lead holds now."""
         return {lead_id: list(self._identities[lead_id]) for lead_id in lead_ids}
 
-    def lead(self, lead_id: str) -> Lead:
+    def lead(self, lead_id: str) -> LeadState:
         return self._leads[lead_id]
 
-    def create_lead(self, at: datetime, rules_version: int = 0) -> Lead:
-        lead = Lead(
-            id=uuid.uuid4().hex,
-            stage="subscriber",
-            score=0,
-            traits={},
-            account_traits={},
-            fit_score=0,
-            fit_grade=LOWEST_GRADE,
-            engagement_raw=0.0,
-            intent={},
-            rules_version=rules_version,
-            version=0,
-            created_at=at,
-            updated_at=at,
+    def create_lead(self, at: datetime, rules_version: int = 0) -> LeadRow:
+        lead = LeadRow(
+            {
+                "id": uuid.uuid4().hex,
+                "stage": "subscriber",
+                "score": 0,
+                "fit_score": 0,
+                "fit_grade": LOWEST_GRADE,
+                "engagement_raw": 0.0,
+                "intent": {},
+                "rules_version": rules_version,
+                "email": None,
+                "user_id": None,
+                "traits": {},
+                "account_id": None,
+                "account_traits": {},
+                "merged_into": None,
+                "owner_id": None,
+                "assigned_at": None,
+                "mql_at": None,
+                "sla_breached_at": None,
+                "created_at": at,
+                "updated_at": at,
+                "last_event_at": None,
+                "version": 0,
+            },
+            stored=False,
         )
-        self.session.add(lead)
-        self._leads[lead.id] = lead
+        self._leads[lead.id] = self._rows[lead.id] = lead
         self._identities[lead.id] = []
         self._history[lead.id] = {}
         return lead
 
-    def attach(self, lead: Lead, identities: Iterable[IdentityKey], event: Envelope) -> None:
+    def flush(self) -> None:
+        """Write the batch's leads (new and changed, :func:`.lead_rows.write_rows`), then
+        what the session and the history wait to write (:meth:`LeadStore.flush`)."""
+        write_rows(self.session, self._rows.values())
+        super().flush()
+
+    def attach(self, lead: LeadState, identities: Iterable[IdentityKey], event: Envelope) -> None:
         """Make ``lead`` the owner of each identity, recording the event and source that
         linked it. Identities owned by another lead are merged or moved first, so here
         they are new or already ``lead``'s. A lead keeps at most
@@ -171,7 +207,7 @@ class TrafficBatch(LeadStore):
             self.flush()
             self._release(self._trim_anonymous_ids(lead.id), lead.id)
 
-    def move_identity(self, key: IdentityKey, to_lead: Lead) -> None:
+    def move_identity(self, key: IdentityKey, to_lead: LeadState) -> None:
         super().move_identity(key, to_lead)
         previous = self._owner.get(key)
         if previous is not None and previous in self._identities:
@@ -191,7 +227,12 @@ class TrafficBatch(LeadStore):
         return sorted(self._identities[lead_id])
 
     def merge(
-        self, survivor: Lead, merged: Lead, reason: str, *, event: Envelope | None = None
+        self,
+        survivor: LeadState,
+        merged: LeadState,
+        reason: str,
+        *,
+        event: Envelope | None = None,
     ) -> list[IdentityKey]:
         released = super().merge(survivor, merged, reason, event=event)
         for key, owner in self._owner.items():
@@ -222,13 +263,12 @@ class TrafficBatch(LeadStore):
         (the only ones whose past matters)."""
         if lead_id not in self._history:
             self.flush()
-            self._leads.pop(lead_id, None)
             self._load([lead_id])
         return self._history[lead_id]
 
     def add_event(
         self,
-        lead: Lead,
+        lead: LeadState,
         event: Envelope,
         identities: Sequence[IdentityKey] = (),
         *,
@@ -245,7 +285,7 @@ class TrafficBatch(LeadStore):
 
     def add_awards(
         self,
-        lead: Lead,
+        lead: LeadState,
         awards: Sequence[Award],
         occurred_at: datetime,
         half_life_days: float = DEFAULT_HALF_LIFE_DAYS,

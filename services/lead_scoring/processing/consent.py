@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from services.lead_scoring.models import Lead, LeadConsent
+from services.lead_scoring.processing.lead_rows import LeadState
 from services.lead_scoring.processing.store import LeadStore
 from shared.consent import decisions
 from shared.events import Envelope, new_event
@@ -25,7 +26,7 @@ from shared.topics import LEAD_SCORING, PRIVACY
 Latest = dict[str, tuple[bool, datetime]]
 
 
-def record_consent(event: Envelope, lead: Lead, store: LeadStore) -> list[Outgoing]:
+def record_consent(event: Envelope, lead: LeadState, store: LeadStore) -> list[Outgoing]:
     """Keep the event's decisions under ``lead``; ``consent.changed`` for each change."""
     traits = event.payload.get("traits") if event.type == "identify" else None
     stated = decisions(event.context, traits if isinstance(traits, dict) else None)

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from services.lead_scoring.models import Lead, outbox
+from services.lead_scoring.models import outbox
+from services.lead_scoring.processing.lead_rows import LeadState
 from services.lead_scoring.processing.store import LeadStore
 from shared.deadletter import DeadLetter
 from shared.events import derived_id, new_event
@@ -26,7 +27,7 @@ from shared.topics import LEAD_SCORING, LEADS
 
 
 def snapshot(
-    store: LeadStore, lead: Lead, identities: list[tuple[str, str]] | None = None
+    store: LeadStore, lead: LeadState, identities: list[tuple[str, str]] | None = None
 ) -> dict[str, Any]:
     """The lead as events describe it, as a new version; pass ``identities`` when already
     loaded. Call it after the change it describes, with the lead locked (every writer
@@ -57,7 +58,7 @@ def derived_event_id(cause_id: str, kind: str) -> str:
 def lead_event(
     event_type: str,
     payload: dict[str, Any],
-    lead: Lead,
+    lead: LeadState,
     *,
     event_id: str,
     occurred_at: datetime,

@@ -3,8 +3,9 @@ actions, rescoring, jobs). Runs inside the caller's transaction; never commits.
 
 :class:`LeadStore` keeps the history rows it adds in memory and writes them in bulk
 (row-by-row ORM writes made the consumer ~8x slower; see ``make bench``); the consumer's
-unit of work for one poll batch extends it with reads up front
-(:class:`.batch.TrafficBatch`).
+unit of work for one poll batch extends it with reads up front and holds its leads as
+plain rows written with Core statements (:class:`.batch.TrafficBatch`,
+:mod:`.lead_rows`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from services.lead_scoring.models import (
     Base,
     Identity,
     IdentityConflict,
-    Lead,
     LeadConsent,
     LeadEvent,
     LeadMerge,
@@ -29,6 +29,7 @@ from services.lead_scoring.models import (
     StageChange,
 )
 from services.lead_scoring.processing.identities import IdentityKey
+from services.lead_scoring.processing.lead_rows import LeadState
 from shared.db import utcnow
 from shared.events import Envelope
 from shared.identity import ANONYMOUS_ID
@@ -46,9 +47,11 @@ class LeadStore:
 
     History rows (identities, events, awards, stage changes) wait in memory and are
     written with one INSERT per table by :meth:`flush`; the leads themselves are ORM
-    objects, written by the session's flush. Anything that must query what was written
-    (a merge, an identity lookup) flushes first. Callers flush before their transaction
-    ends (:func:`.handoff.actions.perform` and the runner's handlers do)."""
+    objects written by the session's flush (:class:`.batch.TrafficBatch` adds its plain
+    rows, see :mod:`.lead_rows`); methods take either kind
+    (:class:`.lead_rows.LeadState`). Anything that must query what was written (a merge,
+    an identity lookup) flushes first. Callers flush before their transaction ends
+    (:func:`.handoff.actions.perform` and the runner's handlers do)."""
 
     HISTORY = (Identity, LeadEvent, ScoreEntry, StageChange, IdentityConflict, LeadConsent)
 
@@ -84,8 +87,8 @@ class LeadStore:
 
     def merge(
         self,
-        survivor: Lead,
-        merged: Lead,
+        survivor: LeadState,
+        merged: LeadState,
         reason: str,
         *,
         event: Envelope | None = None,
@@ -123,7 +126,7 @@ class LeadStore:
         self.session.flush()
         return self._trim_anonymous_ids(survivor.id)
 
-    def move_identity(self, key: IdentityKey, to_lead: Lead) -> None:
+    def move_identity(self, key: IdentityKey, to_lead: LeadState) -> None:
         """Give ``key`` to ``to_lead`` (an identifier that follows the latest person)."""
         self.flush()
         self.session.execute(
@@ -132,7 +135,7 @@ class LeadStore:
             .values(lead_id=to_lead.id)
         )
 
-    def add_conflict(self, lead: Lead, conflict: Conflict, event: Envelope) -> None:
+    def add_conflict(self, lead: LeadState, conflict: Conflict, event: Envelope) -> None:
         """Record an identity conflict on the lead the event went to."""
         self._insert(
             IdentityConflict,
@@ -167,7 +170,7 @@ class LeadStore:
 
     def advance(
         self,
-        lead: Lead,
+        lead: LeadState,
         *,
         mql_threshold: int,
         changed_by: str,
@@ -196,7 +199,7 @@ class LeadStore:
 
     def change_stage(
         self,
-        lead: Lead,
+        lead: LeadState,
         to_stage: str,
         reason: str,
         changed_by: str,

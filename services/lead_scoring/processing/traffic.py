@@ -29,7 +29,6 @@ from services.lead_scoring.model.identity import IdentityRules, resolve
 from services.lead_scoring.model.lifecycle import Transition
 from services.lead_scoring.model.rules import Award, is_purchase
 from services.lead_scoring.model.scoring import ScoringModel
-from services.lead_scoring.models import Lead
 from services.lead_scoring.processing.batch import TrafficBatch
 from services.lead_scoring.processing.consent import record_consent
 from services.lead_scoring.processing.identities import (
@@ -44,6 +43,7 @@ from services.lead_scoring.processing.lead_events import (
     lead_event,
     snapshot,
 )
+from services.lead_scoring.processing.lead_rows import LeadState
 from services.lead_scoring.rulesets.active import IdentityRulesCache, RuleSetCache
 from services.lead_scoring.rulesets.rescoring import explain_change, points_by_rule, rescore_leads
 from shared.db import utcnow
@@ -91,7 +91,7 @@ def handle_traffic_batch(
 class _Change:
     """What one event did to its lead, for the events that describe it."""
 
-    lead: Lead
+    lead: LeadState
     score_before: int
     keys: list[IdentityKey] = field(default_factory=list)  # what the event named
     merged: list[tuple[str, str]] = field(default_factory=list)  # (merged lead id, reason)
@@ -107,7 +107,7 @@ def apply_event(
     rule_sets: RuleSetCache,
     identity_rules: IdentityRules,
     *,
-    to: Lead | None = None,
+    to: LeadState | None = None,
 ) -> list[Outgoing]:
     """Apply one event (see the module docstring); returns the events describing it.
     ``to`` applies it to that lead without resolving identities (a split rebuilding a
@@ -167,7 +167,7 @@ def _resolve(
     return change
 
 
-def _update_profile(lead: Lead, event: Envelope, held: set[IdentityKey]) -> None:
+def _update_profile(lead: LeadState, event: Envelope, held: set[IdentityKey]) -> None:
     """What an event says about the person: their user id, traits and e-mail (identify),
     their account (group). Identity fields the lead does not hold (another person keeps
     them, see the recorded conflict) are never written onto it. Traits stay within their
@@ -195,7 +195,7 @@ def _update_profile(lead: Lead, event: Envelope, held: set[IdentityKey]) -> None
 
 
 def _newest_rules(
-    lead: Lead, store: TrafficBatch, rule_sets: RuleSetCache, version: int, model: ScoringModel
+    lead: LeadState, store: TrafficBatch, rule_sets: RuleSetCache, version: int, model: ScoringModel
 ) -> tuple[int, ScoringModel]:
     """The rules to score with: if this lead was scored with a newer version than our
     cache holds (the rescore job or another process saw it first), read them again.

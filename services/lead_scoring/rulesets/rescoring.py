@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from services.lead_scoring.model.history import score_history
 from services.lead_scoring.model.rules import Award
 from services.lead_scoring.model.scoring import ScoringModel
-from services.lead_scoring.models import Identity, Lead, LeadEvent, ScoreEntry
+from services.lead_scoring.models import Identity, LeadEvent, ScoreEntry
 from services.lead_scoring.processing.lead_events import derived_event_id, lead_event, snapshot
+from services.lead_scoring.processing.lead_rows import LeadState
 from services.lead_scoring.processing.store import LeadStore
 from shared.outbox import Outgoing
 
@@ -80,7 +81,7 @@ def explain_change(
 
 def rescore_leads(
     session: Session,
-    leads: Sequence[Lead],
+    leads: Sequence[LeadState],
     version: int,
     model: ScoringModel,
     now: datetime,
