@@ -34,6 +34,7 @@ from shared.limits import (
     MAX_EVENT_NAME_LENGTH,
     MAX_ID_LENGTH,
     MAX_PAGE_NAME_LENGTH,
+    compact_json,
     effective_time,
 )
 
@@ -534,7 +535,7 @@ def to_dict(envelope: Envelope, *, validate_payload: bool = True) -> dict[str, A
 
 def encode(envelope: Envelope, *, validate_payload: bool = True) -> bytes:
     data = to_dict(envelope, validate_payload=validate_payload)
-    return json.dumps(data, separators=(",", ":"), default=str).encode()
+    return compact_json(data).encode()
 
 
 _ENVELOPE_KEYS = frozenset(EnvelopeSchema().fields)

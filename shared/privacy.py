@@ -19,6 +19,7 @@ the table factory and the two queries at the end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -54,20 +55,31 @@ def normal_value(kind: str, value: str) -> str:
     return value.strip().lower() if kind == EMAIL else value
 
 
+# Keys recently hashed, per process: intake hashes every event's identifiers, and one
+# visitor's batch names the same ones again and again. Bounded (at most ~1 KB an entry).
+KEY_CACHE_SIZE = 8192
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
 def identifier_key(kind: str, value: str) -> str:
     """What an erased identifier is remembered by: never the plain value."""
     digest = hashlib.sha256(f"funnel-person:{kind}:{normal_value(kind, value)}".encode())
     return digest.hexdigest()
 
 
-def _add(found: set[Identifier], kind: str, value: Any) -> None:
+def _add(found: set[tuple[str, str]], kind: str, value: Any) -> None:
     if isinstance(value, str) and not is_junk_id(value) and len(value) <= 320:
-        found.add(Identifier(kind, normal_value(kind, value)))
+        found.add((kind, normal_value(kind, value)))
 
 
 def identifiers_of(event: Envelope) -> set[Identifier]:
     """Every identifier of a person the event carries (traffic or lead events)."""
-    found: set[Identifier] = set()
+    return {Identifier(kind, value) for kind, value in _named(event)}
+
+
+def _named(event: Envelope) -> set[tuple[str, str]]:
+    """:func:`identifiers_of` as ``(kind, normalised value)`` pairs."""
+    found: set[tuple[str, str]] = set()
     _add(found, USER_ID, event.user_id)
     _add(found, ANONYMOUS_ID, event.anonymous_id)
     payload = event.payload
@@ -145,7 +157,7 @@ Handler = Callable[[Sequence[Envelope], Session], Sequence[Outgoing]]
 
 def erasure_keys(event: Envelope) -> frozenset[str]:
     """The keys an erasure is matched on: the event's identifiers, hashed."""
-    return frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
+    return frozenset(identifier_key(kind, value) for kind, value in _named(event))
 
 
 def drop_erased(

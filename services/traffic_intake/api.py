@@ -20,7 +20,6 @@ answered for the origins some browser source allows.
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -40,7 +39,7 @@ from services.traffic_intake.sources import Source
 from services.traffic_intake.state import state
 from shared.events import Envelope
 from shared.http import Blueprint, fail, flatten_field_errors
-from shared.limits import json_size
+from shared.limits import compact_json, json_size
 from shared.metrics import INTAKE_ACCEPTED, INTAKE_DUPLICATES, INTAKE_REJECTED
 from shared.provenance import BROWSER
 from shared.ratelimit import retry_after_header
@@ -176,7 +175,7 @@ for _call_type in ("track", "page", "screen", "identify", "group", "alias"):
 def _reject(
     index: int, kind: str, field_errors: dict[str, list[str]], item: Any, call_type: str | None
 ) -> tuple[dict[str, Any], failed.Rejection]:
-    body = json.dumps(item, separators=(",", ":"), default=str).encode()
+    body = compact_json(item).encode()
     return (
         {"index": index, "kind": kind, "field_errors": field_errors},
         failed.Rejection("/v1/batch", call_type, index, kind, field_errors, body),

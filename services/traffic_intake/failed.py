@@ -25,7 +25,7 @@ from services.traffic_intake.segment import to_envelope
 from shared.deadletter import DeadLetter
 from shared.http import flatten_field_errors
 from shared.identity import is_junk_id
-from shared.limits import truncate
+from shared.limits import json_size, truncate
 from shared.outbox import Outgoing, dead_letter_row, enqueue
 from shared.topics import TRAFFIC, TRAFFIC_INTAKE
 
@@ -114,7 +114,7 @@ def resubmit(
         ) from exc
     if not isinstance(event, dict):
         raise ValidationError({"event": ["must be a JSON object"]})
-    size = len(json.dumps(event, separators=(",", ":"), default=str))
+    size = json_size(event)
     if size > max_event_bytes:
         raise ValidationError({"_event": [f"{size} bytes; max {max_event_bytes}"]})
     call_type = event.get("type") or row.call_type

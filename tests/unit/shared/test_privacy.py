@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from shared.events import new_event
 from shared.privacy import (
+    KEY_CACHE_SIZE,
     Identifier,
     analytics_denied,
+    erasure_keys,
     identifier_key,
     identifiers_of,
     mask_email,
@@ -23,6 +25,24 @@ def test_keys_are_hashes_of_the_normalised_value() -> None:
     assert "grace" not in key
     assert identifier_key("user_id", "U1") != identifier_key("user_id", "u1")
     assert identifier_key("user_id", "x") != identifier_key("anonymous_id", "x")
+
+
+def test_erasure_keys_are_the_hashed_identifiers_and_their_cache_is_bounded() -> None:
+    event = new_event(
+        "alias",
+        {"previous_id": "old-1"},
+        source="w",
+        user_id="u1",
+        anonymous_id="a1",
+        context={"traits": {"email": " G@X.co "}},
+    )
+    expected = frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
+    assert len(expected) == 4
+    assert erasure_keys(event) == expected
+    assert erasure_keys(event) == expected  # asked again: from the cache, the same keys
+    unhashed = identifier_key.__wrapped__  # the function under the cache
+    assert identifier_key("email", " G@X.co ") == unhashed("email", "g@x.co")
+    assert identifier_key.cache_info().maxsize == KEY_CACHE_SIZE
 
 
 def test_identifiers_of_traffic_and_lead_events() -> None:
