@@ -199,7 +199,8 @@ def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
         Column("topic", String(200), nullable=False),
         Column("key", String(200), nullable=True),
         Column("value", LargeBinary, nullable=False),
-        Column("headers", JSON, nullable=True),
+        # Most rows have none: stored as SQL NULL, not encoded as JSON ``null`` row by row.
+        Column("headers", JSON(none_as_null=True), nullable=True),
         Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
         Column("sent_at", UTCDateTime(), nullable=True),
     )
