@@ -139,8 +139,9 @@ def _plain_text(text: str) -> bool:
 def _plain(value: Any, depth: int) -> bool:
     """Whether ``value`` needs neither cleaning nor a problem report: the common case, told
     without building the dotted path of every node as :func:`_walk` does (intake runs this
-    on every event's properties and context). Strings and numbers inside a container are
-    checked in the loop itself, not by a call each: they are most of what events hold."""
+    on every event's properties and context). A container's items go to
+    :func:`_plain_item`, which tells strings and numbers (most of what events hold) in
+    place; no generator is built per container."""
     kind = type(value)
     if kind is str:
         return _plain_text(value)
@@ -166,9 +167,14 @@ def _plain(value: Any, depth: int) -> bool:
 
 
 def _plain_item(item: Any, depth: int) -> bool:
-    """:func:`_plain` of a container's item, the plain ASCII string told at once."""
-    if type(item) is str and item.isascii():
-        return "\x00" not in item
+    """:func:`_plain` of an item of a container at ``depth``."""
+    kind = type(item)
+    if kind is str:
+        return "\x00" not in item if item.isascii() else _plain_text(item)
+    if kind is int:
+        return MIN_INTEGER <= item <= MAX_INTEGER
+    if kind is float:
+        return math.isfinite(item)
     return _plain(item, depth + 1)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.lead_scoring.model.engagement import DEFAULT_HALF_LIFE_DAYS, raw_increment
 from services.lead_scoring.model.fit import LOWEST_GRADE
@@ -26,7 +27,13 @@ from services.lead_scoring.model.rules import Award
 from services.lead_scoring.model.scoring import HistoryScope
 from services.lead_scoring.models import Identity, Lead, LeadEvent, ScoreEntry
 from services.lead_scoring.processing.identities import IdentityKey
-from services.lead_scoring.processing.lead_rows import LeadRow, LeadState, read_rows, write_rows
+from services.lead_scoring.processing.lead_rows import (
+    COLUMNS,
+    LeadRow,
+    LeadState,
+    read_rows,
+    write_rows,
+)
 from services.lead_scoring.processing.store import LeadStore
 from shared.db import utcnow
 from shared.events import Envelope
@@ -93,10 +100,14 @@ class TrafficBatch(LeadStore):
             # Locked: the sales API changes leads too (SQLite's IMMEDIATE lock covers it).
             for row in read_rows(self.session, chunk):
                 held = self.session.identity_map.get(Session.identity_key(Lead, row.id))
-                if held is not None:
-                    self._leads[row.id] = held
-                else:
+                if held is None:
                     self._leads[row.id] = self._rows[row.id] = row
+                    continue
+                # Brought up to the row just locked: a held lead the ORM did not see
+                # change (a Core write rolled back with a savepoint) may be stale.
+                for name in COLUMNS:
+                    set_committed_value(held, name, getattr(row, name))
+                self._leads[row.id] = held
         wanted = [lead_id for lead_id in wanted if lead_id in self._leads]
         for lead_id in wanted:
             self._identities[lead_id] = []

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.lead_scoring.app import init_db
 from services.lead_scoring.model.scoring import ScoringModel
 from services.lead_scoring.models import Lead
 from services.lead_scoring.processing.batch import TrafficBatch
-from services.lead_scoring.processing.lead_rows import COLUMNS, LeadRow, read_rows, write_rows
+from services.lead_scoring.processing.lead_rows import (
+    COLUMNS,
+    LEADS,
+    LeadRow,
+    read_rows,
+    write_rows,
+)
 from shared.db import make_engine, make_sessionmaker
 
 AT = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -94,15 +100,20 @@ def test_a_lead_the_session_holds_is_used_not_read_again(database_url: str) -> N
     with sessions.begin() as session:
         held = session.get(Lead, "orm")
         assert held is not None
+        # Changed behind the ORM's back (a Core write it never saw, as a batch's is): the
+        # held object is brought up to the row the batch locks, not trusted as it is.
+        session.execute(update(LEADS).where(LEADS.c.id == "orm").values(score=2))
+        assert held.score == 0
         pending = _lead("pending")  # not flushed yet: the batch must still find it
         session.add(pending)
         batch = TrafficBatch(session, ScoringModel().history_scope, since=AT)
         batch.preload([])
         batch._load(["orm", "pending"])
-        assert batch.lead("orm") is held
+        assert batch.lead("orm") is held and held.score == 2
+        assert held not in session.dirty  # brought up to date, not a change to write
         assert batch.lead("pending") is pending
         fresh = batch.create_lead(AT)
-        batch.lead("orm").score = 4
+        batch.lead("orm").score += 2
         fresh.score = 3
         batch.flush()
     _check_scores(sessions, {"orm": 4, fresh.id: 3, "pending": 0})
