@@ -9,15 +9,15 @@ with the ``leads`` columns as slots; :func:`read_rows` reads them (locked) with 
 SELECT, :func:`write_rows` writes the batch's new ones with one INSERT and its changed
 ones with one executemany UPDATE.
 
-Code that takes a lead accepts either kind through :class:`LeadState`: the sales API, the
-jobs and splits keep ORM :class:`~services.lead_scoring.models.Lead` objects.
+Code that takes a lead accepts either kind (:data:`LeadState`): the sales API, the jobs
+and splits keep ORM :class:`~services.lead_scoring.models.Lead` objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -26,33 +26,6 @@ from services.lead_scoring.models import Lead
 
 LEADS: Table = Lead.__table__  # type: ignore[assignment]  # a declarative class's table
 COLUMNS: tuple[str, ...] = tuple(column.name for column in LEADS.c)
-
-
-class LeadState(Protocol):
-    """A lead's columns, as an ORM ``Lead`` or a :class:`LeadRow` has them."""
-
-    id: str
-    stage: str
-    score: int
-    fit_score: int
-    fit_grade: str
-    engagement_raw: float
-    intent: dict[str, int]
-    rules_version: int
-    email: str | None
-    user_id: str | None
-    traits: dict[str, Any]
-    account_id: str | None
-    account_traits: dict[str, Any]
-    merged_into: str | None
-    owner_id: int | None
-    assigned_at: datetime | None
-    mql_at: datetime | None
-    sla_breached_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    last_event_at: datetime | None
-    version: int
 
 
 class LeadRow:
@@ -102,6 +75,11 @@ class LeadRow:
 
     def __repr__(self) -> str:
         return f"LeadRow(id={self.id!r}, stage={self.stage!r}, score={self.score!r})"
+
+
+# A lead as code that changes one takes it: the sales API, jobs and splits hold ORM leads,
+# the consumer's batch holds rows.
+LeadState = Lead | LeadRow
 
 
 def read_rows(session: Session, lead_ids: Sequence[str]) -> list[LeadRow]:

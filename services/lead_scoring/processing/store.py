@@ -49,7 +49,7 @@ class LeadStore:
     written with one INSERT per table by :meth:`flush`; the leads themselves are ORM
     objects written by the session's flush (:class:`.batch.TrafficBatch` adds its plain
     rows, see :mod:`.lead_rows`); methods take either kind
-    (:class:`.lead_rows.LeadState`). Anything that must query what was written (a merge,
+    (:data:`.lead_rows.LeadState`). Anything that must query what was written (a merge,
     an identity lookup) flushes first. Callers flush before their transaction ends
     (:func:`.handoff.actions.perform` and the runner's handlers do)."""
 
