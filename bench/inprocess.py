@@ -1,0 +1,179 @@
+"""The two hot paths in one process, without Kafka, gunicorn or a load generator: where
+the CPU goes, for whoever optimises them next (``make bench`` gives the real figures).
+
+* ``intake``: 100-event batches posted to intake's app through Flask's test client (SQLite,
+  group commit on), beside the bare app's ``/validated/batch`` (the same events loaded with
+  intake's call schemas and stored, nothing else; :mod:`bench.bare_app`). Their ratio is
+  how much of intake's CPU is work beyond validating and storing.
+* ``scoring``: lead-scoring's ``BatchProcessor`` over plain records (the bench's page-view
+  stream, 500 a batch) on a fresh SQLite or PostgreSQL database.
+
+``python -m bench.inprocess intake|scoring [--database-url URL] [--profile [N]]`` prints
+the rates (median of ``--repeats``), and with ``--profile`` the N costliest functions by
+own time. Bounded: a fixed number of batches per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.lead_scoring.app import init_db as init_scoring_db
+from services.lead_scoring.config import ScoringConfig
+from services.lead_scoring.consumer import handlers
+from services.lead_scoring.models import outbox, processed_events
+from shared.db import make_engine, make_sessionmaker
+from shared.events import encode, new_event
+from shared.runner import BatchProcessor
+from shared.topics import TRAFFIC
+
+TRACK = {
+    "anonymousId": "anon-bench",
+    "event": "Product Viewed",
+    "properties": {"sku": "SKU-1", "price": 19.99, "category": "books"},
+    "context": {"page": {"path": "/p/1", "referrer": "https://www.google.com/"}},
+}
+BATCH = json.dumps({"batch": [{"type": "track", **TRACK}] * 100}).encode()
+INTAKE_BATCHES = 200
+SCORING_BATCHES, SCORING_BATCH_SIZE = 10, 500
+
+
+# A run: one timed pass, given the profiler to switch on around its timed part (or None);
+# returns events/s.
+Run = Callable[[cProfile.Profile | None], float]
+
+
+def _timed(events: int, work: Callable[[], object], profile: cProfile.Profile | None) -> float:
+    if profile is not None:
+        profile.enable()
+    started = time.perf_counter()
+    work()
+    elapsed = time.perf_counter() - started
+    if profile is not None:
+        profile.disable()
+    return events / elapsed
+
+
+def intake_runs(work: Path) -> dict[str, Run]:
+    os.environ.update(
+        {
+            "FUNNEL_WRITE_KEY": "inprocess",
+            "TRAFFIC_INTAKE_DATABASE_URL": f"sqlite:///{work / 'intake.db'}",
+            "BENCH_DURABLE_DATABASE_URL": f"sqlite:///{work / 'bare.db'}",
+        }
+    )
+    from bench.bare_app import create_app as bare_app
+    from services.traffic_intake.app import create_app, init_db
+
+    init_db(make_engine(os.environ["TRAFFIC_INTAKE_DATABASE_URL"]))
+    auth = "Basic " + base64.b64encode(b"inprocess:").decode()
+    headers = {"Content-Type": "application/json", "Authorization": auth}
+    clients = {"intake": create_app().test_client(), "validated": bare_app().test_client()}
+    paths = {"intake": "/v1/batch", "validated": "/validated/batch"}
+
+    def run(name: str) -> Run:
+        def post_all() -> None:
+            for _ in range(INTAKE_BATCHES):
+                answer = clients[name].post(paths[name], data=BATCH, headers=headers)
+                assert answer.status_code == 200, answer.get_data(as_text=True)
+
+        return lambda profile: _timed(INTAKE_BATCHES * 100, post_all, profile)
+
+    return {name: run(name) for name in clients}
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def scoring_runs(database_url: str) -> dict[str, Run]:
+    engine = make_engine(database_url)
+    init_scoring_db(engine)
+    processor = BatchProcessor(
+        consumer_name="lead-scoring",
+        sessions=make_sessionmaker(engine),
+        handlers=handlers(ScoringConfig(database_url=database_url)),
+        processed_table=processed_events,
+        outbox_table=outbox,
+        validate_outgoing=False,
+    )
+
+    def batches() -> Iterator[list[_Record]]:
+        """Visits of five page views by 1,000 new visitors, as ``bench.consumers``."""
+        run, offset = uuid.uuid4().hex[:8], 0
+        for _ in range(SCORING_BATCHES):
+            records = []
+            for _ in range(SCORING_BATCH_SIZE):
+                path = "/pricing" if offset % 10 == 3 else f"/docs/{offset % 50}"
+                event = new_event(
+                    "page",
+                    {"properties": {"path": path}},
+                    source="web",
+                    anonymous_id=f"b-{run}-{(offset // 5) % 1000}",
+                )
+                records.append(
+                    _Record(TRAFFIC, 0, offset, event.partition_key.encode(), encode(event))
+                )
+                offset += 1
+            yield records
+
+    def apply_all(profile: cProfile.Profile | None) -> float:
+        prepared = list(batches())  # encoded before the clock starts
+
+        def process() -> None:
+            for records in prepared:
+                processor.process(records)
+
+        return _timed(SCORING_BATCHES * SCORING_BATCH_SIZE, process, profile)
+
+    return {"scoring": apply_all}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", choices=["intake", "scoring"])
+    parser.add_argument("--database-url", help="scoring: default a fresh SQLite file")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", nargs="?", type=int, const=30, default=0)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="funnel-inprocess-"))
+    if args.path == "intake":
+        runs = intake_runs(work)
+    else:
+        runs = scoring_runs(args.database_url or f"sqlite:///{work / 'scoring.db'}")
+    for run in runs.values():
+        run(None)  # warm: imports, caches, the first writes of each table
+    # Profiled: the path itself (intake's or scoring's), not the reference beside it.
+    profile = cProfile.Profile() if args.profile else None
+    rates = {
+        name: [run(profile if name == args.path else None) for _ in range(args.repeats)]
+        for name, run in runs.items()
+    }
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, rate in medians.items():
+        print(f"{name:<10} {rate:10.0f} events/s (median of {args.repeats})")
+    if "validated" in medians:
+        print(f"intake_vs_validated {medians['intake'] / medians['validated']:.3f}")
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
