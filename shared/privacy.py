@@ -56,7 +56,8 @@ def normal_value(kind: str, value: str) -> str:
 
 
 # Keys recently hashed, per process: intake hashes every event's identifiers, and one
-# visitor's batch names the same ones again and again. Bounded (at most ~1 KB an entry).
+# visitor's batch names the same ones again and again. Bounded (at most ~1 KB an entry);
+# in memory only, where every request's identifiers pass anyway.
 KEY_CACHE_SIZE = 8192
 
 

@@ -55,7 +55,8 @@ class TrafficBatch(LeadStore):
     ``preload`` reads what the batch's events name; lookups outside it fall back to a
     query. Leads are :class:`.lead_rows.LeadRow` objects (locked FOR UPDATE when read),
     changed in place and written by :meth:`flush`; a lead the session already holds as
-    an ORM ``Lead`` (a split's) is used as it is and written by the session's flush.
+    an ORM ``Lead`` (a split's) is used instead, brought up to the row just locked, and
+    written by the session's flush.
     Identities, events, awards and stage changes wait in memory until :meth:`flush`.
     Nothing is committed here.
     """

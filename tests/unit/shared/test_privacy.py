@@ -39,7 +39,9 @@ def test_erasure_keys_are_the_hashed_identifiers_and_their_cache_is_bounded() ->
     expected = frozenset(identifier_key(i.kind, i.value) for i in identifiers_of(event))
     assert len(expected) == 4
     assert erasure_keys(event) == expected
+    hits = identifier_key.cache_info().hits
     assert erasure_keys(event) == expected  # asked again: from the cache, the same keys
+    assert identifier_key.cache_info().hits == hits + 4
     unhashed = identifier_key.__wrapped__  # the function under the cache
     assert identifier_key("email", " G@X.co ") == unhashed("email", "g@x.co")
     assert identifier_key.cache_info().maxsize == KEY_CACHE_SIZE

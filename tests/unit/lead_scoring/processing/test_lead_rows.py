@@ -104,12 +104,13 @@ def test_a_lead_the_session_holds_is_used_not_read_again(database_url: str) -> N
         # held object is brought up to the row the batch locks, not trusted as it is.
         session.execute(update(LEADS).where(LEADS.c.id == "orm").values(score=2))
         assert held.score == 0
+        held.stage = "lead"  # a change not flushed yet: it must be written, not overwritten
         pending = _lead("pending")  # not flushed yet: the batch must still find it
         session.add(pending)
         batch = TrafficBatch(session, ScoringModel().history_scope, since=AT)
         batch.preload([])
         batch._load(["orm", "pending"])
-        assert batch.lead("orm") is held and held.score == 2
+        assert batch.lead("orm") is held and (held.score, held.stage) == (2, "lead")
         assert held not in session.dirty  # brought up to date, not a change to write
         assert batch.lead("pending") is pending
         fresh = batch.create_lead(AT)
