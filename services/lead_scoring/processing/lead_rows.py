@@ -3,11 +3,11 @@ statements.
 
 The traffic consumer changes every lead its batch names, several times per event. As
 ORM objects each read and write of an attribute went through SQLAlchemy's
-instrumentation and the batch's end through the unit of work (together about a fifth of
-the consumer's time in-process: ``python -m bench.inprocess scoring --profile``). A :class:`LeadRow` is a plain object
-with the ``leads`` columns as slots; :func:`read_rows` reads them (locked) with one
-SELECT, :func:`write_rows` writes the batch's new ones with one INSERT and its changed
-ones with one executemany UPDATE.
+instrumentation and the batch's end through the unit of work: together about a fifth of
+the consumer's time in-process (``python -m bench.inprocess scoring --profile``). A
+:class:`LeadRow` is a plain object with the ``leads`` columns as slots;
+:func:`read_rows` reads them (locked) with one SELECT, :func:`write_rows` writes the
+batch's new ones with one INSERT and its changed ones with one executemany UPDATE.
 
 Code that takes a lead accepts either kind (:data:`LeadState`): the sales API, the jobs
 and splits keep ORM :class:`~services.lead_scoring.models.Lead` objects.
