@@ -42,21 +42,29 @@ ROOT = Path(__file__).resolve().parents[1]
 SESSION_PAGES = 5
 
 
-def produce_traffic(
-    kafka: KafkaConfig, count: int, people: int = 1000, session: int = SESSION_PAGES
-) -> None:
-    """``count`` page views by ``people`` visitors, in visits of ``session`` pages one
-    after another (as browsers send them), the visitors taking turns."""
-    producer = make_producer(kafka, "bench-feeder")
+def traffic_stream(
+    count: int, people: int = 1000, session: int = SESSION_PAGES
+) -> Iterator[Envelope]:
+    """``count`` page views by ``people`` visitors new to this run, in visits of
+    ``session`` pages one after another (as browsers send them), the visitors taking
+    turns."""
     run = uuid.uuid4().hex[:8]
     for i in range(count):
         path = "/pricing" if i % 10 == 3 else f"/docs/{i % 50}"
-        event = new_event(
+        yield new_event(
             "page",
             {"properties": {"path": path}},
             source="web",
             anonymous_id=f"b-{run}-{(i // session) % people}",
         )
+
+
+def produce_traffic(
+    kafka: KafkaConfig, count: int, people: int = 1000, session: int = SESSION_PAGES
+) -> None:
+    """:func:`traffic_stream` on the traffic topic."""
+    producer = make_producer(kafka, "bench-feeder")
+    for event in traffic_stream(count, people, session):
         producer.send(TRAFFIC, key=event.partition_key.encode(), value=encode(event))
     producer.flush()
     producer.close()

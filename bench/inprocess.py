@@ -27,17 +27,17 @@ import pstats
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.consumers import traffic_stream
 from services.lead_scoring.app import init_db as init_scoring_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import handlers
 from services.lead_scoring.models import outbox, processed_events
 from shared.db import make_engine, make_sessionmaker
-from shared.events import encode, new_event
+from shared.events import encode
 from shared.runner import BatchProcessor
 from shared.topics import TRAFFIC
 
@@ -118,27 +118,15 @@ def scoring_runs(database_url: str) -> dict[str, Run]:
         validate_outgoing=False,
     )
 
-    def batches() -> Iterator[list[_Record]]:
-        """Visits of five page views by 1,000 new visitors, as ``bench.consumers``."""
-        run, offset = uuid.uuid4().hex[:8], 0
-        for _ in range(SCORING_BATCHES):
-            records = []
-            for _ in range(SCORING_BATCH_SIZE):
-                path = "/pricing" if offset % 10 == 3 else f"/docs/{offset % 50}"
-                event = new_event(
-                    "page",
-                    {"properties": {"path": path}},
-                    source="web",
-                    anonymous_id=f"b-{run}-{(offset // 5) % 1000}",
-                )
-                records.append(
-                    _Record(TRAFFIC, 0, offset, event.partition_key.encode(), encode(event))
-                )
-                offset += 1
-            yield records
-
     def apply_all(profile: cProfile.Profile | None) -> float:
-        prepared = list(batches())  # encoded before the clock starts
+        records = [
+            _Record(TRAFFIC, 0, offset, event.partition_key.encode(), encode(event))
+            for offset, event in enumerate(traffic_stream(SCORING_BATCHES * SCORING_BATCH_SIZE))
+        ]  # encoded before the clock starts
+        prepared = [
+            records[start : start + SCORING_BATCH_SIZE]
+            for start in range(0, len(records), SCORING_BATCH_SIZE)
+        ]
 
         def process() -> None:
             for records in prepared:
