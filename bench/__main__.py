@@ -73,7 +73,6 @@ target_ratio) and prints a table. Bounded: about ten minutes with the defaults.
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import json
 import statistics
@@ -100,7 +99,7 @@ from bench.consumers import (
     scoring_consume,
 )
 from bench.e2e import e2e_latency
-from bench.load import post_load
+from bench.load import BATCH_BODY, SINGLE_BODY, json_headers, post_load
 from bench.rescoring import build, read_history, rescore_all
 from bench.scaleout import scaleout_rows
 from services.traffic_intake.app import init_db
@@ -234,16 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "bench.log"
     work = Path(tempfile.mkdtemp(prefix="funnel-bench-"))
-    auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    headers = {"Content-Type": "application/json", "Authorization": auth}
-    track = {
-        "anonymousId": "anon-bench",
-        "event": "Product Viewed",
-        "properties": {"sku": "SKU-1", "price": 19.99, "category": "books"},
-        "context": {"page": {"path": "/p/1", "referrer": "https://www.google.com/"}},
-    }
-    single_body = json.dumps(track).encode()
-    batch_body = json.dumps({"batch": [{"type": "track", **track}] * 100}).encode()
+    headers = json_headers(WRITE_KEY)
+    single_body, batch_body = SINGLE_BODY, BATCH_BODY
 
     def load(port: int, body: bytes, prefix: str = "/v1") -> Callable[[], float]:
         """One timed load of single events (``<prefix>/track``) or 100-event batches

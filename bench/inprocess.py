@@ -19,9 +19,7 @@ fixed number of batches per run.
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
-import json
 import os
 import pstats
 import statistics
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.consumers import traffic_stream
+from bench.load import BATCH_BODY, json_headers
 from services.lead_scoring.app import init_db as init_scoring_db
 from services.lead_scoring.config import ScoringConfig
 from services.lead_scoring.consumer import handlers
@@ -41,13 +40,6 @@ from shared.events import encode
 from shared.runner import BatchProcessor
 from shared.topics import TRAFFIC
 
-TRACK = {
-    "anonymousId": "anon-bench",
-    "event": "Product Viewed",
-    "properties": {"sku": "SKU-1", "price": 19.99, "category": "books"},
-    "context": {"page": {"path": "/p/1", "referrer": "https://www.google.com/"}},
-}
-BATCH = json.dumps({"batch": [{"type": "track", **TRACK}] * 100}).encode()
 INTAKE_BATCHES = 200
 SCORING_BATCHES, SCORING_BATCH_SIZE = 10, 500
 
@@ -81,15 +73,14 @@ def intake_runs(work: Path) -> dict[str, Run]:
     from services.traffic_intake.app import create_app, init_db
 
     init_db(make_engine(os.environ["TRAFFIC_INTAKE_DATABASE_URL"]))
-    auth = "Basic " + base64.b64encode(b"inprocess:").decode()
-    headers = {"Content-Type": "application/json", "Authorization": auth}
+    headers = json_headers("inprocess")
     clients = {"intake": create_app().test_client(), "validated": bare_app().test_client()}
     paths = {"intake": "/v1/batch", "validated": "/validated/batch"}
 
     def run(name: str) -> Run:
         def post_all() -> None:
             for _ in range(INTAKE_BATCHES):
-                answer = clients[name].post(paths[name], data=BATCH, headers=headers)
+                answer = clients[name].post(paths[name], data=BATCH_BODY, headers=headers)
                 assert answer.status_code == 200, answer.get_data(as_text=True)
 
         return lambda profile: _timed(INTAKE_BATCHES * 100, post_all, profile)
@@ -129,9 +120,9 @@ def scoring_runs(database_url: str) -> dict[str, Run]:
         ]
 
         def process() -> None:
-            for records in prepared:
-                result = processor.process(records)
-                assert result.applied == len(records), "events failed: the rate would lie"
+            for batch in prepared:
+                result = processor.process(batch)
+                assert result.applied == len(batch), "events failed: the rate would lie"
 
         return _timed(SCORING_BATCHES * SCORING_BATCH_SIZE, process, profile)
 

@@ -3,12 +3,30 @@ connections, POSTing one body for a fixed time (and at most a fixed count)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import multiprocessing as mp
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+
+# The Segment call every intake figure posts: alone, and as a 100-event batch.
+TRACK = {
+    "anonymousId": "anon-bench",
+    "event": "Product Viewed",
+    "properties": {"sku": "SKU-1", "price": 19.99, "category": "books"},
+    "context": {"page": {"path": "/p/1", "referrer": "https://www.google.com/"}},
+}
+SINGLE_BODY = json.dumps(TRACK).encode()
+BATCH_BODY = json.dumps({"batch": [{"type": "track", **TRACK}] * 100}).encode()
+
+
+def json_headers(write_key: str) -> dict[str, str]:
+    """A JSON POST with ``write_key`` as Segment sends it (HTTP Basic user name)."""
+    auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+    return {"Content-Type": "application/json", "Authorization": auth}
 
 
 @dataclass(frozen=True)
