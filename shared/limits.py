@@ -232,7 +232,7 @@ def compact_json(value: Any) -> str:
 
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact JSON (the size limits are about this)."""
-    return len(_COMPACT.encode(value))
+    return len(compact_json(value))
 
 
 def money(value: Any) -> Decimal | None:
